@@ -1,0 +1,264 @@
+"""The `segdistill` command line.
+
+Subcommands: train, distill-train (the tutorial's `distill_train.py` flags), evaluate, patch-teacher, layers,
+make-synthetic, fetch-data, validate-data, fetch-backbone. A SegDistillError prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from segdistill.errors import SegDistillError
+
+
+def _flag(parser, name: str, **kw):
+    """PaddleSeg spells flags with underscores; accept both `--save_dir` and `--save-dir`."""
+    names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*names, dest=name, **kw)
+
+
+def _training_flags(p):
+    _flag(p, "save_dir", required=True, help="run folder: checkpoints, best_model/, logs")
+    _flag(p, "data_root", default=None, help="override train/val dataset_root")
+    _flag(p, "iters", type=int, default=None)
+    _flag(p, "batch_size", type=int, default=None, help="global batch size (split across ranks)")
+    _flag(p, "learning_rate", type=float, default=None)
+    _flag(p, "save_interval", type=int, default=1000)
+    _flag(p, "log_iters", type=int, default=10)
+    _flag(p, "keep_checkpoint_max", type=int, default=2)
+    _flag(p, "seed", type=int, default=0)
+    _flag(p, "num_workers", type=int, default=0, help="accepted for PaddleSeg compatibility; loading is in-process")
+    _flag(p, "resume_model", default=None, help="checkpoint folder to resume from (default: newest valid in save_dir)")
+    _flag(p, "do_eval", action="store_true")
+    _flag(p, "use_vdl", action="store_true")
+    _flag(p, "class_names", nargs="+", default=None)
+    _flag(p, "pretrained_cache", default=None, help="folder of downloaded backbones (default resources/pretrained)")
+    _flag(p, "no_pretrained_backbone", action="store_true", help="ignore backbone `pretrained:` (train from scratch)")
+
+
+def _spec(args, **extra):
+    from segdistill.trainer import TrainSpec
+
+    keys = ("save_dir", "data_root", "iters", "batch_size", "learning_rate", "save_interval", "log_iters",
+            "keep_checkpoint_max", "seed", "num_workers", "resume_model", "do_eval", "use_vdl", "class_names",
+            "pretrained_cache")
+    return TrainSpec(**{k: getattr(args, k) for k in keys}, pretrained_backbone=not args.no_pretrained_backbone,
+                     **extra)
+
+
+def cmd_train(args):
+    from segdistill.trainer import train
+
+    terms = None
+    if args.distill:
+        from segdistill.config import read_yaml
+
+        raw = read_yaml(args.distill)
+        terms = raw.get("terms") if isinstance(raw, dict) else None
+        if terms is None:
+            raise SegDistillError(f"{args.distill}: expected a mapping with a `terms:` list")
+    if terms is not None and not args.teacher_config:
+        raise SegDistillError("--distill needs --teacher_config")
+    train(_spec(args, config=args.config, teacher_config=args.teacher_config, distill_terms=terms))
+
+
+def cmd_distill_train(args):
+    from segdistill.trainer import train
+
+    teacher = args.teacher_config or args.teather_config
+    if not teacher:
+        raise SegDistillError("--teather_config (or --teacher_config) is required")
+    train(_spec(args, config=args.student_config, teacher_config=teacher))
+
+
+def cmd_evaluate(args):
+    from segdistill.config import build, build_model, experiment_dict, ignore_index, load_weights, num_classes
+    from segdistill.evaluate import build_split, evaluate, metrics_record
+
+    # The evaluated weights cover the whole model, backbone included.
+    dic = experiment_dict(args.config, data_root=args.data_root, pretrained_backbone=False)
+    dic["model"]["pretrained"] = None
+    model = build_model(dic, args.config)
+    load_weights(model, args.model, source=f"--model for {args.config}")
+    n = num_classes(dic)
+    names = args.class_names or [f"class_{i}" for i in range(n)]
+    result = {"config": args.config, "model": args.model, "splits": {}}
+    if args.run:
+        from segdistill.study import parse_run
+
+        result.update(run=args.run, **parse_run(args.run))
+    builder = build(dic, args.config)
+    for split in args.split:
+        ds = build_split(builder, split)
+        cm = evaluate(model, ds, n, ignore_index(dic))
+        result["splits"][split] = dict(metrics_record(cm, names), num_images=len(ds))
+        print(f"{split}: mIoU={result['splits'][split]['miou']:.4f} on {len(ds)} images", file=sys.stderr)
+    _write_json(result, args.out)
+
+
+def cmd_patch_teacher(args):
+    from segdistill.config import build_model, experiment_dict, patch_teacher
+
+    patch_teacher(args.config, args.weights, args.out)
+    # Prove the copy loads: every teacher parameter present with its shape (errors name the key).
+    dic = experiment_dict(args.out, pretrained_backbone=False)
+    build_model(dic, args.out)
+    print(f"wrote {args.out}: model.pretrained = {args.weights} (all parameters load)", file=sys.stderr)
+
+
+def cmd_layers(args):
+    from segdistill.layers import list_layers
+
+    print(list_layers(args.config, tuple(args.size) if args.size else None, depth=args.depth))
+
+
+def cmd_make_synthetic(args):
+    from segdistill.data import generate
+
+    info = generate(args.out, num_images=args.num_images, size=args.size, seed=args.seed)
+    print(json.dumps(info, indent=2, default=str))
+
+
+def cmd_download(args):
+    from segdistill.data import download
+
+    seen = download(args.url, args.zip, sha256=args.sha256)
+    print(f"downloaded {args.url} -> {args.zip} (sha256 {seen})", file=sys.stderr)
+
+
+def cmd_extract(args):
+    from segdistill.data import safe_extract
+
+    root = safe_extract(args.zip, args.out)
+    print(f"extracted {args.zip} -> {root}", file=sys.stderr)
+
+
+def cmd_validate_data(args):
+    from segdistill.data import sha256_of, validate_dataset
+
+    info = validate_dataset(args.root, num_classes=args.num_classes)
+    info = {"root": str(args.root), **info}
+    if args.archive:
+        info["archive"] = {"path": args.archive, "sha256": sha256_of(args.archive)}
+    _write_json(info, args.out)
+
+
+def cmd_summary(args):
+    from segdistill.report.summary import write_summary
+
+    write_summary(args.evals, args.out_csv, args.out_md, split=args.split)
+
+
+def cmd_fetch_backbone(args):
+    from segdistill.pretrained import fetch_backbone
+
+    print(fetch_backbone(args.url, args.cache))
+
+
+def _write_json(obj, path):
+    if path in (None, "-"):
+        print(json.dumps(obj, indent=2))
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="segdistill", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one arm (teacher, student, or distilled with --teacher_config)")
+    _flag(p, "config", required=True, help="PaddleSeg experiment YAML")
+    _flag(p, "teacher_config", default=None, help="patched teacher YAML: distil into the student")
+    _flag(p, "distill", default=None, help="YAML with `terms:` (default: the student YAML's distill_loss)")
+    _training_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill-train", help="PaddleSeg's deploy/slim/distill/distill_train.py, same flags")
+    _flag(p, "teather_config", default=None, help="teacher config (the tutorial's spelling)")
+    _flag(p, "teacher_config", default=None)
+    _flag(p, "student_config", required=True)
+    _training_flags(p)
+    p.set_defaults(func=cmd_distill_train)
+
+    p = sub.add_parser("evaluate", help="metrics of trained weights on val/test -> JSON")
+    _flag(p, "config", required=True)
+    _flag(p, "model", required=True, help="model.pdparams")
+    _flag(p, "data_root", default=None)
+    _flag(p, "split", nargs="+", default=["val"])
+    _flag(p, "class_names", nargs="+", default=None)
+    _flag(p, "run", default=None, help="run id recorded in the JSON, e.g. distilled/kl/seed0")
+    _flag(p, "out", default="-")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("patch-teacher", help="copy a teacher config with model.pretrained -> trained weights")
+    _flag(p, "config", required=True)
+    _flag(p, "weights", required=True)
+    _flag(p, "out", required=True)
+    _flag(p, "pretrained_cache", default=None)
+    p.set_defaults(func=cmd_patch_teacher)
+
+    p = sub.add_parser("layers", help="every sublayer of a config's model with its output shape")
+    p.add_argument("config")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None)
+    p.add_argument("--depth", type=int, default=None, help="only names with at most this many dots")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("make-synthetic", help="write the synthetic fundus-like set (OpticDiscSeg layout)")
+    _flag(p, "out", required=True)
+    _flag(p, "num_images", type=int, default=200)
+    _flag(p, "size", type=int, default=64)
+    _flag(p, "seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_synthetic)
+
+    p = sub.add_parser("download", help="download the optic disc archive, checking its SHA-256 when given")
+    _flag(p, "url", default="https://paddleseg.bj.bcebos.com/dataset/optic_disc_seg.zip")
+    _flag(p, "zip", required=True)
+    _flag(p, "sha256", default=None)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("extract", help="extract a data set archive safely")
+    _flag(p, "zip", required=True)
+    _flag(p, "out", required=True)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("validate-data", help="check an OpticDiscSeg-layout folder")
+    p.add_argument("root")
+    _flag(p, "num_classes", type=int, default=2)
+    _flag(p, "archive", default=None, help="record this archive's SHA-256 in the report")
+    _flag(p, "out", default="-")
+    p.set_defaults(func=cmd_validate_data)
+
+    p = sub.add_parser("summary", help="per-run evaluation JSONs -> summary.csv and summary.md")
+    p.add_argument("evals", nargs="+")
+    _flag(p, "split", default="val")
+    _flag(p, "out_csv", required=True)
+    _flag(p, "out_md", required=True)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("fetch-backbone", help="download and cache a `pretrained:` backbone URL")
+    p.add_argument("url")
+    _flag(p, "cache", default="resources/pretrained")
+    p.set_defaults(func=cmd_fetch_backbone)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SegDistillError as exc:
+        print(f"segdistill: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

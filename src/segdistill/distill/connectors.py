@@ -1,0 +1,43 @@
+"""Connectors: map a student tensor to the teacher's channel count so a loss can compare them.
+
+They are trained with the student (their parameters join the student's optimizer) and discarded at export.
+"""
+
+from __future__ import annotations
+
+from segdistill.errors import SegDistillError
+from segdistill.paddle_env import paddle
+
+nn = paddle.nn
+
+
+class Conv1x1(nn.Layer):
+    """1x1 convolution, optionally followed by batch norm (as in CIRKD / mmrazor's ConvModule connector)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bn: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2D(in_channels, out_channels, 1, bias_attr=not bn)
+        self.bn = nn.BatchNorm2D(out_channels) if bn else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.bn(x) if self.bn is not None else x
+
+
+CONNECTORS = {"conv1x1": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=False),
+              "conv1x1_bn": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=True)}
+
+
+def build_connector(spec, in_channels: int, out_channels: int, term_name: str):
+    """`spec` is a name (`conv1x1`, `conv1x1_bn`) or a mapping {type: conv1x1, bn: true}."""
+    if isinstance(spec, dict):
+        kind = spec.get("type", "conv1x1")
+        if spec.get("bn"):
+            kind = "conv1x1_bn"
+    else:
+        kind = spec
+    if kind not in CONNECTORS:
+        raise SegDistillError(
+            f"distillation term '{term_name}': unknown connector '{kind}' (known: {', '.join(CONNECTORS)})"
+        )
+    return CONNECTORS[kind](in_channels, out_channels)

@@ -1,0 +1,88 @@
+"""Distillation terms as declared in YAML: which tensors to compare, with which loss, weight and temperature."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from segdistill.errors import SegDistillError
+
+TERM_KEYS = {"name", "student", "teacher", "loss", "weight", "temperature", "connector"}
+
+# PaddleSeg `distill_loss` types (tutorial student YAML) -> our loss names.
+PADDLESEG_LOSSES = {"KLLoss": "kl", "MSELoss": "mse", "CWDLoss": "cwd", "SegChannelwiseLoss": "channelwise_legacy"}
+
+
+@dataclass
+class DistillTerm:
+    student: str = "logits"
+    teacher: str = "logits"
+    loss: str = "kl"
+    weight: float = 1.0
+    temperature: float = 1.0
+    connector: Any = None
+    name: str = field(default="")
+
+    def __post_init__(self):
+        if not self.name:
+            self.name = f"{self.loss}:{self.student}" if self.student == self.teacher else (
+                f"{self.loss}:{self.student}->{self.teacher}")
+
+
+def parse_terms(raw, source: str = "distill.terms") -> list[DistillTerm]:
+    """Validate a list of term mappings (from the study config or a standalone YAML)."""
+    from segdistill.losses import available
+
+    if not isinstance(raw, list) or not raw:
+        raise SegDistillError(f"{source}: expected a non-empty list of distillation terms")
+    terms = []
+    for i, item in enumerate(raw):
+        where = f"{source}[{i}]"
+        if not isinstance(item, dict):
+            raise SegDistillError(f"{where}: expected a mapping, got {item!r}")
+        unknown = set(item) - TERM_KEYS
+        if unknown:
+            raise SegDistillError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TERM_KEYS)}")
+        term = DistillTerm(**item)
+        if term.loss not in available():
+            raise SegDistillError(f"{where}.loss: unknown loss '{term.loss}' (known: {', '.join(available())})")
+        if not float(term.temperature) > 0:
+            raise SegDistillError(f"{where}.temperature: must be > 0, got {term.temperature}")
+        term.weight, term.temperature = float(term.weight), float(term.temperature)
+        terms.append(term)
+    names = [t.name for t in terms]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise SegDistillError(f"{source}: duplicate term name(s) {sorted(dupes)}; give each term a `name:`")
+    return terms
+
+
+def terms_from_paddleseg(distill_loss: dict, source: str = "distill_loss") -> list[DistillTerm]:
+    """The tutorial's `distill_loss: {types: [{type: KLLoss}], coef: [3]}` as logits-to-logits terms."""
+    types, coefs = distill_loss.get("types") or [], distill_loss.get("coef") or []
+    if len(types) != len(coefs):
+        raise SegDistillError(f"{source}: 'types' has {len(types)} entries but 'coef' has {len(coefs)}")
+    raw = []
+    for t, c in zip(types, coefs):
+        kind = t.get("type")
+        if kind not in PADDLESEG_LOSSES:
+            raise SegDistillError(f"{source}: unsupported type '{kind}' (supported: {', '.join(PADDLESEG_LOSSES)})")
+        raw.append({"loss": PADDLESEG_LOSSES[kind], "weight": c, "temperature": t.get("temperature", 1.0)})
+    return parse_terms(raw, source)
+
+
+def write_terms_file(terms, student_config: str, out: str, source: str = "distill.terms") -> list[DistillTerm]:
+    """Write `{terms: [...]}` in full; `terms=None` takes them from the student YAML's `distill_loss`."""
+    from dataclasses import asdict
+
+    from segdistill.config import read_yaml, write_yaml
+
+    if terms is None:
+        dic = read_yaml(student_config)
+        if not dic.get("distill_loss"):
+            raise SegDistillError(f"{source}: no terms given and {student_config} has no `distill_loss`")
+        parsed = terms_from_paddleseg(dic["distill_loss"], f"{student_config}: distill_loss")
+    else:
+        parsed = parse_terms(terms, source)
+    write_yaml({"terms": [asdict(t) for t in parsed]}, out)
+    return parsed

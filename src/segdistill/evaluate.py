@@ -1,0 +1,78 @@
+"""Evaluation: predictions over a split, a confusion matrix, metrics (PaddleSeg's own evaluate does not run)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segdistill.metrics import ConfusionMatrix
+from segdistill.paddle_env import paddle
+
+F = paddle.nn.functional
+
+
+def build_split(builder, split: str):
+    """The val dataset config applied to `split` (val or test): val transforms, labels at full resolution."""
+    from segdistill.errors import SegDistillError
+
+    cfg = builder.config.val_dataset_cfg
+    cfg["mode"] = split
+    try:
+        ds = builder.build_component(cfg)
+    except (FileNotFoundError, OSError) as exc:
+        raise SegDistillError(f"cannot open the {split} split: {exc}") from None
+    ds.mode = "val"  # PaddleSeg's val path keeps labels at original resolution whatever the split
+    return ds
+
+
+def predict(model, images, label_hw):
+    """Class ids at the label's resolution (logits resized bilinearly, as PaddleSeg's inference does)."""
+    logits = model(images)
+    logits = logits[0] if isinstance(logits, (list, tuple)) else logits
+    if list(logits.shape[2:]) != list(label_hw):
+        logits = F.interpolate(logits, size=label_hw, mode="bilinear", align_corners=False)
+    return paddle.argmax(logits, axis=1)
+
+
+def evaluate(model, dataset, num_classes: int, ignore_index: int = 255, shard=(0, 1)) -> ConfusionMatrix:
+    """Confusion matrix over `dataset` (this rank's shard: every world-th sample from rank)."""
+    rank, world = shard
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    was_training = model.training
+    model.eval()
+    with paddle.no_grad():
+        for idx in range(rank, len(dataset), world):
+            sample = dataset[idx]
+            img = paddle.to_tensor(np.asarray(sample["img"])[None].astype("float32"))
+            label = np.asarray(sample["label"]).astype("int64")
+            label = label.reshape(label.shape[-2:])
+            pred = predict(model, img, label.shape)
+            cm.update(pred.numpy()[0], label)
+    if was_training:
+        model.train()
+    return cm
+
+
+def reduce_matrix(cm: ConfusionMatrix) -> ConfusionMatrix:
+    """Sum a confusion matrix over all ranks (no-op in a single process)."""
+    import paddle.distributed as dist
+
+    if dist.get_world_size() > 1:
+        t = paddle.to_tensor(cm.matrix.astype("int64"))
+        dist.all_reduce(t)
+        cm.matrix = t.numpy()
+    return cm
+
+
+def metrics_record(cm: ConfusionMatrix, class_names: list[str]) -> dict:
+    """Metrics as a JSON-ready dict, per-class values keyed by class name (NaN -> None)."""
+    m = cm.compute()
+
+    def clean(v):
+        v = float(v)
+        return None if np.isnan(v) else v
+
+    record = {k: clean(m[k]) for k in ("miou", "acc", "kappa", "dice")}
+    record["num_pixels"] = int(m["num_pixels"])
+    for key in ("class_iou", "class_dice", "class_precision", "class_recall"):
+        record[key] = {name: clean(v) for name, v in zip(class_names, m[key])}
+    return record

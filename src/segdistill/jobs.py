@@ -1,0 +1,54 @@
+"""What the workflow's scripts share: logging to the rule's log, and calling the engine's command line.
+
+Scripts stay thin: they read `snakemake.input/params/output`, then call `job(...)` with `segdistill` arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+@contextlib.contextmanager
+def log_to(path):
+    """Send this process's stdout and stderr -- and those of its children -- to `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run(argv: list[str], log: str) -> None:
+    """`segdistill <argv>` in this process with its output in `log`; a failure exits non-zero (job failed)."""
+    from segdistill.cli import main
+
+    with log_to(log):
+        print("segdistill " + " ".join(map(str, argv)), file=sys.stderr, flush=True)
+        code = main([str(a) for a in argv])
+    if code:
+        sys.exit(f"segdistill {argv[0]} failed (exit {code}); see {log}")
+
+
+def run_on_devices(argv: list[str], log: str, gpus: int, threads: int, launch_log_dir: str) -> None:
+    """Lease `gpus` devices, then run `segdistill <argv>` in a child (under paddle.distributed.launch if > 1)."""
+    from segdistill import devices
+
+    cmd = [sys.executable, "-m", "segdistill.cli", *map(str, argv)]
+    with log_to(log):
+        print("segdistill " + " ".join(map(str, argv)), file=sys.stderr, flush=True)
+        code = devices.run(int(gpus), cmd, log_dir=launch_log_dir, threads=threads)
+    if code:
+        sys.exit(f"segdistill {argv[0]} failed (exit {code}); see {log}")

@@ -1,0 +1,53 @@
+"""`segdistill layers`: every sublayer with its output shape, so users pick distillation tensors by name."""
+
+from __future__ import annotations
+
+from segdistill.config import build_model, experiment_dict
+from segdistill.paddle_env import paddle
+
+
+def _input_size(dic: dict) -> tuple[int, int]:
+    """The val transforms' Resize target, else 512x512 (PaddleSeg's usual crop)."""
+    for t in dic.get("val_dataset", {}).get("transforms", []):
+        if t.get("type") == "Resize" and t.get("target_size"):
+            w, h = t["target_size"]
+            return int(h), int(w)
+    return 512, 512
+
+
+def layer_shapes(model, size: tuple[int, int]) -> list[tuple[str, str, list, int]]:
+    """(name, type, output shape, own parameter count) for every sublayer, in forward-definition order."""
+    shapes, hooks = {}, []
+    for name, layer in model.named_sublayers():
+        def hook(layer, inputs, output, name=name):
+            out = output[0] if isinstance(output, (list, tuple)) else output
+            shapes[name] = list(out.shape) if hasattr(out, "shape") else []
+        hooks.append(layer.register_forward_post_hook(hook))
+    model.eval()
+    with paddle.no_grad():
+        logits = model(paddle.zeros([1, 3, *size]))
+    for h in hooks:
+        h.remove()
+    rows = []
+    for name, layer in model.named_sublayers():
+        n_params = sum(int(p.size) for p in layer.parameters(include_sublayers=False))
+        rows.append((name, type(layer).__name__, shapes.get(name, "not called"), n_params))
+    first = logits[0] if isinstance(logits, (list, tuple)) else logits
+    rows.append(("logits", "output", list(first.shape), 0))
+    return rows
+
+
+def list_layers(config: str, size: tuple[int, int] | None = None, depth: int | None = None) -> str:
+    dic = experiment_dict(config)
+    dic["model"]["pretrained"] = None
+    if (dic["model"].get("backbone") or {}).get("pretrained"):
+        dic["model"]["backbone"]["pretrained"] = None  # shapes do not need weights
+    model = build_model(dic, config)
+    size = size or _input_size(dic)
+    rows = [r for r in layer_shapes(model, size) if depth is None or r[0].count(".") <= depth]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"# {config}: {type(model).__name__}, input 1x3x{size[0]}x{size[1]}",
+             f"{'name':<{width}}  {'type':<24} {'output shape':<22} params"]
+    for name, kind, shape, n in rows:
+        lines.append(f"{name:<{width}}  {kind:<24} {str(shape):<22} {n}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Reporting: the summary table, statistics over seeds, model cost, figures and the HTML report's pieces."""

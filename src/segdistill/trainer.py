@@ -1,0 +1,343 @@
+"""One trainer for every arm: teacher, student baseline and distilled student.
+
+Iteration-based like PaddleSeg: evaluate every `save_interval`, keep `best_model`, checkpoints (model, optimizer,
+scheduler, iteration, RNG state) pruned to `keep_checkpoint_max`, a log line every `log_iters`. It resumes from
+the newest valid checkpoint in its own `save_dir`, so a killed job loses at most `save_interval` iterations and
+ends with the same numbers as an uninterrupted run (CPU, same seed). Data order comes from a seeded permutation
+per epoch, so resuming needs no saved loader state. With several ranks (paddle.distributed.launch) every rank takes
+its slice of each global batch and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segdistill import checkpoint
+from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes
+from segdistill.errors import SegDistillError
+from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
+from segdistill.losses import cross_entropy
+from segdistill.paddle_env import paddle
+
+
+class NonFiniteLoss(SegDistillError):
+    pass
+
+
+@dataclass
+class TrainSpec:
+    config: str
+    save_dir: str
+    seed: int = 0
+    data_root: str | None = None
+    iters: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    save_interval: int = 1000
+    log_iters: int = 10
+    keep_checkpoint_max: int = 2
+    do_eval: bool = True
+    use_vdl: bool = False
+    num_workers: int = 0
+    resume_model: str | None = None
+    class_names: list[str] | None = None
+    teacher_config: str | None = None  # a patched teacher config: distillation when set
+    distill_terms: list | None = None  # raw term mappings; None -> the student YAML's `distill_loss`
+    pretrained_cache: str | None = None
+    pretrained_backbone: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def _ce_losses(loss_cfg: dict, source) -> list:
+    """The YAML `loss:` block as (coef, fn) pairs; only cross-entropy is supported on current Paddle."""
+    types, coefs = loss_cfg.get("types") or [], loss_cfg.get("coef") or []
+    if len(types) != len(coefs):
+        raise SegDistillError(f"{source}: loss.types has {len(types)} entries but loss.coef has {len(coefs)}")
+    out = []
+    for t, c in zip(types, coefs):
+        if t.get("type") != "CrossEntropyLoss":
+            raise SegDistillError(f"{source}: loss type '{t.get('type')}' is not supported (use CrossEntropyLoss)")
+        weight = t.get("weight")
+        out.append((float(c), weight))
+    return out
+
+
+class BatchSampler:
+    """Seeded per-epoch permutation; iteration `it` (1-based) always gets the same global batch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if n < batch_size:
+            raise SegDistillError(f"the train split has {n} samples, fewer than batch_size {batch_size}")
+        if batch_size % world:
+            raise SegDistillError(f"batch_size {batch_size} is not divisible by the {world} ranks")
+        self.n, self.bs, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.per_epoch = n // batch_size  # drop_last, as PaddleSeg
+
+    def indices(self, it: int) -> list[int]:
+        epoch, pos = divmod(it - 1, self.per_epoch)
+        perm = np.random.RandomState(self.seed * 100003 + epoch).permutation(self.n)
+        batch = perm[pos * self.bs:(pos + 1) * self.bs]
+        per_rank = self.bs // self.world
+        return batch[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
+
+
+def collate(dataset, indices):
+    imgs, labels = [], []
+    for i in indices:
+        s = dataset[i]
+        imgs.append(np.asarray(s["img"], dtype="float32"))
+        lab = np.asarray(s["label"]).astype("int64")
+        labels.append(lab.reshape(lab.shape[-2:]))
+    return paddle.to_tensor(np.stack(imgs)), paddle.to_tensor(np.stack(labels))
+
+
+class Trainer:
+    def __init__(self, spec: TrainSpec, log=None):
+        import paddle.distributed as dist
+
+        self.spec = spec
+        self.world = dist.get_world_size()
+        self.rank = dist.get_rank()
+        if self.world > 1:
+            dist.init_parallel_env()
+        self.is_main = self.rank == 0
+        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.save_dir = Path(spec.save_dir)
+        self.dic = experiment_dict(
+            spec.config, data_root=spec.data_root, iters=spec.iters, batch_size=spec.batch_size,
+            learning_rate=spec.learning_rate, pretrained_cache=spec.pretrained_cache,
+            pretrained_backbone=spec.pretrained_backbone,
+        )
+        self.iters = self.dic["iters"]
+        self.batch_size = self.dic["batch_size"]
+        self.num_classes = num_classes(self.dic)
+        self.ignore_index = ignore_index(self.dic)
+        self.class_names = spec.class_names or [f"class_{i}" for i in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise SegDistillError(
+                f"{len(self.class_names)} class names given but {spec.config} has num_classes {self.num_classes}"
+            )
+        seed_everything(spec.seed)
+        self.builder = build(self.dic, spec.config)
+        self.model = build_model(self.dic, spec.config)
+        self.ce = _ce_losses(self.dic["loss"], spec.config)
+        try:
+            self.train_ds = self.builder.train_dataset
+            self.val_ds = self.builder.val_dataset if spec.do_eval else None
+        except (AssertionError, FileNotFoundError, OSError) as exc:
+            raise SegDistillError(f"{spec.config}: cannot open the data set: {exc}") from None
+        self.sampler = BatchSampler(len(self.train_ds), self.batch_size, spec.seed, self.rank, self.world)
+        self.train_model = paddle.DataParallel(self.model) if self.world > 1 else self.model
+        self.distiller = self._build_distiller()
+        # What the optimizer trains and a checkpoint holds: the student plus any connectors.
+        trainable = paddle.nn.LayerList([self.model] + ([self.distiller] if self.distiller else []))
+        self.trainable = trainable
+        self.lr = self.builder.lr_scheduler
+        opt_cfg = self.builder.config.optimizer_cfg
+        # PaddleSeg maps SGD+momentum to Momentum; its factory takes (model, lr) and we pass student+connectors.
+        if opt_cfg.get("type") in ("SGD", "sgd") and "momentum" in opt_cfg:
+            opt_cfg["type"] = "Momentum"
+        self.optimizer = self.builder.build_component(opt_cfg)(trainable, self.lr)
+        self.vdl = None
+
+    # -- distillation ---------------------------------------------------------------------------------------
+    def _build_distiller(self):
+        spec = self.spec
+        if not spec.teacher_config:
+            return None
+        from segdistill.distill import Distiller, parse_terms, terms_from_paddleseg
+
+        tdic = experiment_dict(spec.teacher_config, data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
+                               pretrained_backbone=False)  # the trained teacher's weights cover the backbone
+        if not tdic["model"].get("pretrained"):
+            raise SegDistillError(
+                f"{spec.teacher_config}: model.pretrained is not set; point it at the trained teacher "
+                f"(`segdistill patch-teacher`) -- distilling from an untrained teacher is never what you want"
+            )
+        t_classes = num_classes(tdic)
+        if t_classes != self.num_classes:
+            raise SegDistillError(
+                f"teacher {spec.teacher_config} has num_classes {t_classes} but student {spec.config} has "
+                f"{self.num_classes}"
+            )
+        teacher = build_model(tdic, spec.teacher_config)
+        if spec.distill_terms is not None:
+            terms = parse_terms(spec.distill_terms)
+        elif self.dic.get("distill_loss"):
+            terms = terms_from_paddleseg(self.dic["distill_loss"], f"{spec.config}: distill_loss")
+        else:
+            raise SegDistillError(f"{spec.config}: no `distill_loss` and no distillation terms given")
+        distiller = Distiller(self.model, teacher, terms, self.ignore_index, student_forward=self.train_model)
+        images, _ = collate(self.train_ds, self.sampler.indices(1))
+        distiller.setup(images)
+        self._log("distillation terms: " + "; ".join(
+            f"{t.name} (loss {t.loss}, weight {t.weight}, T {t.temperature}"
+            + (f", connector {t.connector})" if t.connector else ")") for t in terms))
+        return distiller
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def _resume(self) -> tuple[int, dict]:
+        source = Path(self.spec.resume_model) if self.spec.resume_model else None
+        if source is not None:
+            meta = checkpoint.verify(source) if source.is_dir() else None
+            if meta is None:
+                raise SegDistillError(f"--resume_model {source}: not a checkpoint folder")
+            path = source
+        else:
+            path, meta = checkpoint.latest_valid(self.save_dir, self._log)
+        if path is None:
+            return 0, {"best_miou": -1.0, "best_iter": 0, "train_log": [], "eval_log": []}
+        checkpoint.load(path, self.trainable, self.optimizer)
+        self.lr.set_state_dict(meta["lr_scheduler"])
+        self._log(f"resumed from {path} (iteration {meta['iteration']})")
+        return meta["iteration"], meta
+
+    def _step(self, images, labels):
+        if self.distiller is not None:
+            logits, distill = self.distiller(images, labels)
+        else:
+            logits, distill = self.train_model(images), {}
+        logits = logits if isinstance(logits, (list, tuple)) else [logits]
+        parts = {}
+        for i, (coef, weight) in enumerate(self.ce):
+            parts["ce" if i == 0 else f"ce_{i}"] = coef * cross_entropy(
+                logits[i], labels, ignore_index=self.ignore_index, weight=weight)
+        parts.update(distill)
+        loss = paddle.add_n(list(parts.values())) if len(parts) > 1 else next(iter(parts.values()))
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.clear_grad()
+        self.lr.step()
+        return loss, parts
+
+    def _all_mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        import paddle.distributed as dist
+
+        t = paddle.to_tensor([value], dtype="float64")
+        dist.all_reduce(t)
+        return float(t.numpy()[0]) / self.world
+
+    def _eval(self):
+        cm = evaluate(self.model, self.val_ds, self.num_classes, self.ignore_index, (self.rank, self.world))
+        return metrics_record(reduce_matrix(cm), self.class_names)
+
+    def run(self) -> dict:
+        spec = self.spec
+        start, meta = self._resume()
+        best_miou, best_iter = meta["best_miou"], meta["best_iter"]
+        train_log, eval_log = list(meta["train_log"]), list(meta["eval_log"])
+        if self.is_main:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            if spec.use_vdl:
+                from visualdl import LogWriter
+
+                self.vdl = LogWriter(str(self.save_dir / "vdl"))
+        if start >= self.iters:
+            self._log(f"already trained to iteration {start}")
+        if self.distiller is None:
+            self.train_model.train()
+        else:
+            self.model.train()
+        t0, done_since = time.time(), 0
+        last_ckpt = None
+        for it in range(start + 1, self.iters + 1):
+            images, labels = collate(self.train_ds, self.sampler.indices(it))
+            loss, parts = self._step(images, labels)
+            loss_value = float(loss)
+            done_since += 1
+            if not math.isfinite(loss_value):
+                path, _ = checkpoint.latest_valid(self.save_dir, self._log)
+                raise NonFiniteLoss(
+                    f"loss is {loss_value} at iteration {it} of {spec.config}; stopped. Last good checkpoint: "
+                    f"{path or 'none'}. Lower the learning rate or check the data."
+                )
+            if it % spec.log_iters == 0 or it == self.iters:
+                elapsed = time.time() - t0
+                ips = done_since * self.batch_size / max(elapsed, 1e-9)
+                eta = (self.iters - it) * elapsed / done_since
+                row = {"iter": it, "loss": self._all_mean(loss_value),
+                       **{k: self._all_mean(float(v)) for k, v in parts.items()},
+                       "lr": float(self.optimizer.get_lr())}
+                train_log.append(row)
+                parts_txt = " ".join(f"{k}={row[k]:.4f}" for k in parts)
+                self._log(f"[train] iter {it}/{self.iters} loss={row['loss']:.4f} {parts_txt} lr={row['lr']:.6f} "
+                          f"ips={ips:.2f} img/s eta={_fmt_eta(eta)}")
+                if self.vdl:
+                    for k, v in row.items():
+                        if k != "iter":
+                            self.vdl.add_scalar(f"train/{k}", v, it)
+                t0, done_since = time.time(), 0
+            if it % spec.save_interval == 0 or it == self.iters:
+                if spec.do_eval:
+                    rec = self._eval()
+                    eval_log.append({"iter": it, "miou": rec["miou"], "acc": rec["acc"], "kappa": rec["kappa"],
+                                     "dice": rec["dice"]})
+                    self._log(f"[eval] iter {it} mIoU={rec['miou']:.4f} acc={rec['acc']:.4f} "
+                              f"kappa={rec['kappa']:.4f} dice={rec['dice']:.4f}")
+                    if self.vdl:
+                        self.vdl.add_scalar("val/miou", rec["miou"], it)
+                    if rec["miou"] > best_miou:
+                        best_miou, best_iter = rec["miou"], it
+                        if self.is_main:
+                            checkpoint.save_weights(self.model, self.save_dir / "best_model" / "model.pdparams")
+                elif self.is_main:
+                    best_iter = it
+                    checkpoint.save_weights(self.model, self.save_dir / "best_model" / "model.pdparams")
+                if self.is_main:
+                    state = {"best_miou": best_miou, "best_iter": best_iter, "train_log": train_log,
+                             "eval_log": eval_log, "lr_scheduler": self.lr.state_dict()}
+                    last_ckpt = checkpoint.save(self.save_dir, it, self.trainable, self.optimizer, state,
+                                                spec.keep_checkpoint_max)
+                    # Fault-injection hook for the kill tests: die right after a given checkpoint is written.
+                    if os.environ.get("SEGDISTILL_DIE_AFTER_ITER") == str(it):
+                        os._exit(137)
+        summary = {"config": spec.config, "seed": spec.seed, "iters": self.iters, "batch_size": self.batch_size,
+                   "best_miou": best_miou, "best_iter": best_iter, "world_size": self.world,
+                   "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
+                   "last_checkpoint": str(last_ckpt) if last_ckpt else None}
+        if self.is_main:
+            _write_csv(self.save_dir / "train_log.csv", train_log)
+            _write_csv(self.save_dir / "eval_log.csv", eval_log)
+            tmp = self.save_dir / ".train_summary.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            os.replace(tmp, self.save_dir / "train_summary.json")
+        if self.vdl:
+            self.vdl.close()
+        return summary
+
+
+def _fmt_eta(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["iter"]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def train(spec: TrainSpec) -> dict:
+    return Trainer(spec).run()

@@ -1,0 +1,61 @@
+rule make_synthetic:
+    output:
+        directory("resources/data/synthetic"),
+    params:
+        **config["data"]["synthetic"],
+    log:
+        "logs/data/make_synthetic.log",
+    script:
+        "../scripts/make_synthetic.py"
+
+
+rule download_optic_disc:
+    output:
+        "resources/downloads/optic_disc_seg.zip",
+    params:
+        url=config["data"]["optic_disc"]["url"],
+        sha256=config["data"]["optic_disc"]["sha256"],
+    log:
+        "logs/data/download_optic_disc.log",
+    script:
+        "../scripts/download.py"
+
+
+rule extract_optic_disc:
+    input:
+        "resources/downloads/optic_disc_seg.zip",
+    output:
+        directory("resources/data/optic_disc_seg"),
+    log:
+        "logs/data/extract_optic_disc.log",
+    script:
+        "../scripts/extract.py"
+
+
+rule validate_data:
+    input:
+        DATA_ROOT,
+    output:
+        "results/data/validation.json",
+    params:
+        num_classes=len(config["data"]["class_names"]),
+        archive=(
+            "resources/downloads/optic_disc_seg.zip"
+            if config["data"]["source"] == "optic_disc"
+            else None
+        ),
+    log:
+        "logs/data/validate_data.log",
+    script:
+        "../scripts/validate_data.py"
+
+
+rule fetch_backbone:
+    output:
+        "resources/pretrained/{name}/model.pdparams",
+    params:
+        url=lambda wc: next(u for u, p in BACKBONES.items() if p.startswith(f"resources/pretrained/{wc.name}/")),
+    log:
+        "logs/data/fetch_backbone_{name}.log",
+    script:
+        "../scripts/fetch_backbone.py"

@@ -1,0 +1,82 @@
+# Teacher and student baseline: independent, so they run at the same time given cores/devices.
+rule train:
+    input:
+        data=DATA_ROOT,
+        validation="results/data/validation.json",
+        config=lambda wc: arm_config(wc.arm),
+        backbones=backbone_inputs,
+    output:
+        model="results/runs/{arm}/seed{seed}/best_model/model.pdparams",
+        summary="results/runs/{arm}/seed{seed}/train_summary.json",
+        train_log="results/runs/{arm}/seed{seed}/train_log.csv",
+        eval_log="results/runs/{arm}/seed{seed}/eval_log.csv",
+    params:
+        save_dir=subpath(output.model, ancestor=2),
+        train=config["train"],
+        class_names=config["data"]["class_names"],
+        pretrained_backbones=config["pretrained_backbones"],
+    threads: 1
+    resources:
+        gpu=config["gpus_per_job"],
+    log:
+        "logs/train/{arm}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{arm}/seed{seed}.tsv"
+    script:
+        "../scripts/train.py"
+
+
+# The tutorial's step 2.5, without editing the user's file: a copy whose model.pretrained is the teacher.
+rule patch_teacher:
+    input:
+        config=config["teacher"]["config"],
+        weights="results/runs/teacher/seed{seed}/best_model/model.pdparams",
+    output:
+        "results/configs/teacher_seed{seed}.yml",
+    log:
+        "logs/patch_teacher/seed{seed}.log",
+    script:
+        "../scripts/patch_teacher.py"
+
+
+rule distill_terms:
+    input:
+        student_config=config["student"]["config"],
+    output:
+        "results/configs/distill/{method}.yml",
+    params:
+        spec=lambda wc: METHODS[wc.method],
+    log:
+        "logs/distill_terms/{method}.log",
+    script:
+        "../scripts/distill_terms.py"
+
+
+rule distill:
+    input:
+        data=DATA_ROOT,
+        validation="results/data/validation.json",
+        config=config["student"]["config"],
+        teacher_config=lambda wc: f"results/configs/teacher_seed{study.teacher_seed(config, wc.seed)}.yml",
+        teacher_model=lambda wc: run_model(teacher_run(wc.seed)),
+        terms="results/configs/distill/{method}.yml",
+        backbones=backbone_inputs,
+    output:
+        model="results/runs/distilled/{method}/seed{seed}/best_model/model.pdparams",
+        summary="results/runs/distilled/{method}/seed{seed}/train_summary.json",
+        train_log="results/runs/distilled/{method}/seed{seed}/train_log.csv",
+        eval_log="results/runs/distilled/{method}/seed{seed}/eval_log.csv",
+    params:
+        save_dir=subpath(output.model, ancestor=2),
+        train=config["train"],
+        class_names=config["data"]["class_names"],
+        pretrained_backbones=config["pretrained_backbones"],
+    threads: 1
+    resources:
+        gpu=config["gpus_per_job"],
+    log:
+        "logs/distill/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/distill/{method}/seed{seed}.tsv"
+    script:
+        "../scripts/train.py"
