@@ -13,7 +13,14 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 warnings.filterwarnings("ignore", module=r"paddle(seg|slim)?\..*")
 warnings.filterwarnings("ignore", message=r".*distutils.*")
 
+_root_handlers = list(logging.getLogger().handlers)
 import paddle  # noqa: E402
+
+# paddle installs a handler on the root logger at import, which doubles every log line of the host program
+# (Snakemake's among them); put the root logger back as it was.
+for _h in list(logging.getLogger().handlers):
+    if _h not in _root_handlers:
+        logging.getLogger().removeHandler(_h)
 
 # paddleseg logs every built component at INFO to stdout; our own logger says what matters.
 logging.getLogger("paddleseg").setLevel(logging.WARNING)

@@ -70,4 +70,5 @@ def eval_inputs(wildcards):
 
 
 def all_outputs():
-    return ["results/report/summary.csv", "results/report/summary.md"]
+    # Defined in report.smk: everything the report stage produces.
+    return REPORT_OUTPUTS

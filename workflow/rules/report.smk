@@ -1,3 +1,6 @@
+REPORT_OUTPUTS = ["results/report/summary.csv", "results/report/summary.md"]
+
+
 rule summary:
     input:
         evals=expand("results/eval/{run}.json", run=RUNS),

@@ -1,0 +1,38 @@
+"""Shared fixtures: the repository root, the venv's tools, and a small synthetic data set made once."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY_STUDY = ROOT / "tests" / "configs" / "study_tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """40 images of 32x32 in the OpticDiscSeg layout (train 28 / val 6 / test 6)."""
+    from segdistill.data import generate
+
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    generate(out, num_images=40, size=32, seed=0)
+    return out
+
+
+def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
+    """Snakemake from the venv on the repository's workflow, with `workdir` holding results/ and logs/."""
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
+           "--workflow-profile", "none", *map(str, args)]
+    env = dict(os.environ, SEGDISTILL_GPU_IDS="")  # no GPUs: every job runs on CPU
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,151 @@
+"""The trainer: determinism, resume after a kill equals an uninterrupted run, fail-fast on NaN, a lean teacher."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segdistill import checkpoint
+from segdistill.config import build_model, experiment_dict
+from segdistill.errors import SegDistillError
+from segdistill.paddle_env import paddle
+from segdistill.trainer import Trainer, TrainSpec
+
+from conftest import ROOT
+
+TEACHER = str(ROOT / "tests/configs/teacher_tiny.yml")
+STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
+
+
+def spec(data, save_dir, **kw):
+    base = dict(config=STUDENT, save_dir=str(save_dir), data_root=str(data), seed=3, save_interval=2, log_iters=1,
+                keep_checkpoint_max=3, do_eval=True)
+    base.update(kw)
+    return TrainSpec(**base)
+
+
+def weights(path):
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+
+
+@pytest.fixture(scope="module")
+def patched_teacher(tiny_data, tmp_path_factory):
+    from segdistill.config import patch_teacher
+
+    out = tmp_path_factory.mktemp("teacher")
+    Trainer(TrainSpec(config=TEACHER, save_dir=str(out / "run"), data_root=str(tiny_data), iters=2,
+                      save_interval=2, do_eval=False)).run()
+    patch_teacher(TEACHER, out / "run/best_model/model.pdparams", out / "teacher.yml")
+    return str(out / "teacher.yml")
+
+
+def test_same_seed_same_weights(tiny_data, tmp_path):
+    a = Trainer(spec(tiny_data, tmp_path / "a", iters=3, do_eval=False)).run()
+    b = Trainer(spec(tiny_data, tmp_path / "b", iters=3, do_eval=False)).run()
+    wa, wb = weights(tmp_path / "a/best_model/model.pdparams"), weights(tmp_path / "b/best_model/model.pdparams")
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert a["iters"] == b["iters"] == 3
+
+
+def test_resume_after_kill_equals_uninterrupted(tiny_data, tmp_path, patched_teacher):
+    """Distillation (the most state: student, connectors, optimizer, scheduler, RNG) killed after a checkpoint."""
+    terms = tmp_path / "terms.yml"
+    terms.write_text("terms:\n  - {loss: kl, weight: 3}\n"
+                     "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
+                     " connector: conv1x1_bn}\n")
+    args = ["train", "--config", STUDENT, "--teacher_config", patched_teacher, "--distill", str(terms),
+            "--data_root", str(tiny_data), "--seed", "5", "--save_interval", "2", "--log_iters", "1", "--do_eval"]
+    cli = [sys.executable, "-m", "segdistill.cli"]
+    full = subprocess.run(cli + args + ["--save_dir", str(tmp_path / "full")], capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr[-3000:]
+    env = dict(os.environ, SEGDISTILL_DIE_AFTER_ITER="2")
+    killed = subprocess.run(cli + args + ["--save_dir", str(tmp_path / "resumed")], capture_output=True, text=True,
+                            env=env)
+    assert killed.returncode == 137
+    assert not (tmp_path / "resumed/train_summary.json").exists()  # nothing looks complete
+    again = subprocess.run(cli + args + ["--save_dir", str(tmp_path / "resumed")], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stderr
+    wf = weights(tmp_path / "full/best_model/model.pdparams")
+    wr = weights(tmp_path / "resumed/best_model/model.pdparams")
+    assert all(np.array_equal(wf[k], wr[k]) for k in wf)
+    lf = pd.read_csv(tmp_path / "full/train_log.csv")
+    lr = pd.read_csv(tmp_path / "resumed/train_log.csv")
+    pd.testing.assert_frame_equal(lf, lr)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    Trainer(spec(tiny_data, run, iters=4, do_eval=False)).run()
+    ckpts = checkpoint.list_checkpoints(run)
+    assert [p.name for p in ckpts] == ["iter_4", "iter_2"]
+    data = (ckpts[0] / "model.pdparams").read_bytes()
+    (ckpts[0] / "model.pdparams").write_bytes(data[: len(data) // 2])  # truncated
+    messages = []
+    path, meta = checkpoint.latest_valid(run, messages.append)
+    assert path.name == "iter_2" and meta["iteration"] == 2
+    assert "iter_4" in messages[0] and "checksum" in messages[0]
+
+
+def test_nan_loss_stops_with_iteration_and_checkpoint(tiny_data, tmp_path):
+    trainer = Trainer(spec(tiny_data, tmp_path / "run", iters=6, learning_rate=1e12, save_interval=1,
+                           do_eval=False))
+    with pytest.raises(SegDistillError, match=r"loss is (nan|inf) at iteration \d+ .*Last good checkpoint"):
+        trainer.run()
+    assert not (tmp_path / "run/train_summary.json").exists()
+
+
+def test_distill_step_trains_student_only(tiny_data, tmp_path, patched_teacher):
+    trainer = Trainer(spec(tiny_data, tmp_path / "run", iters=1, teacher_config=patched_teacher,
+                           distill_terms=[{"loss": "kl", "weight": 3}], do_eval=False))
+    teacher = trainer.distiller._teacher
+    before = {k: v.numpy().copy() for k, v in teacher.state_dict().items()}
+    s_before = {k: v.numpy().copy() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    after = teacher.state_dict()
+    assert all(np.array_equal(before[k], after[k].numpy()) for k in before)  # incl. BN running stats
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.stop_gradient for p in teacher.parameters())
+    changed = [k for k, v in trainer.model.state_dict().items() if not np.array_equal(s_before[k], v.numpy())]
+    assert changed  # the student did learn
+
+
+def test_unknown_layer_name_is_named_with_suggestions(tiny_data, tmp_path, patched_teacher):
+    with pytest.raises(SegDistillError, match=r"no layer named 'head.asp'.*closest: head.aspp"):
+        Trainer(spec(tiny_data, tmp_path / "run", iters=1, teacher_config=patched_teacher,
+                     distill_terms=[{"student": "head.asp", "teacher": "head.aspp", "loss": "mse"}]))
+
+
+def test_channel_mismatch_suggests_a_connector(tiny_data, tmp_path, patched_teacher):
+    terms = [{"student": "backbone.bb_2_1", "teacher": "backbone.bb_3_1", "loss": "cwd", "temperature": 4}]
+    with pytest.raises(SegDistillError, match=r"\[4, 256, 4, 4\].*\[4, 512, 4, 4\].*connector: conv1x1"):
+        Trainer(spec(tiny_data, tmp_path / "run", iters=1, teacher_config=patched_teacher, distill_terms=terms))
+    terms[0]["connector"] = "conv1x1"
+    t = Trainer(spec(tiny_data, tmp_path / "run2", iters=1, teacher_config=patched_teacher, distill_terms=terms,
+                     do_eval=False))
+    summary = t.run()
+    assert summary["distill_terms"][0]["connector"] == "conv1x1"
+
+
+def test_untrained_teacher_is_refused(tiny_data, tmp_path):
+    with pytest.raises(SegDistillError, match="model.pretrained is not set"):
+        Trainer(spec(tiny_data, tmp_path / "run", iters=1, teacher_config=TEACHER))
+
+
+def test_tutorial_command_line(tiny_data, tmp_path, patched_teacher):
+    """`distill_train.py`'s flags as the tutorial prints them, including the `--teather_config` spelling."""
+    cmd = [sys.executable, "-m", "segdistill.cli", "distill-train", "--teather_config", patched_teacher,
+           "--student_config", STUDENT, "--do_eval", "--save_interval", "2", "--num_workers", "3", "--seed", "0",
+           "--save_dir", str(tmp_path / "out"), "--iters", "2", "--batch_size", "2", "--learning_rate", "0.005",
+           "--keep_checkpoint_max", "1", "--log_iters", "1", "--data_root", str(tiny_data)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out/train_summary.json").read_text())
+    assert summary["iters"] == 2 and summary["batch_size"] == 2
+    assert summary["distill_terms"][0]["loss"] == "kl" and summary["distill_terms"][0]["weight"] == 3.0
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "out")] == ["iter_2"]
+    assert "kl:logits" in proc.stderr
