@@ -1,6 +1,6 @@
 """The whole workflow on the tiny study: report rows, columns and ranges; a second run has nothing to do."""
 
-import shutil
+import os
 
 import pandas as pd
 import pytest
@@ -73,3 +73,66 @@ def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
     out = proc.stdout + proc.stderr
     for rule in ("make_synthetic", "validate_data", "train", "patch_teacher", "distill", "evaluate", "summary"):
         assert rule in out, rule
+
+
+def _training_pids(save_dir_part):
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "segdistill.cli train" in cmd and save_dir_part in cmd:
+            pids.append(p.pid)
+    return pids
+
+
+def _kill_at_iteration(proc, log, save_dir_part, iteration, timeout=300):
+    """Wait until `log` shows training iteration >= `iteration`, then SIGKILL the training process."""
+    import re
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    pattern = re.compile(r"\[train\] iter (\d+)/")
+    while time.time() < deadline and proc.poll() is None:
+        done = [int(m) for m in pattern.findall(log.read_text())] if log.exists() else []
+        if done and max(done) >= iteration:
+            for pid in _training_pids(save_dir_part):
+                os.kill(pid, signal.SIGKILL)
+            return max(done)
+        time.sleep(0.05)
+    raise AssertionError(f"{log} never reached iteration {iteration}")
+
+
+def test_kill_9_at_random_iterations_then_rerun_gives_same_metrics(finished_study, tmp_path):
+    """Five SIGKILLs across teacher, student and distilled trainings; reruns must end with identical metrics."""
+    import random
+    import subprocess
+
+    from conftest import BIN
+
+    reference, _, _ = finished_study
+    config = tiny_config(tmp_path, train={"save_interval": 2, "log_iters": 1, "keep_checkpoint_max": 2})
+    rng = random.Random()
+    seed_used = rng.randrange(10**6)
+    rng.seed(seed_used)
+    targets = [("teacher/seed0", "logs/train/teacher/seed0.log", 6), ("student/seed1", "logs/train/student/seed1.log", 4),
+               ("distilled/kl/seed0", "logs/distill/kl/seed0.log", 4),
+               ("distilled/kl_cwd/seed1", "logs/distill/kl_cwd/seed1.log", 4),
+               ("distilled/kl_cwd/seed0", "logs/distill/kl_cwd/seed0.log", 4)]
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path),
+           "--workflow-profile", "none", "--cores", "1", "--configfile", str(config), "--rerun-incomplete"]
+    env = dict(os.environ, SEGDISTILL_GPU_IDS="")
+    killed_at = []
+    for run, log, iters in targets:
+        it = rng.randint(1, iters - 1)
+        proc = subprocess.Popen(cmd + [f"results/runs/{run}/best_model/model.pdparams"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed_at.append((run, _kill_at_iteration(proc, tmp_path / log, f"results/runs/{run}", it)))
+        proc.wait(timeout=300)
+    run_snakemake(tmp_path, "--cores", "2", "--configfile", config, "--rerun-incomplete")
+    ref = pd.read_csv(reference / "results/report/summary.csv")
+    got = pd.read_csv(tmp_path / "results/report/summary.csv")
+    pd.testing.assert_frame_equal(ref, got, obj=f"summary after kills {killed_at} (rng seed {seed_used})")
+    resumed = [r for r, _ in killed_at if "resumed from" in (tmp_path / dict((t[0], t[1]) for t in targets)[r]).read_text()]
+    assert resumed, f"no killed run resumed from a checkpoint: {killed_at}"

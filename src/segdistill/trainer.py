@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -155,6 +156,7 @@ class Trainer:
             opt_cfg["type"] = "Momentum"
         self.optimizer = self.builder.build_component(opt_cfg)(trainable, self.lr)
         self.vdl = None
+        self._best_store = self.save_dir / "checkpoints_best" / "model.pdparams"
 
     # -- distillation ---------------------------------------------------------------------------------------
     def _build_distiller(self):
@@ -297,10 +299,10 @@ class Trainer:
                     if rec["miou"] > best_miou:
                         best_miou, best_iter = rec["miou"], it
                         if self.is_main:
-                            checkpoint.save_weights(self.model, self.save_dir / "best_model" / "model.pdparams")
+                            checkpoint.save_weights(self.model, self._best_store)
                 elif self.is_main:
                     best_iter = it
-                    checkpoint.save_weights(self.model, self.save_dir / "best_model" / "model.pdparams")
+                    checkpoint.save_weights(self.model, self._best_store)
                 if self.is_main:
                     state = {"best_miou": best_miou, "best_iter": best_iter, "train_log": train_log,
                              "eval_log": eval_log, "lr_scheduler": self.lr.state_dict()}
@@ -314,6 +316,15 @@ class Trainer:
                    "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
                    "last_checkpoint": str(last_ckpt) if last_ckpt else None}
         if self.is_main:
+            # best_model/ is the workflow's declared output, which Snakemake deletes before rerunning a killed
+            # job; the copy kept beside the checkpoints survives, so a resumed run still ends with its best model.
+            if not self._best_store.is_file():
+                raise SegDistillError(f"{self._best_store} is missing: no evaluation ran (is iters >= 1?)")
+            best = self.save_dir / "best_model" / "model.pdparams"
+            best.parent.mkdir(parents=True, exist_ok=True)
+            tmp = best.with_name(".model.pdparams.tmp")
+            shutil.copyfile(self._best_store, tmp)
+            os.replace(tmp, best)
             _write_csv(self.save_dir / "train_log.csv", train_log)
             _write_csv(self.save_dir / "eval_log.csv", eval_log)
             tmp = self.save_dir / ".train_summary.json.tmp"

@@ -1,0 +1,31 @@
+"""Pixel-wise KL distillation on logits, with PaddleSeg's KLLoss semantics.
+
+Per pixel, the class distribution of the student, log_softmax(s / T) over channels, is compared with the
+teacher's, softmax(t / T): elementwise KL p_T * (log p_T - log p_S), times T^2 (keeps gradient scale
+independent of T, Hinton et al.). Without a label the result is the mean over all N*C*H*W elements. With a
+label, elements at ignored pixels are zeroed and the mean over all elements is divided by
+(fraction of kept pixels + 1e-8) -- i.e. PaddleSeg's normalisation, which is the mean over kept pixels of the
+per-pixel KL summed over channels, divided by C.
+"""
+
+from segdistill.losses.registry import check_pair, check_temperature, prepare_label, register
+from segdistill.paddle_env import paddle
+
+import paddle.nn.functional as F  # noqa: E402
+
+_EPS = 1e-8  # PaddleSeg's KLLoss constant; keeps an all-ignored batch at 0 instead of NaN
+
+
+@register("kl")
+def kl_loss(student, teacher, label=None, ignore_index=255, temperature=1.0):
+    """PaddleSeg-style KL(teacher || student) over channels at temperature T, masked by label != ignore_index."""
+    teacher = check_pair("kl", student, teacher)
+    t = check_temperature("kl", temperature)
+    log_p_s = F.log_softmax(student / t, axis=1)
+    p_t = F.softmax(teacher / t, axis=1)
+    elem = F.kl_div(log_p_s, p_t, reduction="none") * (t * t)
+    if label is None:
+        return elem.mean()
+    label = prepare_label("kl", label, student.shape)
+    mask = (label != ignore_index).astype(student.dtype).unsqueeze(1)  # N x 1 x H x W, broadcast over C
+    return (elem * mask).mean() / (mask.mean() + _EPS)

@@ -1,0 +1,112 @@
+"""Name -> loss function registry, and the input checks every loss shares.
+
+A distillation loss is a plain function
+
+    fn(student, teacher, label=None, ignore_index=255, temperature=1.0) -> 0-D paddle Tensor
+
+on NCHW float tensors of equal shape. Configs name losses by their registered name; `get_loss` turns a name
+into the function and explains unknown names.
+"""
+
+from segdistill.errors import SegDistillError
+from segdistill.paddle_env import paddle
+
+_REGISTRY = {}
+
+
+def register(name):
+    """Decorator: make the function available as `get_loss(name)`."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"loss name must be a non-empty string, got {name!r}")
+
+    def deco(fn):
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            raise ValueError(f"loss name {name!r} is registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def get_loss(name):
+    """The loss function registered as `name`; SegDistillError listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        known = ", ".join(available())
+        raise SegDistillError(f"unknown loss {name!r}; known losses: {known}") from None
+
+
+def available():
+    """Sorted names of all registered losses."""
+    return sorted(_REGISTRY)
+
+
+# ---- shared input checks -------------------------------------------------------------------------------------
+
+
+def check_pair(loss_name, student, teacher):
+    """Both tensors NCHW floating point with equal shapes; returns the detached teacher."""
+    s_shape, t_shape = list(student.shape), list(teacher.shape)
+    if len(s_shape) != 4:
+        raise SegDistillError(f"loss {loss_name!r} needs NCHW tensors; the student tensor has shape {s_shape}")
+    if s_shape != t_shape:
+        raise SegDistillError(
+            f"loss {loss_name!r}: student shape {s_shape} differs from teacher shape {t_shape}; "
+            "pick layers of equal shape or add a connector"
+        )
+    if not student.is_floating_point() or not teacher.is_floating_point():
+        raise SegDistillError(
+            f"loss {loss_name!r} needs floating point tensors, got {student.dtype} and {teacher.dtype}"
+        )
+    if teacher.dtype != student.dtype:
+        teacher = teacher.astype(student.dtype)
+    # The teacher is a fixed target: no gradient may flow back into it.
+    return teacher.detach()
+
+
+def check_temperature(loss_name, temperature):
+    t = float(temperature)
+    if not t > 0:
+        raise SegDistillError(f"loss {loss_name!r}: temperature must be > 0, got {temperature!r}")
+    return t
+
+
+def require_unit_temperature(loss_name, temperature):
+    # Silently ignoring a configured temperature would make a run differ from what its config says.
+    if float(temperature) != 1.0:
+        raise SegDistillError(
+            f"loss {loss_name!r} has no temperature; set temperature to 1 (got {temperature!r})"
+        )
+
+
+def prepare_label(loss_name, label, shape):
+    """Label as N x H x W int64 matching the NCHW `shape`; nearest-neighbour resize when H, W differ.
+
+    Nearest neighbour maps output index i to input index floor(i * in / out), per axis, so class ids are
+    never blended.
+    """
+    if not isinstance(label, paddle.Tensor):
+        label = paddle.to_tensor(label)
+    lab_shape = list(label.shape)
+    if len(lab_shape) == 4 and lab_shape[1] == 1:
+        label = label.squeeze(1)
+    elif len(lab_shape) != 3:
+        raise SegDistillError(
+            f"loss {loss_name!r}: label must be N x H x W or N x 1 x H x W, got shape {lab_shape}"
+        )
+    if label.dtype != paddle.int64:
+        label = label.astype("int64")
+    if int(label.shape[0]) != int(shape[0]):
+        raise SegDistillError(
+            f"loss {loss_name!r}: label batch size {int(label.shape[0])} differs from the tensors' {int(shape[0])}"
+        )
+    in_h, in_w = int(label.shape[1]), int(label.shape[2])
+    out_h, out_w = int(shape[2]), int(shape[3])
+    if (in_h, in_w) != (out_h, out_w):
+        rows = paddle.to_tensor([i * in_h // out_h for i in range(out_h)], dtype="int64")
+        cols = paddle.to_tensor([j * in_w // out_w for j in range(out_w)], dtype="int64")
+        label = paddle.index_select(label, rows, axis=1)
+        label = paddle.index_select(label, cols, axis=2)
+    label.stop_gradient = True
+    return label

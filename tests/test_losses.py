@@ -1,0 +1,282 @@
+"""Losses against the independent numpy references in reference_losses.py: values and student gradients."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_losses as ref  # noqa: E402
+
+from segdistill.errors import SegDistillError  # noqa: E402
+from segdistill.losses import available, cross_entropy, get_loss, register  # noqa: E402
+from segdistill.paddle_env import paddle  # noqa: E402
+
+import paddle.nn.functional as F  # noqa: E402
+
+IGNORE = 255
+DISTILL = ["kl", "cwd", "channelwise_legacy", "mse"]
+
+
+def _ref(name, s, t, label=None, temperature=1.0):
+    if name == "kl":
+        return ref.kl_ref(s, t, label, IGNORE, temperature)
+    if name == "cwd":
+        return ref.cwd_ref(s, t, temperature)
+    if name == "channelwise_legacy":
+        return ref.channelwise_legacy_ref(s, t)
+    return ref.mse_ref(s, t)
+
+
+def _data(shape, seed, with_label=True, label_shape=None, ignore_frac=0.3):
+    rng = np.random.default_rng(seed)
+    s = rng.normal(scale=2.0, size=shape)
+    t = rng.normal(scale=2.0, size=shape)
+    if not with_label:
+        return s, t, None
+    n, c, h, w = shape
+    lh, lw = label_shape or (h, w)
+    label = rng.integers(0, c, size=(n, lh, lw))
+    label[rng.random((n, lh, lw)) < ignore_frac] = IGNORE
+    return s, t, label
+
+
+# (loss, shape N x C x H x W with C != H != W, temperature, label?)
+CASES = [
+    ("kl", (2, 3, 4, 5), 1.0, False),
+    ("kl", (2, 3, 4, 5), 1.0, True),
+    ("kl", (3, 5, 2, 6), 4.0, True),
+    ("kl", (1, 4, 3, 2), 4.0, False),
+    ("cwd", (2, 3, 4, 5), 1.0, False),
+    ("cwd", (3, 5, 2, 6), 4.0, True),  # a label is accepted and has no effect
+    ("channelwise_legacy", (2, 3, 4, 5), 1.0, False),
+    ("channelwise_legacy", (3, 5, 2, 6), 1.0, True),
+    ("mse", (2, 3, 4, 5), 1.0, False),
+    ("mse", (3, 5, 2, 6), 1.0, True),
+]
+
+
+@pytest.mark.parametrize("name,shape,temperature,with_label", CASES)
+@pytest.mark.parametrize("dtype,rtol", [("float32", 1e-5), ("float64", 1e-10)])
+def test_value_matches_reference(name, shape, temperature, with_label, dtype, rtol):
+    s, t, label = _data(shape, seed=sum(shape) * 10 + len(name), with_label=with_label)
+    expected = _ref(name, s, t, label, temperature)
+    out = get_loss(name)(
+        paddle.to_tensor(s.astype(dtype)),
+        paddle.to_tensor(t.astype(dtype)),
+        label=None if label is None else paddle.to_tensor(label),
+        ignore_index=IGNORE,
+        temperature=temperature,
+    )
+    assert out.shape == [] and str(out.dtype).endswith(dtype)
+    assert float(out) == pytest.approx(expected, rel=rtol, abs=1e-12)
+
+
+@pytest.mark.parametrize("name,shape,temperature,with_label", CASES)
+def test_student_gradient_matches_finite_differences(name, shape, temperature, with_label):
+    s, t, label = _data(shape, seed=7 + len(name), with_label=with_label)
+    student = paddle.to_tensor(s, stop_gradient=False)
+    teacher = paddle.to_tensor(t, stop_gradient=False)
+    loss = get_loss(name)(
+        student,
+        teacher,
+        label=None if label is None else paddle.to_tensor(label),
+        ignore_index=IGNORE,
+        temperature=temperature,
+    )
+    loss.backward()
+    numeric = ref.numeric_grad(lambda x: _ref(name, x, t, label, temperature), s)
+    assert np.abs(numeric).max() > 1e-4  # the comparison below is not between two zero arrays
+    np.testing.assert_allclose(student.grad.numpy(), numeric, rtol=1e-5, atol=1e-8)
+    # The teacher is detached inside the loss: nothing flows back into it.
+    assert teacher.grad is None
+
+
+@pytest.mark.parametrize("name", DISTILL)
+def test_teacher_graph_receives_no_gradient(name):
+    # The teacher output comes from a trainable layer, as in a real teacher; its weights must stay untouched.
+    rng = np.random.default_rng(3)
+    weight = paddle.to_tensor(rng.normal(size=(2, 3, 4, 5)), stop_gradient=False)
+    teacher = weight * 2.0
+    student = paddle.to_tensor(rng.normal(size=(2, 3, 4, 5)), stop_gradient=False)
+    get_loss(name)(student, teacher).backward()
+    assert weight.grad is None
+    assert student.grad is not None and float(student.grad.abs().sum()) > 0
+
+
+def test_kl_ignored_pixels_do_not_contribute_to_value_or_gradient():
+    s, t, label = _data((2, 3, 4, 5), seed=11, ignore_frac=0.4)
+    student = paddle.to_tensor(s, stop_gradient=False)
+    loss = get_loss("kl")(student, paddle.to_tensor(t), label=paddle.to_tensor(label), temperature=4.0)
+    loss.backward()
+    ignored = np.broadcast_to((label == IGNORE)[:, None], s.shape)
+    assert ignored.any() and (~ignored).any()
+    assert np.all(student.grad.numpy()[ignored] == 0)
+    assert np.all(student.grad.numpy()[~ignored] != 0)
+    # Changing the student at ignored pixels leaves the loss unchanged.
+    s2 = s.copy()
+    s2[ignored] += 10.0
+    loss2 = get_loss("kl")(paddle.to_tensor(s2), paddle.to_tensor(t), label=paddle.to_tensor(label), temperature=4.0)
+    assert float(loss2) == pytest.approx(float(loss), rel=1e-12)
+
+
+def test_kl_all_ignored_is_zero_not_nan():
+    s, t, _ = _data((2, 3, 4, 5), seed=12, with_label=False)
+    label = np.full((2, 4, 5), IGNORE)
+    student = paddle.to_tensor(s, stop_gradient=False)
+    loss = get_loss("kl")(student, paddle.to_tensor(t), label=paddle.to_tensor(label))
+    loss.backward()
+    assert float(loss) == 0.0
+    assert np.all(np.isfinite(student.grad.numpy()))
+
+
+def test_kl_matches_paddleseg_klloss():
+    from paddleseg.models.losses import KLLoss
+
+    s, t, label = _data((2, 4, 6, 5), seed=13)
+    s32, t32 = paddle.to_tensor(s.astype("float32")), paddle.to_tensor(t.astype("float32"))
+    lab = paddle.to_tensor(label)
+    for temperature in (1.0, 4.0):
+        theirs = KLLoss(ignore_index=IGNORE, temperature=temperature)(s32, t32, lab)
+        ours = get_loss("kl")(s32, t32, label=lab, ignore_index=IGNORE, temperature=temperature)
+        assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+    theirs = KLLoss(temperature=2.0)(s32, t32)
+    assert float(get_loss("kl")(s32, t32, temperature=2.0)) == pytest.approx(float(theirs), rel=1e-5)
+
+
+def test_kl_label_with_channel_axis_and_other_ignore_index():
+    s, t, label = _data((2, 3, 4, 5), seed=14)
+    label[label == IGNORE] = 0
+    label[:, 0, :] = 2  # the "ignored" class for this test
+    st, tt = paddle.to_tensor(s), paddle.to_tensor(t)
+    a = get_loss("kl")(st, tt, label=paddle.to_tensor(label), ignore_index=2)
+    b = get_loss("kl")(st, tt, label=paddle.to_tensor(label[:, None]), ignore_index=2)
+    assert float(a) == float(b)
+    assert float(a) == pytest.approx(ref.kl_ref(s, t, label, 2), rel=1e-10)
+
+
+@pytest.mark.parametrize("label_hw", [(8, 10), (2, 3), (7, 4)])
+def test_kl_label_of_other_size_is_resized_nearest(label_hw):
+    s, t, label = _data((2, 3, 4, 5), seed=15, label_shape=label_hw, ignore_frac=0.5)
+    out = get_loss("kl")(paddle.to_tensor(s), paddle.to_tensor(t), label=paddle.to_tensor(label))
+    assert float(out) == pytest.approx(ref.kl_ref(s, t, label), rel=1e-10)
+    # and the resize really picked pixels: a 2x label whose odd rows/cols are ignored keeps everything
+    if label_hw == (8, 10):
+        big = np.full((2, 8, 10), IGNORE)
+        big[:, ::2, ::2] = 1
+        out = get_loss("kl")(paddle.to_tensor(s), paddle.to_tensor(t), label=paddle.to_tensor(big))
+        assert float(out) == pytest.approx(ref.kl_ref(s, t, None) / (1 + 1e-8), rel=1e-10)
+
+
+def test_label_resize_reference_is_nearest():
+    # 2 x 3 -> 4 x 6: every input pixel becomes a 2 x 2 block.
+    label = np.array([[[1, 2, 3], [4, 5, 6]]])
+    expected = np.array(
+        [[[1, 1, 2, 2, 3, 3], [1, 1, 2, 2, 3, 3], [4, 4, 5, 5, 6, 6], [4, 4, 5, 5, 6, 6]]]
+    )
+    np.testing.assert_array_equal(ref.nearest_resize(label, 4, 6), expected)
+
+
+def test_zero_when_student_equals_teacher():
+    s, _, _ = _data((2, 3, 4, 5), seed=16, with_label=False)
+    x = paddle.to_tensor(s)
+    for name in DISTILL:
+        assert abs(float(get_loss(name)(x, x.clone(), temperature=1.0))) < 1e-12
+
+
+def test_cwd_is_not_pixelwise_kl():
+    # Guards against the softmax axes being mixed up: cwd normalises over positions, kl over channels.
+    s, t, _ = _data((2, 3, 4, 5), seed=17, with_label=False)
+    st, tt = paddle.to_tensor(s), paddle.to_tensor(t)
+    assert abs(float(get_loss("cwd")(st, tt)) - float(get_loss("kl")(st, tt))) > 1e-3
+    assert abs(float(get_loss("cwd")(st, tt)) - float(get_loss("channelwise_legacy")(st, tt))) > 1e-3
+
+
+# ---- cross-entropy ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [None, [0.5, 2.0, 1.0, 3.0]])
+@pytest.mark.parametrize("ignore_frac", [0.0, 0.4])
+def test_cross_entropy_value_and_gradient(weight, ignore_frac):
+    rng = np.random.default_rng(21)
+    logits = rng.normal(scale=2.0, size=(2, 4, 3, 5))
+    label = rng.integers(0, 4, size=(2, 3, 5))
+    label[rng.random(label.shape) < ignore_frac] = IGNORE
+    x = paddle.to_tensor(logits, stop_gradient=False)
+    loss = cross_entropy(x, paddle.to_tensor(label), ignore_index=IGNORE, weight=weight)
+    assert loss.shape == []
+    assert float(loss) == pytest.approx(ref.ce_ref(logits, label, IGNORE, weight), rel=1e-10)
+    loss.backward()
+    numeric = ref.numeric_grad(lambda z: ref.ce_ref(z, label, IGNORE, weight), logits)
+    np.testing.assert_allclose(x.grad.numpy(), numeric, rtol=1e-5, atol=1e-8)
+    # float32 on paddle 3.x (where float32 * int64 promotion fails) and agreement with paddle's own loss
+    x32 = paddle.to_tensor(logits.astype("float32"))
+    ours32 = cross_entropy(x32, paddle.to_tensor(label[:, None]), weight=weight)
+    w32 = None if weight is None else paddle.to_tensor(np.asarray(weight, dtype="float32"))
+    theirs = F.cross_entropy(x32, paddle.to_tensor(label), axis=1, ignore_index=IGNORE, weight=w32)
+    assert float(ours32) == pytest.approx(float(theirs), rel=1e-5)
+    assert float(ours32) == pytest.approx(ref.ce_ref(logits, label, IGNORE, weight), rel=1e-5)
+
+
+def test_cross_entropy_all_ignored_is_zero_without_nan():
+    x = paddle.to_tensor(np.random.default_rng(22).normal(size=(1, 3, 2, 2)), stop_gradient=False)
+    loss = cross_entropy(x, paddle.to_tensor(np.full((1, 2, 2), IGNORE)), weight=[1.0, 2.0, 3.0])
+    loss.backward()
+    assert float(loss) == 0.0
+    assert np.all(x.grad.numpy() == 0)
+
+
+def test_cross_entropy_registered_as_ce():
+    assert get_loss("ce") is cross_entropy
+
+
+def test_cross_entropy_rejects_bad_labels_and_weights():
+    x = paddle.zeros([1, 3, 2, 2])
+    with pytest.raises(SegDistillError, match=r"\[3, 7\].*outside \[0, 3\)"):
+        cross_entropy(x, paddle.to_tensor(np.array([[[0, 3], [7, 255]]])))
+    with pytest.raises(SegDistillError, match="one per class"):
+        cross_entropy(x, paddle.to_tensor(np.zeros((1, 2, 2), dtype="int64")), weight=[1.0, 2.0])
+    with pytest.raises(SegDistillError, match="does not match"):
+        cross_entropy(x, paddle.to_tensor(np.zeros((1, 4, 4), dtype="int64")))
+
+
+# ---- registry and input checks ------------------------------------------------------------------------------
+
+
+def test_registry_lists_and_rejects_unknown_names():
+    assert set(DISTILL + ["ce"]) <= set(available())
+    assert available() == sorted(available())
+    with pytest.raises(SegDistillError) as err:
+        get_loss("kld")
+    msg = str(err.value)
+    assert "'kld'" in msg and all(n in msg for n in DISTILL)
+
+
+def test_register_refuses_a_second_function_under_one_name():
+    with pytest.raises(ValueError, match="twice"):
+
+        @register("kl")
+        def other(student, teacher, label=None, ignore_index=255, temperature=1.0):
+            return student.mean()
+
+    assert get_loss("kl").__name__ == "kl_loss"
+
+
+def test_shape_mismatch_names_the_loss_and_shapes():
+    a, b = paddle.zeros([1, 3, 4, 4]), paddle.zeros([1, 3, 4, 5])
+    for name in DISTILL:
+        with pytest.raises(SegDistillError, match=rf"'{name}'.*\[1, 3, 4, 4\].*\[1, 3, 4, 5\]"):
+            get_loss(name)(a, b)
+    with pytest.raises(SegDistillError, match="NCHW"):
+        get_loss("kl")(paddle.zeros([3, 4]), paddle.zeros([3, 4]))
+
+
+def test_temperature_rules():
+    a, b = paddle.randn([1, 2, 3, 3]), paddle.randn([1, 2, 3, 3])
+    for name in ("channelwise_legacy", "mse"):
+        with pytest.raises(SegDistillError, match="no temperature"):
+            get_loss(name)(a, b, temperature=4.0)
+    for name in ("kl", "cwd"):
+        with pytest.raises(SegDistillError, match="temperature must be > 0"):
+            get_loss(name)(a, b, temperature=0)
