@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from segdistill.errors import SegDistillError
@@ -133,8 +134,13 @@ def cmd_download(args):
 def cmd_extract(args):
     from segdistill.data import safe_extract
 
-    root = safe_extract(args.zip, args.out)
-    print(f"extracted {args.zip} -> {root}", file=sys.stderr)
+    # The data set root must be `--out` itself, whether or not the archive wraps it in a top folder.
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        root = safe_extract(args.zip, Path(tmp) / "x")
+        os.replace(root, out)
+    print(f"extracted {args.zip} -> {out}", file=sys.stderr)
 
 
 def cmd_validate_data(args):
@@ -157,6 +163,56 @@ def cmd_fetch_backbone(args):
     from segdistill.pretrained import fetch_backbone
 
     print(fetch_backbone(args.url, args.cache))
+
+
+def cmd_stats(args):
+    from segdistill.report.stats import write_stats
+
+    write_stats(args.evals, args.out, split=args.split)
+
+
+def cmd_cost(args):
+    from segdistill.report.cost import cost_table
+
+    models = [("teacher", args.teacher_config, args.teacher_model), ("student", args.student_config, args.student_model)]
+    for row in cost_table(models, args.out, runs=args.runs, warmup=args.warmup):
+        print(f"{row['model']}: {row['params']} params, {row['flops'] / 1e9:.3f} GFLOPs at {row['input']}, "
+              f"CPU {row['cpu_ms']:.2f} ms/img ({row['cpu_threads']} threads)", file=sys.stderr)
+
+
+def cmd_export(args):
+    from segdistill.report.export import export_best
+
+    rec = export_best(args.evals, args.out_dir, args.out_json, data_root=args.data_root, split=args.split,
+                      tol=args.tol)
+    print(f"exported {rec['run']} -> {args.out_dir}: max |logit diff| {rec['max_abs_diff']:.3g}", file=sys.stderr)
+
+
+def cmd_figure(args):
+    from segdistill.report import figures
+
+    if args.kind == "bars":
+        figures.miou_bars(args.summary, args.out, split=args.split)
+    elif args.kind == "curves":
+        figures.curves(dict(args.run), args.out)
+    else:
+        figures.sample_grid([tuple(m) for m in args.model], args.out, data_root=args.data_root,
+                            num_images=args.num_images, split=args.split)
+
+
+def cmd_provenance(args):
+    from segdistill.report.provenance import write_provenance
+
+    config = json.loads(Path(args.config_json).read_text()) if args.config_json else {}
+    write_provenance(args.out, config=config, config_files=args.files, result_files=args.results,
+                     repo_dir=args.repo)
+
+
+def cmd_overview(args):
+    from segdistill.report.overview import write_overview
+
+    write_overview(args.summary, args.stats, args.cost, args.out_rst, args.out_html, export_json=args.export,
+                   provenance_json=args.provenance)
 
 
 def _write_json(obj, path):
@@ -247,6 +303,57 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("url")
     _flag(p, "cache", default="resources/pretrained")
     p.set_defaults(func=cmd_fetch_backbone)
+
+    p = sub.add_parser("stats", help="evaluation JSONs -> stats.json (per-arm mean ± std, paired gains, best setting)")
+    p.add_argument("evals", nargs="+")
+    _flag(p, "split", default="val")
+    _flag(p, "out", required=True)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("cost", help="params, FLOPs and latency of teacher and student -> cost.csv")
+    for role in ("teacher", "student"):
+        _flag(p, f"{role}_config", required=True)
+        _flag(p, f"{role}_model", default=None, help="weights (default: the untrained model)")
+    _flag(p, "runs", type=int, default=20, help="timed forward passes per model")
+    _flag(p, "warmup", type=int, default=3, help="untimed forward passes first")
+    _flag(p, "out", required=True)
+    p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser("export", help="best distilled run (by val mIoU) -> Paddle inference model, checked")
+    p.add_argument("evals", nargs="+", help="evaluation JSONs of the distilled runs")
+    _flag(p, "data_root", default=None)
+    _flag(p, "split", default="val")
+    _flag(p, "tol", type=float, default=1e-4, help="max |logit difference| allowed")
+    _flag(p, "out_dir", required=True)
+    _flag(p, "out_json", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("figure", help="report figures: bars (mIoU per arm), curves, samples")
+    p.add_argument("kind", choices=["bars", "curves", "samples"])
+    _flag(p, "summary", default=None, help="bars: summary.csv")
+    _flag(p, "run", nargs=2, action="append", default=[], metavar=("RUN", "DIR"), help="curves: run id and folder")
+    _flag(p, "model", nargs=3, action="append", default=[], metavar=("TITLE", "CONFIG", "WEIGHTS"),
+          help="samples: one column per model")
+    _flag(p, "data_root", default=None)
+    _flag(p, "num_images", type=int, default=4)
+    _flag(p, "split", default="val")
+    _flag(p, "out", required=True)
+    p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("provenance", help="package versions, config hashes, git commit, machine, date -> JSON")
+    _flag(p, "config_json", default=None, help="the study config as a JSON file")
+    _flag(p, "files", nargs="*", default=[], help="config files to hash")
+    _flag(p, "results", nargs="*", default=[], help="result files to hash")
+    _flag(p, "repo", default=None, help="git checkout of the workflow")
+    _flag(p, "out", required=True)
+    p.set_defaults(func=cmd_provenance)
+
+    p = sub.add_parser("overview", help="the report's tables (reST for the start page, full HTML page)")
+    for name in ("summary", "stats", "cost", "out_rst", "out_html"):
+        _flag(p, name, required=True)
+    _flag(p, "export", default=None)
+    _flag(p, "provenance", default=None)
+    p.set_defaults(func=cmd_overview)
     return ap
 
 
