@@ -1,10 +1,12 @@
 rule make_synthetic:
     output:
         directory("resources/data/synthetic"),
-    params:
-        **config["data"]["synthetic"],
     log:
         "logs/data/make_synthetic.log",
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        **config["data"]["synthetic"],
     script:
         "../scripts/make_synthetic.py"
 
@@ -12,11 +14,13 @@ rule make_synthetic:
 rule download_optic_disc:
     output:
         "resources/downloads/optic_disc_seg.zip",
+    log:
+        "logs/data/download_optic_disc.log",
+    conda:
+        "../envs/segdistill.yaml"
     params:
         url=config["data"]["optic_disc"]["url"],
         sha256=config["data"]["optic_disc"]["sha256"],
-    log:
-        "logs/data/download_optic_disc.log",
     script:
         "../scripts/download.py"
 
@@ -28,6 +32,8 @@ rule extract_optic_disc:
         directory("resources/data/optic_disc_seg"),
     log:
         "logs/data/extract_optic_disc.log",
+    conda:
+        "../envs/segdistill.yaml"
     script:
         "../scripts/extract.py"
 
@@ -37,6 +43,10 @@ rule validate_data:
         DATA_ROOT,
     output:
         "results/data/validation.json",
+    log:
+        "logs/data/validate_data.log",
+    conda:
+        "../envs/segdistill.yaml"
     params:
         num_classes=len(config["data"]["class_names"]),
         archive=(
@@ -44,8 +54,6 @@ rule validate_data:
             if config["data"]["source"] == "optic_disc"
             else None
         ),
-    log:
-        "logs/data/validate_data.log",
     script:
         "../scripts/validate_data.py"
 
@@ -53,9 +61,15 @@ rule validate_data:
 rule fetch_backbone:
     output:
         "resources/pretrained/{name}/model.pdparams",
-    params:
-        url=lambda wc: next(u for u, p in BACKBONES.items() if p.startswith(f"resources/pretrained/{wc.name}/")),
     log:
         "logs/data/fetch_backbone_{name}.log",
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        url=lambda wc: next(
+            u
+            for u, p in BACKBONES.items()
+            if p.startswith(f"resources/pretrained/{wc.name}/")
+        ),
     script:
         "../scripts/fetch_backbone.py"

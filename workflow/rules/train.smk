@@ -10,18 +10,20 @@ rule train:
         summary="results/runs/{arm}/seed{seed}/train_summary.json",
         train_log="results/runs/{arm}/seed{seed}/train_log.csv",
         eval_log="results/runs/{arm}/seed{seed}/eval_log.csv",
+    log:
+        "logs/train/{arm}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{arm}/seed{seed}.tsv"
+    conda:
+        "../envs/segdistill.yaml"
+    threads: 1
+    resources:
+        gpu=config["gpus_per_job"],
     params:
         save_dir=subpath(output.model, ancestor=2),
         train=config["train"],
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
-    threads: 1
-    resources:
-        gpu=config["gpus_per_job"],
-    log:
-        "logs/train/{arm}/seed{seed}.log",
-    benchmark:
-        "benchmarks/train/{arm}/seed{seed}.tsv"
     script:
         "../scripts/train.py"
 
@@ -35,6 +37,8 @@ rule patch_teacher:
         "results/configs/teacher_seed{seed}.yml",
     log:
         "logs/patch_teacher/seed{seed}.log",
+    conda:
+        "../envs/segdistill.yaml"
     script:
         "../scripts/patch_teacher.py"
 
@@ -44,10 +48,12 @@ rule distill_terms:
         student_config=config["student"]["config"],
     output:
         "results/configs/distill/{method}.yml",
-    params:
-        spec=lambda wc: METHODS[wc.method],
     log:
         "logs/distill_terms/{method}.log",
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        spec=lambda wc: METHODS[wc.method],
     script:
         "../scripts/distill_terms.py"
 
@@ -66,17 +72,19 @@ rule distill:
         summary="results/runs/distilled/{method}/seed{seed}/train_summary.json",
         train_log="results/runs/distilled/{method}/seed{seed}/train_log.csv",
         eval_log="results/runs/distilled/{method}/seed{seed}/eval_log.csv",
+    log:
+        "logs/distill/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/distill/{method}/seed{seed}.tsv"
+    conda:
+        "../envs/segdistill.yaml"
+    threads: 1
+    resources:
+        gpu=config["gpus_per_job"],
     params:
         save_dir=subpath(output.model, ancestor=2),
         train=config["train"],
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
-    threads: 1
-    resources:
-        gpu=config["gpus_per_job"],
-    log:
-        "logs/distill/{method}/seed{seed}.log",
-    benchmark:
-        "benchmarks/distill/{method}/seed{seed}.tsv"
     script:
         "../scripts/train.py"
