@@ -66,6 +66,7 @@ def eval_inputs(wildcards):
         "model": run_model(wildcards.run),
         "config": arm_config(info["arm"]),
         "validation": "results/data/validation.json",
+        "data": DATA_ROOT,
     }
 
 

@@ -13,6 +13,5 @@ rule evaluate:
     params:
         splits=config["evaluate"]["splits"],
         class_names=config["data"]["class_names"],
-        data_root=DATA_ROOT,
     script:
         "../scripts/evaluate.py"
