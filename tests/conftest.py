@@ -27,6 +27,28 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
+def tiny_config(workdir: Path, **overrides) -> Path:
+    """The tiny study with its config paths made absolute, written into `workdir`."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY_STUDY.read_text())
+    for role in ("teacher", "student"):
+        cfg[role]["config"] = str(ROOT / cfg[role]["config"])
+    cfg.update(overrides)
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The whole workflow run once per test session on the tiny study: (workdir, config path)."""
+    workdir = tmp_path_factory.mktemp("study")
+    config = tiny_config(workdir)
+    run_snakemake(workdir, "--cores", "2", "--configfile", config)
+    return workdir, config
+
+
 def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
     """Snakemake from the venv on the repository's workflow, with `workdir` holding results/ and logs/."""
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),

@@ -7,33 +7,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_STUDY, run_snakemake
+from conftest import ROOT, run_snakemake, tiny_config
 from segdistill.paddle_env import paddle
 
 pytestmark = pytest.mark.slow
 
 
-def tiny_config(workdir, **overrides):
-    """The tiny study with its config paths made absolute, written into `workdir`."""
-    cfg = yaml.safe_load(TINY_STUDY.read_text())
-    for role in ("teacher", "student"):
-        cfg[role]["config"] = str(ROOT / cfg[role]["config"])
-    cfg.update(overrides)
-    path = workdir / "study.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 @pytest.fixture(scope="module")
-def finished_study(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("study")
-    config = tiny_config(workdir)
-    proc = run_snakemake(workdir, "--cores", "2", "--configfile", config)
-    return workdir, config, proc
+def finished_study(tiny_study):
+    return tiny_study
 
 
 def test_report_has_every_arm_and_seed(finished_study):
-    workdir, _, _ = finished_study
+    workdir, _ = finished_study
     df = pd.read_csv(workdir / "results/report/summary.csv")
     val = df[df.split == "val"]
     assert set(val.arm) == {"teacher", "student", "distilled"}
@@ -52,7 +38,7 @@ def test_report_has_every_arm_and_seed(finished_study):
 
 
 def test_every_job_logged_and_benchmarked(finished_study):
-    workdir, _, _ = finished_study
+    workdir, _ = finished_study
     logs = list((workdir / "logs").rglob("*.log"))
     assert any("train/teacher" in str(p) for p in logs)
     assert any("distill/kl_cwd" in str(p) for p in logs)
@@ -64,7 +50,7 @@ def test_every_job_logged_and_benchmarked(finished_study):
 
 
 def test_second_run_has_nothing_to_do(finished_study):
-    workdir, config, _ = finished_study
+    workdir, config = finished_study
     proc = run_snakemake(workdir, "--cores", "2", "--configfile", config, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
@@ -113,7 +99,7 @@ def test_kill_9_at_random_iterations_then_rerun_gives_same_metrics(finished_stud
 
     from conftest import BIN
 
-    reference, _, _ = finished_study
+    reference, _ = finished_study
     config = tiny_config(tmp_path)
     rng = random.Random()
     seed_used = rng.randrange(10**6)

@@ -11,7 +11,7 @@ import yaml
 from conftest import run_snakemake
 from data_helpers import serve, zip_dir
 from segdistill.data import generate
-from test_workflow import tiny_config
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
