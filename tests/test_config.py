@@ -129,3 +129,14 @@ def test_sweep_expands_into_named_methods():
     terms = {t["name"]: t for t in methods[name]["terms"]}
     assert terms["cwd_aspp"]["weight"] == 1 and terms["kl_logits"]["weight"] == 3
     assert terms["kl_logits"]["temperature"] == 2.0
+
+
+def test_layers_lists_every_sublayer_with_its_shape():
+    from segdistill.layers import list_layers
+
+    text = list_layers(str(STUDENT), size=(32, 32))
+    lines = {line.split()[0]: line for line in text.splitlines()[2:]}
+    assert "[1, 256, 4, 4]" in lines["head.aspp"] and "ASPPModule" in lines["head.aspp"]
+    assert "[1, 2, 32, 32]" in lines["logits"]
+    model = build_model(experiment_dict(STUDENT), STUDENT)
+    assert set(lines) == {n for n, _ in model.named_sublayers()} | {"logits"}

@@ -16,7 +16,7 @@ def _input_size(dic: dict) -> tuple[int, int]:
 
 
 def layer_shapes(model, size: tuple[int, int]) -> list[tuple[str, str, list, int]]:
-    """(name, type, output shape, own parameter count) for every sublayer, in forward-definition order."""
+    """(name, type, output shape, parameter count incl. sublayers) for every sublayer, in definition order."""
     shapes, hooks = {}, []
     for name, layer in model.named_sublayers():
         def hook(layer, inputs, output, name=name):
@@ -30,7 +30,7 @@ def layer_shapes(model, size: tuple[int, int]) -> list[tuple[str, str, list, int
         h.remove()
     rows = []
     for name, layer in model.named_sublayers():
-        n_params = sum(int(p.size) for p in layer.parameters(include_sublayers=False))
+        n_params = sum(int(p.size) for p in layer.parameters())
         rows.append((name, type(layer).__name__, shapes.get(name, "not called"), n_params))
     first = logits[0] if isinstance(logits, (list, tuple)) else logits
     rows.append(("logits", "output", list(first.shape), 0))

@@ -22,7 +22,12 @@ for _h in list(logging.getLogger().handlers):
     if _h not in _root_handlers:
         logging.getLogger().removeHandler(_h)
 
-# paddleseg logs every built component at INFO to stdout; our own logger says what matters.
-logging.getLogger("paddleseg").setLevel(logging.WARNING)
+# paddleseg prints every built component's config at INFO to stdout; keep its errors only (segdistill reports what matters itself).
+try:
+    from paddleseg.utils import logger as _seg_logger
+
+    _seg_logger.log_level = 0
+except ImportError:  # paddleseg is optional for the parts that only need paddle
+    pass
 
 __all__ = ["paddle"]
