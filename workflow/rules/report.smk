@@ -1,4 +1,32 @@
-REPORT_OUTPUTS = ["results/report/summary.csv", "results/report/summary.md"]
+# The report stage: summary and statistics, model cost, the exported best student, figures, provenance, and the
+# tables for `snakemake --report` (its start page shows results/report/overview.rst, see report/workflow.rst).
+REPORT_OUTPUTS = [
+    "results/report/summary.csv",
+    "results/report/summary.md",
+    "results/report/stats.json",
+    "results/report/cost.csv",
+    "results/export/best_student",
+    "results/export/export.json",
+    "results/report/figures/miou_bars.png",
+    "results/report/figures/curves.png",
+    "results/report/figures/samples.png",
+    "results/report/provenance.json",
+    "results/report/overview.rst",
+    "results/report/overview.html",
+]
+
+DISTILLED_RUNS = [r for r in RUNS if r.startswith("distilled/")]
+
+
+report: "../report/workflow.rst"
+
+
+localrules:
+    stats,
+    figure_bars,
+    figure_curves,
+    provenance,
+    overview,
 
 
 rule summary:
@@ -10,12 +38,217 @@ rule summary:
             category="Summary",
             caption="../report/summary.rst",
         ),
-        md="results/report/summary.md",
+        md=report(
+            "results/report/summary.md",
+            category="Summary",
+            caption="../report/summary_md.rst",
+        ),
+    log:
+        "logs/report/summary.log",
+    conda:
+        "../envs/segdistill.yaml"
     params:
         runs=RUNS,
         class_names=config["data"]["class_names"],
         split="val",
-    log:
-        "logs/report/summary.log",
     script:
         "../scripts/summary.py"
+
+
+rule stats:
+    input:
+        evals=expand("results/eval/{run}.json", run=RUNS),
+    output:
+        report(
+            "results/report/stats.json",
+            category="Summary",
+            caption="../report/stats.rst",
+        ),
+    log:
+        "logs/report/stats.log",
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        split="val",
+    script:
+        "../scripts/stats.py"
+
+
+# Timed after every evaluation and with all cores, so no other local job runs while it measures latency.
+rule cost:
+    input:
+        teacher_config=arm_config("teacher"),
+        student_config=arm_config("student"),
+        teacher_model=run_model(teacher_run(SEEDS[0])),
+        student_model=run_model(f"student/seed{SEEDS[0]}"),
+        evals=expand("results/eval/{run}.json", run=RUNS),
+    output:
+        report(
+            "results/report/cost.csv",
+            category="Model cost",
+            caption="../report/cost.rst",
+        ),
+    log:
+        "logs/report/cost.log",
+    benchmark:
+        "benchmarks/report/cost.tsv"
+    conda:
+        "../envs/segdistill.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=min(1, config["gpus_per_job"]),
+    params:
+        runs=config["report"]["latency_runs"],
+    script:
+        "../scripts/cost.py"
+
+
+rule export:
+    input:
+        data=DATA_ROOT,
+        validation="results/data/validation.json",
+        evals=expand("results/eval/{run}.json", run=DISTILLED_RUNS),
+        models=[run_model(r) for r in DISTILLED_RUNS],
+    output:
+        model=directory("results/export/best_student"),
+        json=report(
+            "results/export/export.json",
+            category="Export",
+            caption="../report/export.rst",
+        ),
+    log:
+        "logs/report/export.log",
+    benchmark:
+        "benchmarks/report/export.tsv"
+    conda:
+        "../envs/segdistill.yaml"
+    threads: 1
+    params:
+        tol=1e-4,
+    script:
+        "../scripts/export.py"
+
+
+rule figure_bars:
+    input:
+        "results/report/summary.csv",
+    output:
+        report(
+            "results/report/figures/miou_bars.png",
+            category="Figures",
+            caption="../report/miou_bars.rst",
+        ),
+    log:
+        "logs/report/figure_bars.log",
+    conda:
+        "../envs/segdistill.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_curves:
+    input:
+        train_logs=[f"{run_dir(r)}/train_log.csv" for r in RUNS],
+        eval_logs=[f"{run_dir(r)}/eval_log.csv" for r in RUNS],
+    output:
+        report(
+            "results/report/figures/curves.png",
+            category="Figures",
+            caption="../report/curves.rst",
+        ),
+    log:
+        "logs/report/figure_curves.log",
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        runs={r: run_dir(r) for r in RUNS},
+    script:
+        "../scripts/figure.py"
+
+
+# Teacher | student | distilled for the exported (best) distilled run and the student of the same seed.
+rule figure_samples:
+    input:
+        data=DATA_ROOT,
+        validation="results/data/validation.json",
+        export="results/export/export.json",
+        models=[run_model(r) for r in RUNS],
+    output:
+        report(
+            "results/report/figures/samples.png",
+            category="Figures",
+            caption="../report/samples.rst",
+        ),
+    log:
+        "logs/report/figure_samples.log",
+    benchmark:
+        "benchmarks/report/figure_samples.tsv"
+    conda:
+        "../envs/segdistill.yaml"
+    threads: 1
+    params:
+        num_images=config["report"]["num_images"],
+        teacher_config=arm_config("teacher"),
+        student_config=arm_config("student"),
+        teacher_runs={s: teacher_run(s) for s in SEEDS},
+        run_models={r: run_model(r) for r in RUNS},
+    script:
+        "../scripts/figure.py"
+
+
+rule provenance:
+    input:
+        configs=[arm_config("teacher"), arm_config("student")],
+        patched=expand(
+            "results/configs/teacher_seed{seed}.yml",
+            seed=sorted({study.teacher_seed(config, s) for s in SEEDS}),
+        ),
+        terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
+        results=[
+            "results/report/summary.csv",
+            "results/report/stats.json",
+            "results/report/cost.csv",
+            "results/export/export.json",
+        ],
+    output:
+        report(
+            "results/report/provenance.json",
+            category="Provenance",
+            caption="../report/provenance.rst",
+        ),
+    log:
+        "logs/report/provenance.log",
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        config=config,
+        configfiles=[str(f) for f in workflow.configfiles],
+        repo=workflow.basedir,
+    script:
+        "../scripts/provenance.py"
+
+
+rule overview:
+    input:
+        summary="results/report/summary.csv",
+        stats="results/report/stats.json",
+        cost="results/report/cost.csv",
+        export="results/export/export.json",
+        provenance="results/report/provenance.json",
+    output:
+        rst=report(
+            "results/report/overview.rst",
+            category="Summary",
+            caption="../report/overview_rst.rst",
+        ),
+        html=report(
+            "results/report/overview.html",
+            category="Summary",
+            caption="../report/overview.rst",
+        ),
+    log:
+        "logs/report/overview.log",
+    conda:
+        "../envs/segdistill.yaml"
+    script:
+        "../scripts/overview.py"

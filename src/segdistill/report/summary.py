@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from segdistill.errors import SegDistillError
-from segdistill.report.stats import mean_std, paired_gain
+from segdistill.report.stats import best_setting, mean_std, paired_gain
 
 METRICS = ("miou", "acc", "kappa", "dice")
 
@@ -89,6 +89,11 @@ def markdown(df: pd.DataFrame, split: str) -> str:
     for _, r in gains(df, split).iterrows():
         ci = "n/a (n < 2)" if r["n"] < 2 else f"[{_pts(r['ci_low'])}, {_pts(r['ci_high'])}]"
         lines.append(f"| {r['method']} | {r['n']} | {_pts(r['mean'])} | {ci} |")
+    best = best_setting(df, split)
+    if best:
+        spread = "" if math.isnan(best["std"]) else f" ± {_pct(best['std'])}"
+        lines += ["", f"Best setting (highest mean mIoU over {best['candidates']} distilled arm(s)): "
+                      f"`{best['method']}`, mIoU {_pct(best['mean'])}{spread} % (n = {best['n']})."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,196 @@
+"""Export the best distilled student as a Paddle inference model, and prove it predicts what was evaluated.
+
+The exported program returns the logits at the input size (PaddleSeg's `output_op: none`), so a deployment
+can take the argmax or the softmax. Verification runs the saved files through `paddle.inference` (the
+deployment path) on a batch of val images and compares with the dygraph model loaded from the evaluated
+weights; the maximum absolute logit difference must be at most `tol`. Nothing is published unless it passes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from segdistill.errors import SegDistillError
+from segdistill.paddle_env import paddle
+
+TOLERANCE = 1e-4
+
+
+class LogitsOnly(paddle.nn.Layer):
+    """PaddleSeg models return a list of logits (the first is the prediction); export just that tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def pick_best(eval_paths, split: str = "val") -> dict:
+    """The evaluated distilled run with the highest `split` mIoU: {run, miou, model, config, eval}."""
+    best = None
+    for path in eval_paths:
+        try:
+            rec = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SegDistillError(f"{path}: unreadable evaluation record ({exc})") from None
+        if rec.get("arm") != "distilled":
+            continue
+        m = (rec.get("splits") or {}).get(split, {}).get("miou")
+        if m is None or math.isnan(m):
+            continue
+        # Highest mIoU; ties go to the run id that sorts first, so the choice is reproducible.
+        key = (-m, rec["run"])
+        if best is None or key < best[0]:
+            best = (key, {"run": rec["run"], "miou": m, "model": rec["model"], "config": rec["config"],
+                          "eval": str(path)})
+    if best is None:
+        raise SegDistillError(f"no distilled run with a '{split}' mIoU among {len(list(eval_paths))} record(s)")
+    return best[1]
+
+
+def load_model(config, weights, data_root=None):
+    """The model exactly as `segdistill evaluate` builds it, and the experiment dict."""
+    from segdistill.config import build_model, experiment_dict, load_weights
+
+    dic = experiment_dict(config, data_root=data_root, pretrained_backbone=False)
+    dic["model"]["pretrained"] = None
+    model = build_model(dic, config)
+    load_weights(model, weights, source=f"weights for {config}")
+    model.eval()
+    return model, dic
+
+
+def val_batch(dic, config, split: str = "val", size: int = 4) -> np.ndarray:
+    """The first `size` images of the split after the val transforms, as one N x C x H x W float32 array."""
+    from segdistill.config import build
+    from segdistill.evaluate import build_split
+
+    ds = build_split(build(dic, config), split)
+    if len(ds) == 0:
+        raise SegDistillError(f"{config}: the {split} split is empty; nothing to verify the export on")
+    return np.stack([np.asarray(ds[i]["img"], dtype="float32") for i in range(min(size, len(ds)))])
+
+
+def save_inference_model(model, shape_hw, prefix) -> list[str]:
+    """paddle.jit.save with an InputSpec [None, 3, H, W]; returns the files written."""
+    from paddle.static import InputSpec
+
+    h, w = shape_hw
+    net = LogitsOnly(model)
+    net.eval()
+    prefix = Path(prefix)
+    before = set(prefix.parent.iterdir()) if prefix.parent.exists() else set()
+    paddle.jit.save(net, str(prefix), input_spec=[InputSpec([None, 3, h, w], "float32", name="x")])
+    return sorted(p.name for p in set(prefix.parent.iterdir()) - before)
+
+
+def model_file(directory) -> Path:
+    """The program file of a saved inference model (`.json` under PIR, `.pdmodel` with the old IR)."""
+    directory = Path(directory)
+    for name in ("model.json", "model.pdmodel"):
+        if (directory / name).is_file():
+            return directory / name
+    raise SegDistillError(f"{directory}: no model.json or model.pdmodel (not an exported inference model)")
+
+
+def predictor(directory, onednn: bool = True):
+    from paddle import inference
+
+    cfg = inference.Config(str(model_file(directory)), str(Path(directory) / "model.pdiparams"))
+    cfg.disable_gpu()
+    cfg.disable_glog_info()
+    if onednn:
+        cfg.enable_onednn()
+    else:
+        cfg.disable_onednn()
+    return inference.create_predictor(cfg)
+
+
+def run_predictor(pred, batch: np.ndarray) -> np.ndarray:
+    h = pred.get_input_handle(pred.get_input_names()[0])
+    h.reshape(list(batch.shape))
+    h.copy_from_cpu(np.ascontiguousarray(batch))
+    pred.run()
+    return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
+
+
+def compare(model, directory, batch: np.ndarray) -> dict:
+    """Logits of the dygraph model and of the exported files on `batch`: max |diff| and argmax agreement."""
+    with paddle.no_grad():
+        ref = LogitsOnly(model)(paddle.to_tensor(batch)).numpy()
+    info = {"predictor": "paddle.inference CPU, oneDNN on"}
+    try:
+        got = run_predictor(predictor(directory, onednn=True), batch)
+    except (NotImplementedError, RuntimeError) as exc:
+        # paddle 3.3.1's oneDNN executor rejects some PIR attributes of DeepLabV3P (interpolate's scale list);
+        # the plain CPU kernels run the same program. Record it: a deployment must turn oneDNN off too.
+        info = {"predictor": "paddle.inference CPU, oneDNN off", "onednn_error": str(exc).strip().splitlines()[0]}
+        got = run_predictor(predictor(directory, onednn=False), batch)
+    if got.shape != ref.shape:
+        raise SegDistillError(f"{directory}: exported model returns shape {list(got.shape)}, "
+                              f"the evaluated model {list(ref.shape)}")
+    return {"max_abs_diff": float(np.max(np.abs(got - ref))),
+            "label_agreement": float(np.mean(got.argmax(1) == ref.argmax(1))),
+            "batch_shape": list(batch.shape), **info}
+
+
+def _deploy_yaml(dic, files, shape_hw) -> dict:
+    # PaddleSeg's deploy.yaml layout, so its deployment tools can read the folder.
+    prog = next(f for f in files if f.endswith((".json", ".pdmodel")))
+    return {"Deploy": {"model": prog, "params": "model.pdiparams",
+                       "transforms": dic["val_dataset"].get("transforms", []),
+                       "input_shape": [-1, 3, *shape_hw], "output_op": "none", "output_dtype": "float32"}}
+
+
+def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = "val", batch_size: int = 4,
+                tol: float = TOLERANCE) -> dict:
+    """Pick the best distilled run, export it to `out_dir`, verify it and write `out_json`."""
+    import yaml
+
+    from segdistill.report.cost import input_size
+
+    paddle.set_device("cpu")
+    best = pick_best(eval_paths, split)
+    model, dic = load_model(best["config"], best["model"], data_root)
+    hw = input_size(dic, best["config"])
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published folder gets the usual mode
+    try:
+        files = save_inference_model(model, hw, tmp / "model")
+        batch = val_batch(dic, best["config"], split, batch_size)
+        parity = compare(model, tmp, batch)
+        if not parity["max_abs_diff"] <= tol:
+            raise SegDistillError(
+                f"exported {best['run']} differs from the evaluated model {best['model']}: max |logit diff| "
+                f"{parity['max_abs_diff']:.3g} > {tol:g} on {len(batch)} {split} images; nothing exported")
+        (tmp / "deploy.yaml").write_text(yaml.safe_dump(_deploy_yaml(dic, files, hw), sort_keys=False))
+        files = sorted(p.name for p in tmp.iterdir())
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    record = {"run": best["run"], "split": split, "miou": best["miou"], "weights": best["model"],
+              "config": best["config"], "export_dir": str(out_dir), "files": files, "input_spec": [None, 3, *hw],
+              "tolerance": tol, "paddle": paddle.__version__, **parity}
+    path = Path(out_json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = path.with_name(f".{path.name}.tmp")
+    t.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(t, path)
+    return record

@@ -1,0 +1,230 @@
+"""The report's figures (matplotlib, Agg backend): mIoU per arm, training curves, and a grid of predictions."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from segdistill.errors import SegDistillError
+
+ARM_COLORS = {"teacher": "#4c72b0", "student": "#dd8452"}
+DISTILLED_COLORS = ["#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out) -> None:
+    """Write atomically; no timestamp in the metadata, so the same figure gives the same bytes."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    os.replace(tmp, out)
+
+
+def arm_key(arm: str, method: str) -> str:
+    return arm if arm == "teacher" or arm == "student" else f"distilled ({method})"
+
+
+def _colors(keys) -> dict:
+    out, i = {}, 0
+    for k in keys:
+        if k in ARM_COLORS:
+            out[k] = ARM_COLORS[k]
+        else:
+            out[k] = DISTILLED_COLORS[i % len(DISTILLED_COLORS)]
+            i += 1
+    return out
+
+
+def miou_bars(summary_csv, out_png, split: str = "val") -> list[dict]:
+    """Bar per arm: mean mIoU over seeds, error bar = sample std (none for n = 1), dots = single seeds."""
+    import pandas as pd
+
+    from segdistill.report.stats import mean_std
+
+    df = pd.read_csv(summary_csv)
+    sub = df[df["split"] == split]
+    if sub.empty:
+        raise SegDistillError(f"{summary_csv}: no rows for the '{split}' split")
+    bars = []
+    for (arm, method), g in sub.groupby(["arm", "method"], sort=False):
+        mean, std, n = mean_std(g["miou"].tolist())
+        bars.append({"label": arm_key(arm, method), "mean": mean, "std": std, "n": n, "values": g["miou"].tolist()})
+    plt = _plt()
+    colors = _colors([b["label"] for b in bars])
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(bars) + 1.5), 3.8))
+    x = np.arange(len(bars))
+    means = [100 * b["mean"] for b in bars]
+    errs = [0.0 if np.isnan(b["std"]) else 100 * b["std"] for b in bars]
+    ax.bar(x, means, yerr=errs, capsize=5, color=[colors[b["label"]] for b in bars], alpha=0.85,
+           error_kw={"elinewidth": 1.2})
+    for i, b in enumerate(bars):
+        vals = 100 * np.asarray(b["values"], dtype=float)
+        ax.scatter(np.full(len(vals), i) + np.linspace(-0.12, 0.12, len(vals)), vals, s=14, color="black",
+                   zorder=3)
+        ax.annotate(f"{means[i]:.1f}\nn={b['n']}", (i, means[i] + errs[i]), textcoords="offset points",
+                    xytext=(0, 4), ha="center", fontsize=8)
+    ax.set_xticks(x, [b["label"].replace(" (", "\n(") for b in bars], fontsize=8)
+    ax.set_ylabel(f"{split} mIoU (%)")
+    # Bars start at zero so their heights compare honestly; the dots and error bars show the spread.
+    ax.set_ylim(0.0, min(105.0, max(m + e for m, e in zip(means, errs)) + 12))
+    ax.set_title(f"mIoU per arm (mean ± std over seeds; dots: single seeds)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, out_png)
+    plt.close(fig)
+    return bars
+
+
+def read_log(path) -> dict[str, np.ndarray]:
+    """A train_log.csv / eval_log.csv as columns of floats."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise SegDistillError(f"{path}: cannot read the log ({exc})") from None
+    if not rows:
+        return {}
+    return {k: np.asarray([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
+
+
+def _mean_curve(curves):
+    """Mean over seeds on the iterations every seed logged (runs of one arm share their schedule)."""
+    common = sorted(set.intersection(*[set(c[0].tolist()) for c in curves]))
+    ys = np.stack([np.interp(common, c[0], c[1]) for c in curves])
+    return np.asarray(common), ys.mean(0)
+
+
+def curves(runs: dict[str, str], out_png) -> dict:
+    """Loss and val mIoU against iteration, one colour per arm: thin lines per seed, thick line the mean.
+
+    `runs` maps a run id (teacher/seed0, distilled/kl/seed1, ...) to its run folder.
+    """
+    from segdistill.study import parse_run
+
+    groups: dict[str, dict[str, list]] = {}
+    for run, folder in runs.items():
+        info = parse_run(run)
+        key = arm_key(info["arm"], info["method"])
+        g = groups.setdefault(key, {"loss": [], "miou": []})
+        tl, el = read_log(Path(folder) / "train_log.csv"), read_log(Path(folder) / "eval_log.csv")
+        if "loss" in tl:
+            g["loss"].append((tl["iter"], tl["loss"]))
+        if "miou" in el:
+            g["miou"].append((el["iter"], el["miou"]))
+    if not groups:
+        raise SegDistillError("no runs to plot")
+    plt = _plt()
+    colors = _colors(list(groups))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, g in groups.items():
+        for ax, name, scale in ((axes[0], "loss", 1.0), (axes[1], "miou", 100.0)):
+            if not g[name]:
+                continue
+            for it, y in g[name]:
+                ax.plot(it, scale * y, color=colors[key], alpha=0.3, linewidth=0.8)
+            it, y = _mean_curve(g[name])
+            ax.plot(it, scale * y, color=colors[key], linewidth=2, marker="o" if len(it) < 15 else None,
+                    markersize=3, label=f"{key} (n={len(g[name])})")
+    axes[0].set(xlabel="iteration", ylabel="training loss (total, incl. distillation terms)", title="loss")
+    axes[1].set(xlabel="iteration", ylabel="val mIoU (%)", title="val mIoU during training")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="best")
+    _save(fig, out_png)
+    plt.close(fig)
+    return {k: {n: len(v) for n, v in g.items()} for k, g in groups.items()}
+
+
+def _palette(num_classes: int):
+    from matplotlib.colors import ListedColormap
+
+    base = [(0, 0, 0), (1, 1, 1)] if num_classes <= 2 else None
+    if base is None:
+        import matplotlib
+
+        base = [matplotlib.colormaps["tab10"](i % 10)[:3] for i in range(num_classes)]
+    return ListedColormap(base)
+
+
+def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, num_images: int = 4,
+                split: str = "val") -> dict:
+    """N fixed images of `split` (its first N, in list order): image | ground truth | one column per model.
+
+    `columns`: (title, config, weights) per model, in the order to show them.
+    """
+    from segdistill.config import build, ignore_index, num_classes
+    from segdistill.evaluate import build_split, predict
+    from segdistill.paddle_env import paddle
+    from segdistill.report.export import load_model
+
+    if num_images < 1:
+        raise SegDistillError(f"report.num_images must be at least 1, got {num_images}")
+    paddle.set_device("cpu")
+    models = []
+    for title, config, weights in columns:
+        model, dic = load_model(config, weights, data_root)
+        # Each model sees the split through its own val transforms (teacher and student may differ).
+        models.append((title, model, build_split(build(dic, config), split)))
+        if len(models) == 1:
+            dic0 = dic
+    ds = models[0][2]
+    n = min(num_images, len(ds))
+    if n == 0:
+        raise SegDistillError(f"the {split} split is empty; no images to show")
+    k = num_classes(dic0)
+    ign = ignore_index(dic0)
+    import cv2
+
+    rows = []
+    for i in range(n):
+        img_path, label_path = ds.file_list[i][0], ds.file_list[i][1]
+        image = cv2.imread(img_path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise SegDistillError(f"{img_path}: cannot read the image")
+        label = np.asarray(ds[i]["label"]).astype("int64")
+        label = label.reshape(label.shape[-2:])
+        preds = []
+        for _, model, mds in models:
+            x = paddle.to_tensor(np.asarray(mds[i]["img"], dtype="float32")[None])
+            with paddle.no_grad():
+                preds.append(predict(model, x, label.shape).numpy()[0])
+        rows.append((os.path.basename(img_path), image[:, :, ::-1], label, preds))
+    plt = _plt()
+    cmap = _palette(k)
+    titles = ["image", "ground truth"] + [c[0] for c in columns]
+    fig, axes = plt.subplots(n, len(titles), figsize=(1.9 * len(titles), 1.9 * n + 0.4), squeeze=False)
+    for r, (name, image, label, preds) in enumerate(rows):
+        shown = np.where(label == ign, 0, label)
+        panels = [image, shown] + preds
+        for c, panel in enumerate(panels):
+            ax = axes[r][c]
+            if c == 0:
+                ax.imshow(panel)
+            else:
+                ax.imshow(panel, cmap=cmap, vmin=0, vmax=k - 1, interpolation="nearest")
+            if c >= 2:
+                inter = np.logical_and(panel == 1, label == 1).sum() if k == 2 else None
+                union = np.logical_or(panel == 1, label == 1).sum() if k == 2 else None
+                if k == 2 and union:
+                    ax.set_xlabel(f"class-1 IoU {100 * inter / union:.0f}%", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r][0].set_ylabel(name, fontsize=7)
+    fig.tight_layout()
+    _save(fig, out_png)
+    plt.close(fig)
+    return {"images": [r[0] for r in rows], "columns": titles}

@@ -1,0 +1,209 @@
+"""The report's tables as reStructuredText: a compact overview (shown on the report's start page) and a full
+page (summary tables, gains, best setting, model cost, export check, provenance) rendered to HTML."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from segdistill.errors import SegDistillError
+
+
+def _isnum(v) -> bool:
+    return isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+
+
+def pct(v) -> str:
+    return f"{100 * v:.2f}" if _isnum(v) else "n/a"
+
+
+def pts(v) -> str:
+    return f"{100 * v:+.2f}" if _isnum(v) else "n/a"
+
+
+def mean_pm_std(m: dict) -> str:
+    if not _isnum(m.get("mean")):
+        return "n/a"
+    return pct(m["mean"]) + (f" ± {pct(m['std'])}" if _isnum(m.get("std")) else " (n=1)")
+
+
+def ci_text(g: dict) -> str:
+    if g["n"] < 2 or not _isnum(g.get("ci_low")):
+        return "n/a (n < 2)"
+    return f"[{pts(g['ci_low'])}, {pts(g['ci_high'])}]"
+
+
+def _cell(text) -> str:
+    # Escape what reST would read as markup inside a table cell.
+    text = str(text).replace("\\", "\\\\").replace("*", "\\*").replace("`", "\\`").replace("|", "\\|")
+    return text if text.strip() else "\\ "
+
+
+def list_table(title: str, header: list[str], rows: list[list], widths=None) -> str:
+    lines = [f".. list-table:: {title}", "   :header-rows: 1"]
+    if widths:
+        lines.append("   :widths: " + " ".join(map(str, widths)))
+    lines.append("")
+    for row in [header] + rows:
+        lines.append(f"   * - {_cell(row[0])}")
+        lines += [f"     - {_cell(c)}" for c in row[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def _label(arm: dict) -> str:
+    return arm["arm"] if arm["arm"] != "distilled" else f"distilled ({arm['method']})"
+
+
+def arm_rows(stats: dict, metrics) -> list[list]:
+    return [[_label(a), a["n"]] + [mean_pm_std(a["metrics"].get(k, {})) for k in metrics] for a in stats["arms"]]
+
+
+def gain_rows(stats: dict, metrics=("miou",)) -> list[list]:
+    rows = []
+    for g in stats["gains"]:
+        if g["metric"] in metrics:
+            rows.append([g["method"], g["metric"], g["n"], pts(g["mean"]), ci_text(g)])
+    return rows
+
+
+def read_cost(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise SegDistillError(f"{path}: empty cost table")
+    return rows
+
+
+def _f(v, fmt) -> str:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if math.isnan(x) else format(x, fmt)
+
+
+def cost_rows(cost: list[dict]) -> list[list]:
+    return [[r["model"], r["backbone"], r["input"], _f(float(r["params"]) / 1e6, ".2f"),
+             _f(float(r["flops"]) / 1e9, ".3f"), _f(r["cpu_ms"], ".1f"), _f(r["gpu_ms"], ".2f"),
+             _f(r["compression"], ".2f") + "×", _f(r["cpu_speedup"], ".2f") + "×"] for r in cost]
+
+
+COST_HEADER = ["model", "backbone", "input", "params (M)", "GFLOPs", "CPU ms/img", "GPU ms/img", "compression",
+               "CPU speedup"]
+
+
+def best_text(stats: dict) -> str:
+    b = stats.get("best_setting")
+    if not b:
+        return "No distilled arm was evaluated."
+    params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in b["params"].items())
+    spread = f" ± {pct(b['std'])}" if _isnum(b.get("std")) else ""
+    return (f"Best distillation setting (highest mean {stats['split']} mIoU of {b['candidates']} distilled arm(s)): "
+            f"**{b['method']}**" + (f" (method {b['base']}, {params})" if params else "")
+            + f", mIoU {pct(b['mean'])}{spread} % over n = {b['n']}.")
+
+
+def overview_rst(stats: dict, cost: list[dict], export: dict | None) -> str:
+    """Compact: fits the narrow column of the report's start page."""
+    parts = [f".. rubric:: Results ({stats['split']} split)\n",
+             list_table("mIoU per arm (%, mean ± std over seeds)", ["arm", "n", "mIoU"], arm_rows(stats, ["miou"])),
+             list_table("Gain of distilled over student (mIoU points, paired by seed)",
+                        ["method", "n", "gain", "95% CI"],
+                        [[r[0], r[2], r[3], r[4]] for r in gain_rows(stats)]),
+             best_text(stats) + "\n",
+             list_table("Model cost", ["model", "params (M)", "GFLOPs", "CPU ms/img", "speedup"],
+                        [[r[0], r[3], r[4], r[5], r[8]] for r in cost_rows(cost)])]
+    if export:
+        parts.append(f"Exported **{export['run']}** (val mIoU {pct(export['miou'])} %) as a Paddle inference "
+                     f"model; max \\|logit difference\\| to the evaluated model {export['max_abs_diff']:.2e} "
+                     f"on {export['batch_shape'][0]} val images.\n")
+    return "\n".join(parts)
+
+
+def full_rst(summary: pd.DataFrame, stats: dict, cost: list[dict], export: dict | None, prov: dict | None) -> str:
+    split = stats["split"]
+    head = [m for m in ("miou", "acc", "kappa", "dice") if m in stats["metrics"]]
+    classes = [m for m in stats["metrics"] if m.startswith("iou_")]
+    title = "segdistill study report"
+    parts = [title, "=" * len(title), "",
+             "Metrics in %, gains in percentage points; mean ± sample std over seeds; the gain is paired by seed "
+             "with a two-sided 95% Student t-interval (none for n < 2).", ""]
+    parts.append(list_table(f"Per arm ({split})", ["arm", "n"] + head + classes, arm_rows(stats, head + classes)))
+    parts.append(list_table(f"Gain of distilled over student ({split})", ["method", "metric", "n", "gain", "95% CI"],
+                            gain_rows(stats, head)))
+    parts.append(best_text(stats) + "\n")
+    sub = summary[summary["split"] == split]
+    cols = ["run"] + head + classes
+    parts.append(list_table(f"Runs ({split})", cols, [[r["run"]] + [pct(r[c]) for c in cols[1:]]
+                                                      for _, r in sub.iterrows()]))
+    parts.append(list_table("Model cost (FLOPs = 2 × conv/linear multiply-accumulates; latency = median per image)",
+                            COST_HEADER, cost_rows(cost)))
+    if export:
+        parts.append(list_table("Export", ["key", "value"], [
+            ["run", export["run"]], ["val mIoU", pct(export["miou"])], ["input spec", str(export["input_spec"])],
+            ["files", ", ".join(export["files"])], ["max abs logit diff", f"{export['max_abs_diff']:.3e}"],
+            ["argmax agreement", pct(export["label_agreement"])], ["tolerance", f"{export['tolerance']:g}"],
+            ["checked with", export.get("predictor", "n/a")]]))
+    if prov:
+        git = prov.get("git") or {}
+        rows = [["date (UTC)", prov["date_utc"]], ["config sha256", prov["config_sha256"]],
+                ["git commit", (git.get("commit", "none") + (" (modified)" if git.get("dirty") else ""))
+                 if git else "not a git checkout"]]
+        rows += [[f"file {k}", v[:16]] for k, v in prov.get("config_files", {}).items()]
+        rows += [[f"package {k}", v] for k, v in prov["packages"].items()]
+        m = prov["machine"]
+        rows += [["machine", f"{m.get('platform')}, {m.get('cpu')}, {m.get('cpu_count')} CPUs, "
+                             f"{m.get('memory_gb')} GB"], ["GPUs", ", ".join(m.get("gpus") or []) or "none"]]
+        parts.append(list_table("Provenance", ["item", "value"], rows))
+    return "\n".join(parts)
+
+
+CSS = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.8em 0 1.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
+td p, th p { margin: 0; }
+caption { font-weight: bold; text-align: left; padding-bottom: 0.3em; }
+"""
+
+
+def render_html(rst: str) -> str:
+    from docutils.core import publish_string
+
+    html = publish_string(rst, writer_name="html5", settings_overrides={
+        "embed_stylesheet": False, "stylesheet_path": "", "stylesheet": "", "report_level": 3, "halt_level": 3,
+        "file_insertion_enabled": False, "raw_enabled": False, "_disable_config": True}).decode()
+    return html.replace("</head>", f"<style>{CSS}</style>\n</head>", 1)
+
+
+def _atomic(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _load_json(path):
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SegDistillError(f"{path}: unreadable ({exc})") from None
+
+
+def write_overview(summary_csv, stats_json, cost_csv, out_rst, out_html, export_json=None,
+                   provenance_json=None) -> None:
+    summary = pd.read_csv(summary_csv)
+    stats = _load_json(stats_json)
+    cost = read_cost(cost_csv)
+    export = _load_json(export_json)
+    prov = _load_json(provenance_json)
+    _atomic(out_rst, overview_rst(stats, cost, export))
+    _atomic(out_html, render_html(full_rst(summary, stats, cost, export, prov)))

@@ -1,0 +1,112 @@
+"""Provenance of a study's results: package versions, config hashes, git commit, machine and date."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddleseg", "paddleslim", "snakemake", "numpy", "pandas", "scipy",
+            "matplotlib", "opencv-python-headless", "opencv-python", "PyYAML", "docutils", "segdistill")
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 of the study config as canonical JSON: equal for equal settings, whatever the YAML layout."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def package_versions(names=PACKAGES) -> dict:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_info(repo_dir) -> dict | None:
+    """Commit and whether tracked files differ from it; None outside a git checkout or without git."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo_dir), *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "branch": branch, "dirty": dirty}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def machine_info() -> dict:
+    info = {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
+            "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "memory_gb": _memory_gb(),
+            "python_executable_version": sys.version.split()[0]}
+    try:
+        from segdistill.paddle_env import paddle
+
+        info["paddle_cuda"] = bool(paddle.is_compiled_with_cuda())
+        info["gpus"] = [paddle.device.cuda.get_device_name(i) for i in range(paddle.device.cuda.device_count())] \
+            if info["paddle_cuda"] else []
+    except Exception as exc:  # provenance must not fail because a device query does
+        info["gpus_error"] = str(exc)
+    return info
+
+
+def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=None) -> dict:
+    """Everything needed to say where a set of results came from."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return {
+        "date_utc": now.replace(microsecond=0).isoformat(),
+        "config_sha256": config_hash(config),
+        "config": config,
+        "config_files": {str(p): sha256_file(p) for p in config_files},
+        "result_files": {str(p): sha256_file(p) for p in result_files},
+        "git": git_info(repo_dir) if repo_dir else None,
+        "packages": package_versions(),
+        "machine": machine_info(),
+    }
+
+
+def write_provenance(out_json, **kw) -> dict:
+    rec = collect(**kw)
+    path = Path(out_json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(rec, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return rec

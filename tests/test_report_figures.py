@@ -1,0 +1,55 @@
+"""Figures: the bar chart's numbers per arm, curves from training logs, and images that are not blank."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segdistill.errors import SegDistillError
+from segdistill.report import figures
+
+
+def pixels(path):
+    import matplotlib.image as mpimg
+
+    return mpimg.imread(str(path))
+
+
+def test_bars_mean_std_per_arm(tmp_path):
+    rows = [("teacher", "none", 0, 0.80), ("student", "none", 0, 0.60), ("student", "none", 1, 0.70),
+            ("distilled", "kl", 0, 0.64), ("distilled", "kl", 1, 0.72), ("student", "none", 0, 0.1)]
+    df = pd.DataFrame(rows, columns=["arm", "method", "seed", "miou"])
+    df["split"] = ["val"] * 5 + ["test"]
+    csv = tmp_path / "summary.csv"
+    df.to_csv(csv, index=False)
+    out = tmp_path / "fig/bars.png"
+    bars = figures.miou_bars(csv, out)
+    assert [b["label"] for b in bars] == ["teacher", "student", "distilled (kl)"]
+    assert bars[1]["mean"] == pytest.approx(0.65) and bars[1]["std"] == pytest.approx(np.sqrt(0.005))
+    assert bars[0]["n"] == 1 and np.isnan(bars[0]["std"])
+    img = pixels(out)
+    assert img.shape[0] > 100 and img[..., :3].std() > 0.05
+    with pytest.raises(SegDistillError, match="summary.csv: no rows for the 'val2' split"):
+        figures.miou_bars(csv, out, split="val2")
+
+
+def test_curves_from_logs(tmp_path):
+    runs = {}
+    for run, loss0 in (("teacher/seed0", 2.0), ("student/seed0", 1.5), ("student/seed1", 1.7),
+                       ("distilled/kl/seed0", 3.0)):
+        d = tmp_path / run
+        d.mkdir(parents=True)
+        (d / "train_log.csv").write_text("iter,loss,ce,lr\n" + "".join(
+            f"{i},{loss0 / i},{loss0 / i},0.01\n" for i in (1, 2, 3, 4)))
+        (d / "eval_log.csv").write_text("iter,miou,acc,kappa,dice\n2,0.4,0.9,0.1,0.5\n4,0.6,0.95,0.3,0.7\n")
+        runs[run] = str(d)
+    out = tmp_path / "curves.png"
+    counts = figures.curves(runs, out)
+    assert counts == {"teacher": {"loss": 1, "miou": 1}, "student": {"loss": 2, "miou": 2},
+                      "distilled (kl)": {"loss": 1, "miou": 1}}
+    assert pixels(out)[..., :3].std() > 0.05
+
+
+def test_mean_curve_over_seeds():
+    it, y = figures._mean_curve([(np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0])),
+                                 (np.array([1, 2, 3]), np.array([3.0, 4.0, 5.0]))])
+    assert it.tolist() == [1, 2, 3] and y.tolist() == [2.0, 3.0, 4.0]

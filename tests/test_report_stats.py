@@ -1,0 +1,154 @@
+"""Statistics of the report against hand-computed values: mean ± std, the paired gain with its t-interval
+(none for one seed), the best sweep setting, and stats.json / summary.md from evaluation records."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from segdistill.errors import SegDistillError
+from segdistill.report import stats
+from segdistill.report.summary import markdown, rows_from_evals
+
+T975_DOF2 = 4.302652729911275  # Student t 0.975 quantile, 2 degrees of freedom (printed tables: 4.303)
+T975_DOF1 = 12.706204736174705  # 1 degree of freedom (tables: 12.706)
+
+
+def test_mean_std_by_hand():
+    mean, std, n = stats.mean_std([0.60, 0.70, 0.65])
+    assert n == 3
+    assert mean == pytest.approx(0.65)
+    # deviations -0.05, +0.05, 0 -> sum of squares 0.005, / (n - 1) = 0.0025 -> sd 0.05
+    assert std == pytest.approx(0.05)
+    one = stats.mean_std([0.7, float("nan"), None])
+    assert one[0] == 0.7 and math.isnan(one[1]) and one[2] == 1
+
+
+def test_paired_gain_three_seeds_by_hand():
+    student = {0: 0.60, 1: 0.70, 2: 0.65}
+    distilled = {0: 0.64, 1: 0.71, 2: 0.70}
+    g = stats.paired_gain(distilled, student)
+    # differences 0.04, 0.01, 0.05: mean 0.1/3; squared deviations sum 0.00086667; / 2 -> sd 0.020817
+    d_mean = 0.1 / 3
+    sd = math.sqrt(((0.04 - d_mean) ** 2 + (0.01 - d_mean) ** 2 + (0.05 - d_mean) ** 2) / 2)
+    half = T975_DOF2 * sd / math.sqrt(3)
+    assert g["n"] == 3 and g["seeds"] == [0, 1, 2]
+    assert g["mean"] == pytest.approx(d_mean)
+    assert g["std"] == pytest.approx(0.0208167, abs=1e-6)
+    assert g["ci_low"] == pytest.approx(d_mean - half) and g["ci_low"] == pytest.approx(-0.018379, abs=1e-5)
+    assert g["ci_high"] == pytest.approx(d_mean + half) and g["ci_high"] == pytest.approx(0.085046, abs=1e-5)
+
+
+def test_paired_gain_matches_by_seed_not_position():
+    student = {0: 0.5, 1: 0.6, 2: 0.9}
+    distilled = {1: 0.7, 2: 0.8, 3: 0.1}  # seed 0 and 3 have no partner
+    g = stats.paired_gain(distilled, student)
+    assert g["seeds"] == [1, 2] and g["n"] == 2
+    assert g["diffs"] == pytest.approx([0.1, -0.1])
+    assert g["mean"] == pytest.approx(0.0)
+    # sd of (0.1, -0.1) = sqrt(0.02 / 1); half width = t(0.975, 1) * sd / sqrt(2) = 12.7062 * 0.1
+    assert g["ci_high"] == pytest.approx(T975_DOF1 * math.sqrt(0.02) / math.sqrt(2))
+
+
+def test_paired_gain_one_seed_has_no_interval():
+    g = stats.paired_gain({0: 0.72}, {0: 0.70})
+    assert g["n"] == 1 and g["mean"] == pytest.approx(0.02)
+    assert math.isnan(g["std"]) and math.isnan(g["ci_low"]) and math.isnan(g["ci_high"])
+    assert stats.paired_gain({1: 0.7}, {0: 0.7})["n"] == 0
+
+
+def test_parse_method_names_of_sweep_points():
+    assert stats.parse_method("kl") == ("kl", {})
+    assert stats.parse_method("kl_cwd~weight=2~cwd_aspp.temperature=0.5") == (
+        "kl_cwd", {"weight": 2.0, "cwd_aspp.temperature": 0.5})
+    with pytest.raises(SegDistillError, match="not key=value"):
+        stats.parse_method("kl~oops")
+
+
+def record(run, miou, acc=0.9, kappa=0.5, dice=0.6, split="val"):
+    arm, *rest = run.split("/")
+    method = rest[0] if arm == "distilled" else "none"
+    seed = int(run.rsplit("seed", 1)[1])
+    return {"run": run, "arm": arm, "method": method, "seed": seed, "config": "x.yml", "model": f"{run}.pdparams",
+            "splits": {split: {"miou": miou, "acc": acc, "kappa": kappa, "dice": dice, "num_pixels": 100,
+                               "class_iou": {"bg": miou + 0.1, "disc": miou - 0.1},
+                               "class_dice": {"bg": dice, "disc": dice}}}}
+
+
+def write_records(tmp_path, recs):
+    paths = []
+    for r in recs:
+        p = tmp_path / (r["run"].replace("/", "_") + ".json")
+        p.write_text(json.dumps(r))
+        paths.append(p)
+    return paths
+
+
+SWEEP = [
+    record("teacher/seed0", 0.80),
+    record("student/seed0", 0.60), record("student/seed1", 0.70),
+    record("distilled/kl/seed0", 0.62), record("distilled/kl/seed1", 0.71),
+    record("distilled/kl~weight=1/seed0", 0.66), record("distilled/kl~weight=1/seed1", 0.74),
+    record("distilled/kl~weight=3/seed0", 0.75), record("distilled/kl~weight=3/seed1", 0.64),
+]
+
+
+def test_best_setting_is_highest_mean_and_best_run_highest_single(tmp_path):
+    df = rows_from_evals(write_records(tmp_path, SWEEP))
+    best = stats.best_setting(df, "val")
+    # means: kl 0.665, kl~weight=1 0.70, kl~weight=3 0.695 -> weight=1, though weight=3 has the best single run
+    assert best["method"] == "kl~weight=1" and best["base"] == "kl" and best["params"] == {"weight": 1.0}
+    assert best["mean"] == pytest.approx(0.70) and best["n"] == 2 and best["candidates"] == 3
+    assert stats.best_run(df, "val") == {"run": "distilled/kl~weight=3/seed0", "metric": "miou",
+                                          "value": pytest.approx(0.75)}
+
+
+def test_best_setting_tie_goes_to_first_name(tmp_path):
+    recs = [record("student/seed0", 0.5), record("distilled/b/seed0", 0.7), record("distilled/a/seed0", 0.7)]
+    df = rows_from_evals(write_records(tmp_path, recs))
+    assert stats.best_setting(df)["method"] == "a"
+    assert stats.best_run(df)["run"] == "distilled/a/seed0"
+
+
+def test_stats_json_by_hand(tmp_path):
+    out = tmp_path / "report/stats.json"
+    res = stats.write_stats(write_records(tmp_path, SWEEP), out)
+    text = out.read_text()
+    assert "NaN" not in text  # strict JSON
+    data = json.loads(text)
+    assert data == res
+    arms = {(a["arm"], a["method"]): a for a in data["arms"]}
+    assert list(arms) == [("teacher", "none"), ("student", "none"), ("distilled", "kl"),
+                          ("distilled", "kl~weight=1"), ("distilled", "kl~weight=3")]
+    s = arms[("student", "none")]["metrics"]["miou"]
+    assert s["mean"] == pytest.approx(0.65) and s["std"] == pytest.approx(math.sqrt(0.005)) and s["n"] == 2
+    assert arms[("teacher", "none")]["metrics"]["miou"]["std"] is None  # n = 1
+    assert arms[("student", "none")]["metrics"]["iou_disc"]["mean"] == pytest.approx(0.55)
+    gains = {(g["method"], g["metric"]): g for g in data["gains"]}
+    g = gains[("kl", "miou")]  # diffs 0.02, 0.01
+    assert g["n"] == 2 and g["mean"] == pytest.approx(0.015)
+    half = T975_DOF1 * math.sqrt(0.00005) / math.sqrt(2)
+    assert g["ci_low"] == pytest.approx(0.015 - half) and g["ci_high"] == pytest.approx(0.015 + half)
+    assert gains[("kl", "acc")]["mean"] == pytest.approx(0.0)
+    assert data["best_setting"]["method"] == "kl~weight=1"
+    assert data["best_run"]["run"] == "distilled/kl~weight=3/seed0"
+
+
+def test_one_seed_shows_no_interval_in_json_and_markdown(tmp_path):
+    recs = [record("teacher/seed0", 0.8), record("student/seed0", 0.60), record("distilled/kl/seed0", 0.63)]
+    paths = write_records(tmp_path, recs)
+    data = stats.write_stats(paths, tmp_path / "stats.json")
+    g = next(g for g in data["gains"] if g["metric"] == "miou")
+    assert g["n"] == 1 and g["mean"] == pytest.approx(0.03)
+    assert g["ci_low"] is None and g["ci_high"] is None and g["std"] is None
+    md = markdown(rows_from_evals(paths), "val")
+    assert "| kl | 1 | +3.00 | n/a (n < 2) |" in md
+    assert "Best setting" in md and "`kl`" in md
+
+
+def test_missing_split_is_an_error(tmp_path):
+    paths = write_records(tmp_path, [record("student/seed0", 0.6, split="test")])
+    with pytest.raises(SegDistillError, match="'val' split"):
+        stats.write_stats(paths, tmp_path / "stats.json")
+    assert not (tmp_path / "stats.json").exists()
