@@ -4,7 +4,6 @@
 import json
 import math
 
-import pandas as pd
 import pytest
 
 from segdistill.errors import SegDistillError

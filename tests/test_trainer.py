@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from segdistill import checkpoint
-from segdistill.config import build_model, experiment_dict
+
 from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
 from segdistill.trainer import Trainer, TrainSpec

@@ -219,11 +219,9 @@ def _write_json(obj, path):
     if path in (None, "-"):
         print(json.dumps(obj, indent=2))
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    from segdistill.atomic import write_json
+
+    write_json(path, obj)
 
 
 def parser() -> argparse.ArgumentParser:

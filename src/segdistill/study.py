@@ -40,7 +40,7 @@ def methods(config: dict) -> dict[str, dict]:
         for values in itertools.product(*(sweep["grid"][k] for k in keys)):
             params = dict(zip(keys, values))
             name = base + "".join(f"~{k}={_fmt(v)}" for k, v in params.items())
-            out[name] = {"terms": apply_params(out[base]["terms"], params, f"sweep.grid"), "params": params,
+            out[name] = {"terms": apply_params(out[base]["terms"], params, "sweep.grid"), "params": params,
                          "base": base}
     return out
 

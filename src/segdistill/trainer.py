@@ -11,7 +11,6 @@ its slice of each global batch and rank 0 alone writes.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import random
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from segdistill import checkpoint
+from segdistill.atomic import replacing, write_json
 from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes
 from segdistill.errors import SegDistillError
 from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
@@ -322,14 +322,11 @@ class Trainer:
                 raise SegDistillError(f"{self._best_store} is missing: no evaluation ran (is iters >= 1?)")
             best = self.save_dir / "best_model" / "model.pdparams"
             best.parent.mkdir(parents=True, exist_ok=True)
-            tmp = best.with_name(".model.pdparams.tmp")
-            shutil.copyfile(self._best_store, tmp)
-            os.replace(tmp, best)
+            with replacing(best) as tmp:
+                shutil.copyfile(self._best_store, tmp)
             _write_csv(self.save_dir / "train_log.csv", train_log)
             _write_csv(self.save_dir / "eval_log.csv", eval_log)
-            tmp = self.save_dir / ".train_summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2))
-            os.replace(tmp, self.save_dir / "train_summary.json")
+            write_json(self.save_dir / "train_summary.json", summary)
         if self.vdl:
             self.vdl.close()
         return summary
@@ -342,12 +339,10 @@ def _fmt_eta(seconds: float) -> str:
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r)) or ["iter"]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with replacing(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def train(spec: TrainSpec) -> dict:

@@ -13,7 +13,6 @@ import math
 import os
 import statistics
 import time
-from pathlib import Path
 
 from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
@@ -181,15 +180,13 @@ def add_ratios(rows: list[dict], reference: str = "teacher") -> list[dict]:
 
 
 def write_cost(rows: list[dict], out_csv) -> None:
-    path = Path(out_csv)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    from segdistill.atomic import replacing
+
+    with replacing(out_csv) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    os.replace(tmp, path)
 
 
 def cost_table(models: list[tuple[str, str, str | None]], out_csv, runs: int, warmup: int = 3) -> list[dict]:

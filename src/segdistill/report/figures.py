@@ -79,7 +79,7 @@ def miou_bars(summary_csv, out_png, split: str = "val") -> list[dict]:
     ax.set_ylabel(f"{split} mIoU (%)")
     # Bars start at zero so their heights compare honestly; the dots and error bars show the spread.
     ax.set_ylim(0.0, min(105.0, max(m + e for m, e in zip(means, errs)) + 12))
-    ax.set_title(f"mIoU per arm (mean ± std over seeds; dots: single seeds)", fontsize=10)
+    ax.set_title("mIoU per arm (mean ± std over seeds; dots: single seeds)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, out_png)
     plt.close(fig)
@@ -189,7 +189,7 @@ def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, nu
 
     rows = []
     for i in range(n):
-        img_path, label_path = ds.file_list[i][0], ds.file_list[i][1]
+        img_path = ds.file_list[i][0]
         image = cv2.imread(img_path, cv2.IMREAD_COLOR)
         if image is None:
             raise SegDistillError(f"{img_path}: cannot read the image")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from segdistill.atomic import write_text
 from segdistill.errors import SegDistillError
 
 
@@ -181,12 +181,6 @@ def render_html(rst: str) -> str:
     return html.replace("</head>", f"<style>{CSS}</style>\n</head>", 1)
 
 
-def _atomic(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _load_json(path):
@@ -205,5 +199,5 @@ def write_overview(summary_csv, stats_json, cost_csv, out_rst, out_html, export_
     cost = read_cost(cost_csv)
     export = _load_json(export_json)
     prov = _load_json(provenance_json)
-    _atomic(out_rst, overview_rst(stats, cost, export))
-    _atomic(out_html, render_html(full_rst(summary, stats, cost, export, prov)))
+    write_text(out_rst, overview_rst(stats, cost, export))
+    write_text(out_html, render_html(full_rst(summary, stats, cost, export, prov)))

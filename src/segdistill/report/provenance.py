@@ -104,9 +104,7 @@ def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=N
 
 def write_provenance(out_json, **kw) -> dict:
     rec = collect(**kw)
-    path = Path(out_json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(rec, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    from segdistill.atomic import write_json
+
+    write_json(out_json, rec, default=str)
     return rec

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +159,9 @@ def write_stats(eval_paths, out_json, split: str = "val", confidence: float = 0.
     from segdistill.report.summary import rows_from_evals
 
     result = _clean(study_stats(rows_from_evals(eval_paths), split, confidence))
-    path = Path(out_json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    from segdistill.atomic import write_json
+
+    write_json(out_json, result, allow_nan=False)
     return result
 
 

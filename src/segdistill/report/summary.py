@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from segdistill.atomic import write_text
 from segdistill.errors import SegDistillError
 from segdistill.report.stats import best_setting, mean_std, paired_gain
 
@@ -97,18 +97,12 @@ def markdown(df: pd.DataFrame, split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_summary(eval_paths, out_csv, out_md, split: str = "val") -> pd.DataFrame:
     df = rows_from_evals(eval_paths)
     if split not in set(df["split"]):
         raise SegDistillError(f"no evaluation on the '{split}' split in {len(eval_paths)} record(s)")
-    _atomic_write(out_csv, df.to_csv(index=False, float_format="%.6f"))
-    _atomic_write(out_md, markdown(df, split))
+    write_text(out_csv, df.to_csv(index=False, float_format="%.6f"))
+    write_text(out_md, markdown(df, split))
     return df

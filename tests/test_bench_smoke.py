@@ -1,0 +1,42 @@
+"""The distillation benchmark runs end to end at test size and reports every configuration."""
+
+import json
+import math
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "bench" / "distill_step.py"
+CONFIGS = ["bare_student", "trainer_student", "teacher_forward", "distill_kl", "distill_kl_cwd",
+           "paddleslim_kl", "paddleslim_kl_frozen"]
+
+
+def test_bench_reports_every_configuration(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(SCRIPT), "--size", "32", "--batch", "2", "--steps", "2", "--warmup", "1",
+           "--rounds", "1", "--jobs", "2", "--teacher-config", str(ROOT / "tests/configs/teacher_tiny.yml"),
+           "--student-config", str(ROOT / "tests/configs/student_tiny.yml"), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+
+    assert list(report["configurations"]) == CONFIGS
+    for name, conf in report["configurations"].items():
+        assert len(conf["step_times_s"]) == 2, name
+        for key in ("median_step_s", "min_step_s", "first_step_s", "peak_rss_mb", "vmhwm_mb"):
+            value = conf[key]
+            assert math.isfinite(value) and value > 0, (name, key, value)
+        # Every configuration builds at least one model on top of the bare runtime.
+        assert conf["peak_rss_mb"] > report["reference"]["runtime_peak_rss_mb"], name
+
+    # Training holds more than an inference-only forward of the same-sized model.
+    confs = report["configurations"]
+    assert confs["trainer_student"]["peak_rss_mb"] > confs["teacher_forward"]["peak_rss_mb"]
+    ratios = report["ratios"]
+    for key in ("trainer_step_vs_bare_loop", "distill_kl_step_vs_student_plus_teacher",
+                "distill_kl_rss_vs_student_plus_teacher", "distill_kl_cwd_rss_vs_paddleslim_kl"):
+        assert ratios[key]["ratio"] > 0 and isinstance(ratios[key]["met"], bool), key
+    # The table goes to stdout and names every configuration.
+    for conf in confs.values():
+        assert conf["description"] in proc.stdout
