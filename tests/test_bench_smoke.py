@@ -15,7 +15,7 @@ CONFIGS = ["bare_student", "trainer_student", "teacher_forward", "distill_kl", "
 def test_bench_reports_every_configuration(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(SCRIPT), "--size", "32", "--batch", "2", "--steps", "2", "--warmup", "1",
-           "--rounds", "1", "--jobs", "2", "--teacher-config", str(ROOT / "tests/configs/teacher_tiny.yml"),
+           "--rounds", "1", "--jobs", "2", "--breakdown", "1", "--paired", "1", "--teacher-config", str(ROOT / "tests/configs/teacher_tiny.yml"),
            "--student-config", str(ROOT / "tests/configs/student_tiny.yml"), "--out", str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -27,6 +27,7 @@ def test_bench_reports_every_configuration(tmp_path):
         for key in ("median_step_s", "min_step_s", "first_step_s", "peak_rss_mb", "vmhwm_mb"):
             value = conf[key]
             assert math.isfinite(value) and value > 0, (name, key, value)
+        assert conf["breakdown_s"]["total"] > 0, name
         # Every configuration builds at least one model on top of the bare runtime.
         assert conf["peak_rss_mb"] > report["reference"]["runtime_peak_rss_mb"], name
 
@@ -37,6 +38,12 @@ def test_bench_reports_every_configuration(tmp_path):
     for key in ("trainer_step_vs_bare_loop", "distill_kl_step_vs_student_plus_teacher",
                 "distill_kl_rss_vs_student_plus_teacher", "distill_kl_cwd_rss_vs_paddleslim_kl"):
         assert ratios[key]["ratio"] > 0 and isinstance(ratios[key]["met"], bool), key
+    assert not report["settings"]["timings_valid"]  # two children ran at once
+    paired = report["paired"]
+    assert set(paired["median_step_s"]) == {"bare_student", "trainer_student", "teacher_forward", "distill_kl",
+                                            "distill_kl_cwd"}
+    assert all(v > 0 for v in paired["median_step_s"].values())
+    assert all(r["ratio"] > 0 for r in paired["ratios"].values())
     # The table goes to stdout and names every configuration.
     for conf in confs.values():
         assert conf["description"] in proc.stdout
