@@ -19,11 +19,11 @@ STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
 def rec(path, run, miou, model="m.pdparams", arm="distilled"):
     path.write_text(json.dumps({"run": run, "arm": arm, "config": STUDENT, "model": str(model),
-                                "splits": {"val": {"miou": miou}}}))
+                                "splits": {"test": {"miou": miou}}}))
     return path
 
 
-def test_pick_best_highest_val_miou_ties_by_name(tmp_path):
+def test_pick_best_highest_test_miou_ties_by_name(tmp_path):
     paths = [rec(tmp_path / "a.json", "distilled/kl/seed1", 0.7), rec(tmp_path / "b.json", "distilled/kl/seed0", 0.7),
              rec(tmp_path / "c.json", "distilled/cwd/seed0", 0.6),
              rec(tmp_path / "d.json", "student/seed0", 0.9, arm="student")]

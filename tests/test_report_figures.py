@@ -14,22 +14,40 @@ def pixels(path):
     return mpimg.imread(str(path))
 
 
-def test_bars_mean_std_per_arm(tmp_path):
+def _summary(tmp_path):
     rows = [("teacher", "none", 0, 0.80), ("student", "none", 0, 0.60), ("student", "none", 1, 0.70),
-            ("distilled", "kl", 0, 0.64), ("distilled", "kl", 1, 0.72), ("student", "none", 0, 0.1)]
+            ("distilled", "kl", 0, 0.64), ("distilled", "kl", 1, 0.68), ("student", "none", 0, 0.1)]
     df = pd.DataFrame(rows, columns=["arm", "method", "seed", "miou"])
-    df["split"] = ["val"] * 5 + ["test"]
+    df["split"] = ["test"] * 5 + ["val"]
     csv = tmp_path / "summary.csv"
     df.to_csv(csv, index=False)
-    out = tmp_path / "fig/bars.png"
-    bars = figures.miou_bars(csv, out)
-    assert [b["label"] for b in bars] == ["teacher", "student", "distilled (kl)"]
-    assert bars[1]["mean"] == pytest.approx(0.65) and bars[1]["std"] == pytest.approx(np.sqrt(0.005))
-    assert bars[0]["n"] == 1 and np.isnan(bars[0]["std"])
+    return csv
+
+
+def test_arm_means_with_intervals(tmp_path):
+    csv = _summary(tmp_path)
+    out = tmp_path / "fig/means.png"
+    arms = figures.arm_means(csv, out)
+    assert [a["label"] for a in arms] == ["teacher", "student", "distilled (kl)"]
+    assert arms[1]["mean"] == pytest.approx(0.65) and arms[1]["std"] == pytest.approx(np.sqrt(0.005))
+    # t(0.975, 1) = 12.706; sd / sqrt(2) = 0.05
+    assert arms[1]["ci_low"] == pytest.approx(0.65 - 12.706204736 * 0.05)
+    assert arms[0]["n"] == 1 and np.isnan(arms[0]["std"]) and np.isnan(arms[0]["ci_low"])
     img = pixels(out)
     assert img.shape[0] > 100 and img[..., :3].std() > 0.05
     with pytest.raises(SegDistillError, match="summary.csv: no rows for the 'val2' split"):
-        figures.miou_bars(csv, out, split="val2")
+        figures.arm_means(csv, out, split="val2")
+
+
+def test_paired_lines_one_per_seed(tmp_path):
+    csv = _summary(tmp_path)
+    out = tmp_path / "paired.png"
+    lines = figures.paired_lines(csv, out)
+    assert lines == {"kl": [(0, pytest.approx(0.60), pytest.approx(0.64)), (1, pytest.approx(0.70),
+                                                                              pytest.approx(0.68))]}
+    assert pixels(out)[..., :3].std() > 0.05
+    with pytest.raises(SegDistillError, match="needs student and distilled rows on 'val'"):
+        figures.paired_lines(csv, out, split="val")
 
 
 def test_curves_from_logs(tmp_path):

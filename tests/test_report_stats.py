@@ -1,5 +1,6 @@
-"""Statistics of the report against hand-computed values: mean ± std, the paired gain with its t-interval
-(none for one seed), the best sweep setting, and stats.json / summary.md from evaluation records."""
+"""Statistics of the report against hand-computed values: mean ± std, the paired gain with its t-test and
+interval (none for one seed), the verdict words, the best sweep setting, and stats.json / summary.md from
+evaluation records."""
 
 import json
 import math
@@ -8,7 +9,8 @@ import pytest
 
 from segdistill.errors import SegDistillError
 from segdistill.report import stats
-from segdistill.report.summary import markdown, rows_from_evals
+from segdistill.report.records import rows_from_evals
+from segdistill.report.summary import markdown
 
 T975_DOF2 = 4.302652729911275  # Student t 0.975 quantile, 2 degrees of freedom (printed tables: 4.303)
 T975_DOF1 = 12.706204736174705  # 1 degree of freedom (tables: 12.706)
@@ -65,7 +67,7 @@ def test_parse_method_names_of_sweep_points():
         stats.parse_method("kl~oops")
 
 
-def record(run, miou, acc=0.9, kappa=0.5, dice=0.6, split="val"):
+def record(run, miou, acc=0.9, kappa=0.5, dice=0.6, split="test"):
     arm, *rest = run.split("/")
     method = rest[0] if arm == "distilled" else "none"
     seed = int(run.rsplit("seed", 1)[1])
@@ -95,11 +97,11 @@ SWEEP = [
 
 def test_best_setting_is_highest_mean_and_best_run_highest_single(tmp_path):
     df = rows_from_evals(write_records(tmp_path, SWEEP))
-    best = stats.best_setting(df, "val")
+    best = stats.best_setting(df, "test")
     # means: kl 0.665, kl~weight=1 0.70, kl~weight=3 0.695 -> weight=1, though weight=3 has the best single run
     assert best["method"] == "kl~weight=1" and best["base"] == "kl" and best["params"] == {"weight": 1.0}
     assert best["mean"] == pytest.approx(0.70) and best["n"] == 2 and best["candidates"] == 3
-    assert stats.best_run(df, "val") == {"run": "distilled/kl~weight=3/seed0", "metric": "miou",
+    assert stats.best_run(df, "test") == {"run": "distilled/kl~weight=3/seed0", "metric": "miou",
                                           "value": pytest.approx(0.75)}
 
 
@@ -141,13 +143,82 @@ def test_one_seed_shows_no_interval_in_json_and_markdown(tmp_path):
     g = next(g for g in data["gains"] if g["metric"] == "miou")
     assert g["n"] == 1 and g["mean"] == pytest.approx(0.03)
     assert g["ci_low"] is None and g["ci_high"] is None and g["std"] is None
-    md = markdown(rows_from_evals(paths), "val")
-    assert "| kl | 1 | +3.00 | n/a (n < 2) |" in md
+    md = markdown(rows_from_evals(paths), "test")
+    assert "| kl | 1 | +3.00 | n/a (n < 2) | n/a |" in md
+    assert md.splitlines()[0] == ("- kl: +3.00 mIoU points on test (n = 1): one seed has no interval: no verdict "
+                                  "(run at least 2 seeds; 5 or more to detect 1-2 points)")
     assert "Best setting" in md and "`kl`" in md
 
 
 def test_missing_split_is_an_error(tmp_path):
-    paths = write_records(tmp_path, [record("student/seed0", 0.6, split="test")])
-    with pytest.raises(SegDistillError, match="'val' split"):
+    paths = write_records(tmp_path, [record("student/seed0", 0.6, split="val")])
+    with pytest.raises(SegDistillError, match="'test' split"):
         stats.write_stats(paths, tmp_path / "stats.json")
     assert not (tmp_path / "stats.json").exists()
+
+
+def test_p_value_and_interval_by_hand():
+    """The scipy paired t-test against the textbook formulas: t = mean / (sd / sqrt(n)), p = 2 P(T > |t|)."""
+    from scipy.stats import t as t_dist
+
+    student = {0: 0.60, 1: 0.70, 2: 0.65, 3: 0.62, 4: 0.68}
+    distilled = {0: 0.63, 1: 0.71, 2: 0.69, 3: 0.62, 4: 0.71}
+    d = [0.03, 0.01, 0.04, 0.0, 0.03]
+    mean = sum(d) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 4)
+    t = mean / (sd / math.sqrt(5))
+    g = stats.paired_gain(distilled, student)
+    assert g["p_value"] == pytest.approx(2 * t_dist.sf(abs(t), 4))
+    half = 2.7764451051977987 * sd / math.sqrt(5)  # t(0.975, 4), tables: 2.776
+    assert (g["ci_low"], g["ci_high"]) == (pytest.approx(mean - half), pytest.approx(mean + half))
+
+
+def _gain(diffs):
+    student = {i: 0.5 for i in range(len(diffs))}
+    return stats.paired_gain({i: 0.5 + d for i, d in enumerate(diffs)}, student)
+
+
+@pytest.mark.parametrize("diffs, kind, words", [
+    ([0.020, 0.025, 0.015, 0.022, 0.018], "gain", ": a gain"),
+    ([0.020, -0.015, 0.030, -0.010, 0.005], "no evidence",
+     ": interval includes 0: no evidence of a gain at this sample size"),
+    ([-0.020, -0.025, -0.015, -0.022, -0.018], "loss", ": a loss"),
+    ([0.02], "undetermined", ": one seed has no interval: no verdict"),
+    ([0.01, 0.01, 0.01], "gain", ": a gain"),  # identical differences: a zero-width interval above 0
+])
+def test_verdict_words_for_each_case(diffs, kind, words):
+    g = _gain(diffs)
+    assert stats.verdict(g) == kind
+    sentence = stats.verdict_sentence("kl", g, "test")
+    assert sentence.startswith(f"kl: {100 * sum(diffs) / len(diffs):+.2f} mIoU points on test (")
+    assert words in sentence
+    if len(diffs) > 1:
+        assert f"95% CI {100 * g['ci_low']:+.2f} to {100 * g['ci_high']:+.2f}, n = {len(diffs)}" in sentence
+    assert stats.verdict(stats.paired_gain({}, {0: 0.5})) == "no data"
+
+
+def test_verdicts_head_the_summary_and_val_is_labelled(tmp_path):
+    recs = []
+    for split, bump in (("test", 0.0), ("val", 0.05)):
+        for s, (a, b) in enumerate([(0.60, 0.63), (0.70, 0.72), (0.65, 0.69)]):
+            recs += [record(f"student/seed{s}", a + bump, split=split),
+                     record(f"distilled/kl/seed{s}", b + bump, split=split)]
+    paths = []
+    for r in recs:  # one record per run holding both splits, as `segdistill evaluate` writes them
+        p = tmp_path / (r["run"].replace("/", "_") + ".json")
+        old = json.loads(p.read_text()) if p.exists() else None
+        if old:
+            old["splits"].update(r["splits"])
+            r = old
+        p.write_text(json.dumps(r))
+        paths.append(p)
+    df = rows_from_evals(sorted(set(paths)))
+    md = markdown(df, "test")
+    assert md.startswith("- kl: +3.00 mIoU points on test (95% CI ")
+    assert "## val (used to select checkpoints)" in md
+    data = stats.study_stats(df, "test")
+    assert data["split"] == "test" and not data["biased"] and data["selection"]["split"] == "val"
+    assert [v["verdict"] for v in data["verdicts"]] == ["gain"]
+    biased = markdown(df, "val")
+    assert biased.startswith("**Biased numbers:**") and "`val`" in biased.splitlines()[0]
+    assert stats.study_stats(df, "val")["biased"] is True

@@ -19,8 +19,8 @@ from conftest import BIN, ROOT, run_snakemake, tiny_config
 pytestmark = pytest.mark.slow
 
 OUTPUTS = ["results/report/summary.csv", "results/report/summary.md", "results/report/stats.json",
-           "results/report/cost.csv", "results/export/export.json", "results/report/figures/miou_bars.png",
-           "results/report/figures/curves.png", "results/report/figures/samples.png",
+           "results/report/cost.csv", "results/export/export.json", "results/report/figures/arm_means.png",
+           "results/report/figures/paired.png", "results/report/figures/curves.png", "results/report/figures/samples.png",
            "results/report/provenance.json", "results/report/overview.rst", "results/report/overview.html"]
 
 
@@ -71,10 +71,18 @@ def test_same_config_same_summary_bytes(studies):
 
 
 def test_stats_agree_with_summary(studies):
+    """Headlines are on the test split (the default report.split); val, which chose the checkpoints, is kept
+    apart and labelled."""
     a, _, _ = studies
     df = pd.read_csv(a / "results/report/summary.csv")
-    val = df[df.split == "val"]
+    val = df[df.split == "test"]  # the headline split (name kept short below)
     st = json.loads((a / "results/report/stats.json").read_text())
+    assert st["split"] == "test" and st["biased"] is False
+    assert st["selection"]["split"] == "val" and "used to select checkpoints" in st["selection"]["label"]
+    assert [v["method"] for v in st["verdicts"]] == ["kl", "kl_cwd"]
+    md = (a / "results/report/summary.md").read_text().splitlines()
+    assert md[0].startswith("- kl: ") and " mIoU points on test (95% CI " in md[0]
+    assert md[0] == "- " + st["verdicts"][0]["sentence"]
     arms = {(x["arm"], x["method"]): x for x in st["arms"]}
     assert set(arms) == {("teacher", "none"), ("student", "none"), ("distilled", "kl"), ("distilled", "kl_cwd")}
     for (arm, method), entry in arms.items():
@@ -125,7 +133,7 @@ def test_figures_not_blank(studies):
     import matplotlib.image as mpimg
 
     a, _, _ = studies
-    for name in ("miou_bars", "curves", "samples"):
+    for name in ("arm_means", "paired", "curves", "samples"):
         img = mpimg.imread(str(a / f"results/report/figures/{name}.png"))
         assert img[..., :3].std() > 0.05, name
 
@@ -138,7 +146,8 @@ def test_provenance(studies):
     prov = json.loads((a / "results/report/provenance.json").read_text())
     assert prov["packages"]["paddlepaddle"] == paddle.__version__
     assert prov["config_sha256"] == config_hash(prov["config"])
-    assert prov["config"]["report"] == {"num_images": schema_default("report", "num_images"),
+    assert prov["config"]["report"] == {"split": schema_default("report", "split"),
+                                        "num_images": schema_default("report", "num_images"),
                                         "latency_runs": schema_default("report", "latency_runs")}
     study = str(a / "study.yaml")
     assert prov["config_files"][study] == hashlib.sha256((a / "study.yaml").read_bytes()).hexdigest()
@@ -156,9 +165,21 @@ def test_provenance(studies):
 def test_report_html_has_tables_and_figures(studies):
     _, _, report = studies
     html = report.read_text()
-    for needle in ("miou_bars.png", "curves.png", "samples.png", "cost.csv", "provenance.json", "overview.html",
+    for needle in ("arm_means.png", "paired.png", "curves.png", "samples.png", "cost.csv", "provenance.json", "overview.html",
                    "Model cost", "Figures", "Provenance", "Export"):
         assert needle in html, needle
+
+
+def test_overview_html_embeds_figures_after_verdicts(studies):
+    import base64
+
+    a, _, _ = studies
+    page = (a / "results/report/overview.html").read_text()
+    paired = base64.b64encode((a / "results/report/figures/paired.png").read_bytes()).decode()
+    assert f'src="data:image/png;base64,{paired}"' in page
+    st = json.loads((a / "results/report/stats.json").read_text())
+    first = st["verdicts"][0]["sentence"].split(" (")[0]
+    assert 0 <= page.index(first) < page.index(paired)
 
 
 def _chromium():

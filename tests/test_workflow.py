@@ -34,7 +34,7 @@ def test_report_has_every_arm_and_seed(finished_study):
         assert df[col].between(0, 1).all(), col
     assert df.kappa.between(-1, 1).all()
     md = (workdir / "results/report/summary.md").read_text()
-    assert "Gain of distilled over student" in md and "kl_cwd" in md
+    assert "Gain of distilled over student on test" in md and "kl_cwd" in md
 
 
 def test_every_job_logged_and_benchmarked(finished_study):

@@ -120,7 +120,7 @@ def cmd_layers(args):
 def cmd_make_synthetic(args):
     from segdistill.data import generate
 
-    info = generate(args.out, num_images=args.num_images, size=args.size, seed=args.seed)
+    info = generate(args.out, num_images=args.num_images, size=args.size, seed=args.seed, split=tuple(args.split))
     print(json.dumps(info, indent=2, default=str))
 
 
@@ -191,8 +191,10 @@ def cmd_export(args):
 def cmd_figure(args):
     from segdistill.report import figures
 
-    if args.kind == "bars":
-        figures.miou_bars(args.summary, args.out, split=args.split)
+    if args.kind == "means":
+        figures.arm_means(args.summary, args.out, split=args.split)
+    elif args.kind == "paired":
+        figures.paired_lines(args.summary, args.out, split=args.split)
     elif args.kind == "curves":
         figures.curves(dict(args.run), args.out)
     else:
@@ -270,6 +272,8 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "num_images", type=int, default=200)
     _flag(p, "size", type=int, default=64)
     _flag(p, "seed", type=int, default=0)
+    _flag(p, "split", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"),
+          help="fractions of the images per split")
     p.set_defaults(func=cmd_make_synthetic)
 
     p = sub.add_parser("download", help="download the optic disc archive, checking its SHA-256 when given")
@@ -292,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-run evaluation JSONs -> summary.csv and summary.md")
     p.add_argument("evals", nargs="+")
-    _flag(p, "split", default="val")
+    _flag(p, "split", default="test", help="headline split (val chose the checkpoints: biased)")
     _flag(p, "out_csv", required=True)
     _flag(p, "out_md", required=True)
     p.set_defaults(func=cmd_summary)
@@ -304,7 +308,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="evaluation JSONs -> stats.json (per-arm mean ± std, paired gains, best setting)")
     p.add_argument("evals", nargs="+")
-    _flag(p, "split", default="val")
+    _flag(p, "split", default="test", help="headline split (val chose the checkpoints: biased)")
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_stats)
 
@@ -317,24 +321,25 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_cost)
 
-    p = sub.add_parser("export", help="best distilled run (by val mIoU) -> Paddle inference model, checked")
+    p = sub.add_parser("export", help="best distilled run (by mIoU on --split) -> Paddle inference model, checked")
     p.add_argument("evals", nargs="+", help="evaluation JSONs of the distilled runs")
     _flag(p, "data_root", default=None)
-    _flag(p, "split", default="val")
+    _flag(p, "split", default="test")
     _flag(p, "tol", type=float, default=1e-4, help="max |logit difference| allowed")
     _flag(p, "out_dir", required=True)
     _flag(p, "out_json", required=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("figure", help="report figures: bars (mIoU per arm), curves, samples")
-    p.add_argument("kind", choices=["bars", "curves", "samples"])
-    _flag(p, "summary", default=None, help="bars: summary.csv")
+    p = sub.add_parser("figure", help="report figures: means (mIoU per arm), paired (student -> distilled per seed), "
+                                      "curves, samples")
+    p.add_argument("kind", choices=["means", "paired", "curves", "samples"])
+    _flag(p, "summary", default=None, help="means, paired: summary.csv")
     _flag(p, "run", nargs=2, action="append", default=[], metavar=("RUN", "DIR"), help="curves: run id and folder")
     _flag(p, "model", nargs=3, action="append", default=[], metavar=("TITLE", "CONFIG", "WEIGHTS"),
           help="samples: one column per model")
     _flag(p, "data_root", default=None)
     _flag(p, "num_images", type=int, default=4)
-    _flag(p, "split", default="val")
+    _flag(p, "split", default="test")
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_figure)
 

@@ -105,6 +105,12 @@ def check(config: dict) -> None:
             f"teacher {config['teacher']['config']} has num_classes {n_t} but student "
             f"{config['student']['config']} has {n_s}"
         )
+    split = config.get("report", {}).get("split", "test")
+    if split not in config["evaluate"]["splits"]:
+        raise SegDistillError(
+            f"report.split is '{split}' but evaluate.splits ({', '.join(config['evaluate']['splits'])}) does not "
+            f"evaluate it; add it there"
+        )
     names = config["data"]["class_names"]
     if len(names) != n_s:
         raise SegDistillError(f"data.class_names has {len(names)} names but the models have num_classes {n_s}")

@@ -7,7 +7,8 @@ REPORT_OUTPUTS = [
     "results/report/cost.csv",
     "results/export/best_student",
     "results/export/export.json",
-    "results/report/figures/miou_bars.png",
+    "results/report/figures/arm_means.png",
+    "results/report/figures/paired.png",
     "results/report/figures/curves.png",
     "results/report/figures/samples.png",
     "results/report/provenance.json",
@@ -23,7 +24,8 @@ report: "../report/workflow.rst"
 
 localrules:
     stats,
-    figure_bars,
+    figure_means,
+    figure_paired,
     figure_curves,
     provenance,
     overview,
@@ -50,7 +52,7 @@ rule summary:
     params:
         runs=RUNS,
         class_names=config["data"]["class_names"],
-        split="val",
+        split=config["report"]["split"],
     script:
         "../scripts/summary.py"
 
@@ -69,7 +71,7 @@ rule stats:
     conda:
         "../envs/segdistill.yaml"
     params:
-        split="val",
+        split=config["report"]["split"],
     script:
         "../scripts/stats.py"
 
@@ -125,25 +127,47 @@ rule export:
     threads: 1
     params:
         tol=1e-4,
+        split=config["report"]["split"],
     script:
         "../scripts/export.py"
 
 
-rule figure_bars:
+rule figure_means:
     input:
         "results/report/summary.csv",
     output:
         report(
-            "results/report/figures/miou_bars.png",
+            "results/report/figures/arm_means.png",
             category="Figures",
-            caption="../report/miou_bars.rst",
+            caption="../report/arm_means.rst",
         ),
     log:
-        "logs/report/figure_bars.log",
+        "logs/report/figure_means.log",
     conda:
         "../envs/segdistill.yaml"
+    params:
+        split=config["report"]["split"],
     script:
-        "../scripts/figure.py"
+        "../scripts/figure_means.py"
+
+
+rule figure_paired:
+    input:
+        "results/report/summary.csv",
+    output:
+        report(
+            "results/report/figures/paired.png",
+            category="Figures",
+            caption="../report/paired.rst",
+        ),
+    log:
+        "logs/report/figure_paired.log",
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        split=config["report"]["split"],
+    script:
+        "../scripts/figure_paired.py"
 
 
 rule figure_curves:
@@ -192,6 +216,7 @@ rule figure_samples:
         student_config=arm_config("student"),
         teacher_runs={s: teacher_run(s) for s in SEEDS},
         run_models={r: run_model(r) for r in RUNS},
+        split=config["report"]["split"],
     script:
         "../scripts/figure.py"
 
@@ -235,6 +260,8 @@ rule overview:
         cost="results/report/cost.csv",
         export="results/export/export.json",
         provenance="results/report/provenance.json",
+        paired="results/report/figures/paired.png",
+        means="results/report/figures/arm_means.png",
     output:
         rst=report(
             "results/report/overview.rst",

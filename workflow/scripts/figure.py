@@ -1,13 +1,11 @@
-# One script for the three figure rules; the rule name says which figure.
+# One script for the curves and samples figure rules; the rule name says which figure.
 import json
 
 from segdistill.jobs import run
 from segdistill.study import parse_run
 
 rule, out, p = snakemake.rule, snakemake.output[0], snakemake.params
-if rule == "figure_bars":
-    argv = ["figure", "bars", "--summary", snakemake.input[0]]
-elif rule == "figure_curves":
+if rule == "figure_curves":
     argv = ["figure", "curves"] + [a for r, d in p.runs.items() for a in ("--run", r, d)]
 else:
     best = json.load(open(snakemake.input.export))["run"]
@@ -16,6 +14,7 @@ else:
     cols = [("teacher", p.teacher_config, p.run_models[p.teacher_runs[seed]]),
             (f"student (seed {seed})", p.student_config, p.run_models[f"student/seed{seed}"]),
             (f"distilled {info['method']} (seed {seed})", p.student_config, p.run_models[best])]
-    argv = ["figure", "samples", "--data_root", snakemake.input.data, "--num_images", p.num_images]
+    argv = ["figure", "samples", "--data_root", snakemake.input.data, "--num_images", p.num_images,
+            "--split", p.split]
     argv += [a for c in cols for a in ("--model", *c)]
 run(argv + ["--out", out], snakemake.log[0])

@@ -35,7 +35,7 @@ class LogitsOnly(paddle.nn.Layer):
         return out[0] if isinstance(out, (list, tuple)) else out
 
 
-def pick_best(eval_paths, split: str = "val") -> dict:
+def pick_best(eval_paths, split: str = "test") -> dict:
     """The evaluated distilled run with the highest `split` mIoU: {run, miou, model, config, eval}."""
     best = None
     for path in eval_paths:
@@ -152,7 +152,7 @@ def _deploy_yaml(dic, files, shape_hw) -> dict:
                        "input_shape": [-1, 3, *shape_hw], "output_op": "none", "output_dtype": "float32"}}
 
 
-def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = "val", batch_size: int = 4,
+def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = "test", batch_size: int = 4,
                 tol: float = TOLERANCE) -> dict:
     """Pick the best distilled run, export it to `out_dir`, verify it and write `out_json`."""
     import yaml

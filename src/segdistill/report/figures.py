@@ -1,4 +1,5 @@
-"""The report's figures (matplotlib, Agg backend): mIoU per arm, training curves, and a grid of predictions."""
+"""The report's figures (matplotlib, Agg backend): mIoU per arm with intervals, the paired student -> distilled
+plot, training curves, and a grid of predictions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from segdistill.errors import SegDistillError
+from segdistill.report.records import arm_label
 
 ARM_COLORS = {"teacher": "#4c72b0", "student": "#dd8452"}
 DISTILLED_COLORS = ["#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
@@ -32,10 +34,6 @@ def _save(fig, out) -> None:
     os.replace(tmp, out)
 
 
-def arm_key(arm: str, method: str) -> str:
-    return arm if arm == "teacher" or arm == "student" else f"distilled ({method})"
-
-
 def _colors(keys) -> dict:
     out, i = {}, 0
     for k in keys:
@@ -47,43 +45,88 @@ def _colors(keys) -> dict:
     return out
 
 
-def miou_bars(summary_csv, out_png, split: str = "val") -> list[dict]:
-    """Bar per arm: mean mIoU over seeds, error bar = sample std (none for n = 1), dots = single seeds."""
+def _split_rows(summary_csv, split: str):
     import pandas as pd
-
-    from segdistill.report.stats import mean_std
 
     df = pd.read_csv(summary_csv)
     sub = df[df["split"] == split]
     if sub.empty:
         raise SegDistillError(f"{summary_csv}: no rows for the '{split}' split")
-    bars = []
+    return sub
+
+
+def arm_means(summary_csv, out_png, split: str = "test", confidence: float = 0.95) -> list[dict]:
+    """Per arm: mean mIoU over seeds with its t-interval (none for n = 1), dots = single seeds.
+
+    The axis spans the data, not zero: the question is a difference of a few points, which a bar from zero
+    would hide."""
+    from segdistill.report.stats import mean_interval, mean_std
+
+    sub = _split_rows(summary_csv, split)
+    arms = []
     for (arm, method), g in sub.groupby(["arm", "method"], sort=False):
         mean, std, n = mean_std(g["miou"].tolist())
-        bars.append({"label": arm_key(arm, method), "mean": mean, "std": std, "n": n, "values": g["miou"].tolist()})
+        low, high = mean_interval(g["miou"].tolist(), confidence)
+        arms.append({"label": arm_label(arm, method), "mean": mean, "std": std, "n": n, "ci_low": low,
+                     "ci_high": high, "values": g["miou"].tolist()})
     plt = _plt()
-    colors = _colors([b["label"] for b in bars])
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(bars) + 1.5), 3.8))
-    x = np.arange(len(bars))
-    means = [100 * b["mean"] for b in bars]
-    errs = [0.0 if np.isnan(b["std"]) else 100 * b["std"] for b in bars]
-    ax.bar(x, means, yerr=errs, capsize=5, color=[colors[b["label"]] for b in bars], alpha=0.85,
-           error_kw={"elinewidth": 1.2})
-    for i, b in enumerate(bars):
-        vals = 100 * np.asarray(b["values"], dtype=float)
-        ax.scatter(np.full(len(vals), i) + np.linspace(-0.12, 0.12, len(vals)), vals, s=14, color="black",
-                   zorder=3)
-        ax.annotate(f"{means[i]:.1f}\nn={b['n']}", (i, means[i] + errs[i]), textcoords="offset points",
-                    xytext=(0, 4), ha="center", fontsize=8)
-    ax.set_xticks(x, [b["label"].replace(" (", "\n(") for b in bars], fontsize=8)
+    colors = _colors([a["label"] for a in arms])
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(arms) + 1.5), 3.8))
+    for i, a in enumerate(arms):
+        vals = 100 * np.asarray(a["values"], dtype=float)
+        ax.scatter(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, s=14, color=colors[a["label"]],
+                   alpha=0.6, zorder=2)
+        m = 100 * a["mean"]
+        if np.isfinite(a["ci_low"]):
+            ax.errorbar([i], [m], yerr=[[m - 100 * a["ci_low"]], [100 * a["ci_high"] - m]], fmt="o", color="black",
+                        capsize=6, markersize=6, zorder=3)
+        else:
+            ax.plot([i], [m], "o", color="black", markersize=6, zorder=3)
+        ax.annotate(f"{m:.1f}\nn={a['n']}", (i + 0.22, m), fontsize=8, va="center")
+    ax.set_xticks(range(len(arms)), [a["label"].replace(" (", "\n(") for a in arms], fontsize=8)
+    ax.set_xlim(-0.5, len(arms) - 0.2)
     ax.set_ylabel(f"{split} mIoU (%)")
-    # Bars start at zero so their heights compare honestly; the dots and error bars show the spread.
-    ax.set_ylim(0.0, min(105.0, max(m + e for m, e in zip(means, errs)) + 12))
-    ax.set_title("mIoU per arm (mean ± std over seeds; dots: single seeds)", fontsize=10)
+    ax.set_title(f"mIoU per arm on {split}: mean with {round(100 * confidence)}% t-interval; dots: seeds",
+                 fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, out_png)
     plt.close(fig)
-    return bars
+    return arms
+
+
+def paired_lines(summary_csv, out_png, split: str = "test") -> dict:
+    """One line per seed from the student to each distilled arm (same seed: same data order and student
+    initialisation), so a reader sees whether the gain holds seed by seed; the teacher is a dashed line."""
+    sub = _split_rows(summary_csv, split)
+    student = {int(s): float(v) for s, v in zip(sub[sub.arm == "student"].seed, sub[sub.arm == "student"].miou)}
+    methods = list(dict.fromkeys(sub[sub.arm == "distilled"].method))
+    if not student or not methods:
+        raise SegDistillError(f"{summary_csv}: the paired plot needs student and distilled rows on '{split}'")
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods) + 1.2, 3.8), sharey=True, squeeze=False)
+    lines = {}
+    teacher = sub[sub.arm == "teacher"].miou
+    for ax, method in zip(axes[0], methods):
+        g = sub[(sub.arm == "distilled") & (sub.method == method)]
+        pairs = sorted((int(s), student[int(s)], float(v)) for s, v in zip(g.seed, g.miou) if int(s) in student)
+        for seed, a, b in pairs:
+            color = "#2a9d4b" if b > a else ("#c44e52" if b < a else "#777777")
+            ax.plot([0, 1], [100 * a, 100 * b], "-o", color=color, markersize=4, linewidth=1.2, alpha=0.85)
+            ax.annotate(f"{seed}", (1.04, 100 * b), fontsize=7, va="center", color="#555555")
+        for t in teacher:
+            ax.axhline(100 * t, color=ARM_COLORS["teacher"], linestyle="--", linewidth=1)
+        ups = sum(b > a for _, a, b in pairs)
+        ax.set_title(f"{method}: {ups} of {len(pairs)} seeds up", fontsize=9)
+        ax.set_xticks([0, 1], ["student", f"distilled\n({method})"], fontsize=8)
+        ax.set_xlim(-0.3, 1.3)
+        ax.grid(axis="y", alpha=0.3)
+        lines[method] = pairs
+    axes[0][0].set_ylabel(f"{split} mIoU (%)")
+    fig.suptitle(f"Student vs distilled, paired by seed ({split}); dashed: teacher", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out_png)
+    plt.close(fig)
+    return lines
 
 
 def read_log(path) -> dict[str, np.ndarray]:
@@ -116,7 +159,7 @@ def curves(runs: dict[str, str], out_png) -> dict:
     groups: dict[str, dict[str, list]] = {}
     for run, folder in runs.items():
         info = parse_run(run)
-        key = arm_key(info["arm"], info["method"])
+        key = arm_label(info["arm"], info["method"])
         g = groups.setdefault(key, {"loss": [], "miou": []})
         tl, el = read_log(Path(folder) / "train_log.csv"), read_log(Path(folder) / "eval_log.csv")
         if "loss" in tl:
@@ -159,7 +202,7 @@ def _palette(num_classes: int):
 
 
 def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, num_images: int = 4,
-                split: str = "val") -> dict:
+                split: str = "test") -> dict:
     """N fixed images of `split` (its first N, in list order): image | ground truth | one column per model.
 
     `columns`: (title, config, weights) per model, in the order to show them.

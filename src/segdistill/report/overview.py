@@ -12,30 +12,7 @@ import pandas as pd
 
 from segdistill.atomic import write_text
 from segdistill.errors import SegDistillError
-
-
-def _isnum(v) -> bool:
-    return isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
-
-
-def pct(v) -> str:
-    return f"{100 * v:.2f}" if _isnum(v) else "n/a"
-
-
-def pts(v) -> str:
-    return f"{100 * v:+.2f}" if _isnum(v) else "n/a"
-
-
-def mean_pm_std(m: dict) -> str:
-    if not _isnum(m.get("mean")):
-        return "n/a"
-    return pct(m["mean"]) + (f" ± {pct(m['std'])}" if _isnum(m.get("std")) else " (n=1)")
-
-
-def ci_text(g: dict) -> str:
-    if g["n"] < 2 or not _isnum(g.get("ci_low")):
-        return "n/a (n < 2)"
-    return f"[{pts(g['ci_low'])}, {pts(g['ci_high'])}]"
+from segdistill.report.records import arm_label, ci_text, is_number, mean_pm_std, pct, pts, split_label
 
 
 def _cell(text) -> str:
@@ -55,20 +32,29 @@ def list_table(title: str, header: list[str], rows: list[list], widths=None) -> 
     return "\n".join(lines) + "\n"
 
 
-def _label(arm: dict) -> str:
-    return arm["arm"] if arm["arm"] != "distilled" else f"distilled ({arm['method']})"
+def arm_rows(arms: list[dict], metrics) -> list[list]:
+    return [[arm_label(a["arm"], a["method"]), a["n"]] + [mean_pm_std(a["metrics"].get(k, {})) for k in metrics]
+            for a in arms]
 
 
-def arm_rows(stats: dict, metrics) -> list[list]:
-    return [[_label(a), a["n"]] + [mean_pm_std(a["metrics"].get(k, {})) for k in metrics] for a in stats["arms"]]
+def _p(g: dict) -> str:
+    p = g.get("p_value")
+    return f"{p:.2g}" if is_number(p) else "n/a"
 
 
-def gain_rows(stats: dict, metrics=("miou",)) -> list[list]:
-    rows = []
-    for g in stats["gains"]:
-        if g["metric"] in metrics:
-            rows.append([g["method"], g["metric"], g["n"], pts(g["mean"]), ci_text(g)])
-    return rows
+def gain_rows(gains: list[dict], metrics=("miou",)) -> list[list]:
+    return [[g["method"], g["metric"], g["n"], pts(g["mean"]), ci_text(g), _p(g)] for g in gains
+            if g["metric"] in metrics]
+
+
+def verdict_block(stats: dict) -> str:
+    """The answer first: a bias warning when the headline split chose the checkpoints, then one verdict per arm."""
+    lines = []
+    if stats.get("biased"):
+        lines.append(f"**Biased numbers:** the headline split ({stats['split']}) chose every run's checkpoint, so "
+                     f"every arm is overstated; set report.split: test.\n")
+    lines += [f"- {_cell(v['sentence'])}" for v in stats.get("verdicts", [])] or ["- No distilled arm was evaluated."]
+    return "\n".join(lines) + "\n"
 
 
 def read_cost(path) -> list[dict]:
@@ -102,7 +88,7 @@ def best_text(stats: dict) -> str:
     if not b:
         return "No distilled arm was evaluated."
     params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in b["params"].items())
-    spread = f" ± {pct(b['std'])}" if _isnum(b.get("std")) else ""
+    spread = f" ± {pct(b['std'])}" if is_number(b.get("std")) else ""
     return (f"Best distillation setting (highest mean {stats['split']} mIoU of {b['candidates']} distilled arm(s)): "
             f"**{b['method']}**" + (f" (method {b['base']}, {params})" if params else "")
             + f", mIoU {pct(b['mean'])}{spread} % over n = {b['n']}.")
@@ -110,16 +96,18 @@ def best_text(stats: dict) -> str:
 
 def overview_rst(stats: dict, cost: list[dict], export: dict | None) -> str:
     """Compact: fits the narrow column of the report's start page."""
-    parts = [f".. rubric:: Results ({stats['split']} split)\n",
-             list_table("mIoU per arm (%, mean ± std over seeds)", ["arm", "n", "mIoU"], arm_rows(stats, ["miou"])),
-             list_table("Gain of distilled over student (mIoU points, paired by seed)",
-                        ["method", "n", "gain", "95% CI"],
-                        [[r[0], r[2], r[3], r[4]] for r in gain_rows(stats)]),
+    parts = [f".. rubric:: Verdicts ({stats['split']} split)\n", verdict_block(stats),
+             list_table(f"mIoU per arm on {stats['split']} (%, mean ± std over seeds)", ["arm", "n", "mIoU"],
+                        arm_rows(stats["arms"], ["miou"])),
+             list_table(f"Gain of distilled over student on {stats['split']} (mIoU points, paired by seed)",
+                        ["method", "n", "gain", "95% CI", "p"],
+                        [[r[0], r[2], r[3], r[4], r[5]] for r in gain_rows(stats["gains"])]),
              best_text(stats) + "\n",
              list_table("Model cost", ["model", "params (M)", "GFLOPs", "CPU ms/img", "speedup"],
                         [[r[0], r[3], r[4], r[5], r[8]] for r in cost_rows(cost)])]
     if export:
-        parts.append(f"Exported **{export['run']}** (val mIoU {pct(export['miou'])} %) as a Paddle inference "
+        parts.append(f"Exported **{export['run']}** ({export.get('split', 'val')} mIoU {pct(export['miou'])} %) as a "
+                     f"Paddle inference "
                      f"model; max \\|logit difference\\| to the evaluated model {export['max_abs_diff']:.2e} "
                      f"on {export['batch_shape'][0]} val images.\n")
     return "\n".join(parts)
@@ -130,13 +118,21 @@ def full_rst(summary: pd.DataFrame, stats: dict, cost: list[dict], export: dict 
     head = [m for m in ("miou", "acc", "kappa", "dice") if m in stats["metrics"]]
     classes = [m for m in stats["metrics"] if m.startswith("iou_")]
     title = "segdistill study report"
-    parts = [title, "=" * len(title), "",
-             "Metrics in %, gains in percentage points; mean ± sample std over seeds; the gain is paired by seed "
-             "with a two-sided 95% Student t-interval (none for n < 2).", ""]
-    parts.append(list_table(f"Per arm ({split})", ["arm", "n"] + head + classes, arm_rows(stats, head + classes)))
-    parts.append(list_table(f"Gain of distilled over student ({split})", ["method", "metric", "n", "gain", "95% CI"],
-                            gain_rows(stats, head)))
+    parts = [title, "=" * len(title), "", verdict_block(stats),
+             "Metrics in %, gains in percentage points; mean ± sample std over seeds; the gain is distilled − "
+             "student paired by seed, with a two-sided paired t-test, its p-value and 95% interval (none for n < 2).",
+             "", FIGURES_MARK, ""]
+    parts.append(list_table(f"Per arm ({split})", ["arm", "n"] + head + classes,
+                            arm_rows(stats["arms"], head + classes)))
+    parts.append(list_table(f"Gain of distilled over student ({split})",
+                            ["method", "metric", "n", "gain", "95% CI", "p"], gain_rows(stats["gains"], head)))
     parts.append(best_text(stats) + "\n")
+    sel = stats.get("selection")
+    if sel:
+        parts.append(list_table(f"Per arm ({sel['label']}; biased upward, for comparison only)",
+                                ["arm", "n"] + head, arm_rows(sel["arms"], head)))
+        parts.append(list_table(f"Gain of distilled over student ({sel['label']})",
+                                ["method", "metric", "n", "gain", "95% CI", "p"], gain_rows(sel["gains"], ("miou",))))
     sub = summary[summary["split"] == split]
     cols = ["run"] + head + classes
     parts.append(list_table(f"Runs ({split})", cols, [[r["run"]] + [pct(r[c]) for c in cols[1:]]
@@ -145,7 +141,7 @@ def full_rst(summary: pd.DataFrame, stats: dict, cost: list[dict], export: dict 
                             COST_HEADER, cost_rows(cost)))
     if export:
         parts.append(list_table("Export", ["key", "value"], [
-            ["run", export["run"]], ["val mIoU", pct(export["miou"])], ["input spec", str(export["input_spec"])],
+            ["run", export["run"]], [f"{export.get('split', 'val')} mIoU", pct(export["miou"])], ["input spec", str(export["input_spec"])],
             ["files", ", ".join(export["files"])], ["max abs logit diff", f"{export['max_abs_diff']:.3e}"],
             ["argmax agreement", pct(export["label_agreement"])], ["tolerance", f"{export['tolerance']:g}"],
             ["checked with", export.get("predictor", "n/a")]]))
@@ -172,6 +168,26 @@ caption { font-weight: bold; text-align: left; padding-bottom: 0.3em; }
 """
 
 
+# A paragraph the HTML writer keeps verbatim; replaced by the embedded figures.
+FIGURES_MARK = "segdistill-figures-go-here"
+
+
+def figures_html(figures: list[tuple[str, str]]) -> str:
+    """PNG files as inline images, so overview.html stands alone (no files beside it to lose)."""
+    import base64
+    import html
+
+    items = []
+    for caption, path in figures:
+        try:
+            data = base64.b64encode(Path(path).read_bytes()).decode()
+        except OSError as exc:
+            raise SegDistillError(f"{path}: cannot read the figure ({exc})") from None
+        items.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}" '
+                     f'style="max-width:100%"><figcaption>{html.escape(caption)}</figcaption></figure>')
+    return "\n".join(items)
+
+
 def render_html(rst: str) -> str:
     from docutils.core import publish_string
 
@@ -193,11 +209,14 @@ def _load_json(path):
 
 
 def write_overview(summary_csv, stats_json, cost_csv, out_rst, out_html, export_json=None,
-                   provenance_json=None) -> None:
+                   provenance_json=None, figures: list[tuple[str, str]] = ()) -> None:
+    """`figures`: (caption, png path) pairs embedded in the HTML page after the verdicts."""
     summary = pd.read_csv(summary_csv)
     stats = _load_json(stats_json)
     cost = read_cost(cost_csv)
     export = _load_json(export_json)
     prov = _load_json(provenance_json)
     write_text(out_rst, overview_rst(stats, cost, export))
-    write_text(out_html, render_html(full_rst(summary, stats, cost, export, prov)))
+    page = render_html(full_rst(summary, stats, cost, export, prov))
+    page = page.replace(f"<p>{FIGURES_MARK}</p>", figures_html(list(figures)), 1)
+    write_text(out_html, page)
