@@ -1,4 +1,5 @@
 rule make_synthetic:
+    localrule: True
     output:
         directory("resources/data/synthetic"),
     log:
@@ -12,6 +13,7 @@ rule make_synthetic:
 
 
 rule download_optic_disc:
+    localrule: True
     output:
         "resources/downloads/optic_disc_seg.zip",
     log:
@@ -38,6 +40,36 @@ rule extract_optic_disc:
         "../scripts/extract.py"
 
 
+# A data set in PaddleSeg's generic layout, as an archive (zip or tar.gz) at a URL.
+if config["data"]["source"] == "url":
+
+    rule download_dataset:
+        localrule: True
+        output:
+            DATA_ARCHIVE,
+        log:
+            "logs/data/download_dataset.log",
+        conda:
+            "../envs/segdistill.yaml"
+        params:
+            url=config["data"]["url"]["url"],
+            sha256=config["data"]["url"]["sha256"],
+        script:
+            "../scripts/download.py"
+
+    rule extract_dataset:
+        input:
+            DATA_ARCHIVE,
+        output:
+            directory(DATA_ROOT),
+        log:
+            "logs/data/extract_dataset.log",
+        conda:
+            "../envs/segdistill.yaml"
+        script:
+            "../scripts/extract.py"
+
+
 rule validate_data:
     input:
         DATA_ROOT,
@@ -49,16 +81,16 @@ rule validate_data:
         "../envs/segdistill.yaml"
     params:
         num_classes=len(config["data"]["class_names"]),
-        archive=(
-            "resources/downloads/optic_disc_seg.zip"
-            if config["data"]["source"] == "optic_disc"
-            else None
-        ),
+        archive=DATA_ARCHIVE,
+        lists=study.list_files(config),
+        splits=study.required_splits(config),
+        ignore_index=study.ignore_index(config),
     script:
         "../scripts/validate_data.py"
 
 
 rule fetch_backbone:
+    localrule: True
     output:
         "resources/pretrained/{name}/model.pdparams",
     log:

@@ -21,15 +21,8 @@ DISTILLED_RUNS = [r for r in RUNS if r.startswith("distilled/")]
 report: "../report/workflow.rst"
 
 
-localrules:
-    stats,
-    figure_bars,
-    figure_curves,
-    provenance,
-    overview,
-
-
 rule summary:
+    localrule: True
     input:
         evals=expand("results/eval/{run}.json", run=RUNS),
     output:
@@ -56,6 +49,7 @@ rule summary:
 
 
 rule stats:
+    localrule: True
     input:
         evals=expand("results/eval/{run}.json", run=RUNS),
     output:
@@ -130,6 +124,7 @@ rule export:
 
 
 rule figure_bars:
+    localrule: True
     input:
         "results/report/summary.csv",
     output:
@@ -147,9 +142,10 @@ rule figure_bars:
 
 
 rule figure_curves:
+    localrule: True
     input:
-        train_logs=[f"{run_dir(r)}/train_log.csv" for r in RUNS],
-        eval_logs=[f"{run_dir(r)}/eval_log.csv" for r in RUNS],
+        train_logs=[f"{run_dir(r)}/train_log.csv" for r in TRAINED_RUNS],
+        eval_logs=[f"{run_dir(r)}/eval_log.csv" for r in TRAINED_RUNS],
     output:
         report(
             "results/report/figures/curves.png",
@@ -161,7 +157,7 @@ rule figure_curves:
     conda:
         "../envs/segdistill.yaml"
     params:
-        runs={r: run_dir(r) for r in RUNS},
+        runs={r: run_dir(r) for r in TRAINED_RUNS},
     script:
         "../scripts/figure.py"
 
@@ -197,8 +193,14 @@ rule figure_samples:
 
 
 rule provenance:
+    localrule: True
     input:
-        configs=[arm_config("teacher"), arm_config("student")],
+        configs=[
+            config["teacher"]["config"],
+            config["student"]["config"],
+            arm_config("teacher"),
+            arm_config("student"),
+        ],
         patched=expand(
             "results/configs/teacher_seed{seed}.yml",
             seed=sorted({study.teacher_seed(config, s) for s in SEEDS}),
@@ -223,12 +225,13 @@ rule provenance:
     params:
         config=config,
         configfiles=[str(f) for f in workflow.configfiles],
-        repo=workflow.basedir,
+        repo=ENGINE_PIP if os.path.isdir(ENGINE_PIP) else None,
     script:
         "../scripts/provenance.py"
 
 
 rule overview:
+    localrule: True
     input:
         summary="results/report/summary.csv",
         stats="results/report/stats.json",

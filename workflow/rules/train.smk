@@ -1,10 +1,59 @@
+# The study's copies of the user's PaddleSeg YAMLs, data set filled in. The class count check needs PaddleSeg's
+# data set registry (paddle), so it runs here, before any training, instead of at parse time.
+rule study_configs:
+    localrule: True
+    input:
+        teacher=config["teacher"]["config"],
+        student=config["student"]["config"],
+    output:
+        teacher=study.STUDY_CONFIGS["teacher"],
+        student=study.STUDY_CONFIGS["student"],
+    log:
+        "logs/study_configs.log",
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        data=config["data"],
+    script:
+        "../scripts/study_configs.py"
+
+
+# A trained teacher the user brings (teacher.weights): fetched, checked against the teacher config, not trained.
+if TEACHER_WEIGHTS:
+
+    rule provide_teacher:
+        localrule: True
+        input:
+            unpack(
+                lambda wc: {"config": arm_config("teacher")}
+                | ({} if study.is_url(TEACHER_WEIGHTS) else {"weights": TEACHER_WEIGHTS})
+            ),
+        output:
+            model="results/runs/teacher/seed{seed}/best_model/model.pdparams",
+            record="results/runs/teacher/seed{seed}/provided.json",
+        log:
+            "logs/provide_teacher/seed{seed}.log",
+        conda:
+            "../envs/segdistill.yaml"
+        params:
+            weights=TEACHER_WEIGHTS,
+            sha256=config["teacher"].get("sha256"),
+        script:
+            "../scripts/provide_teacher.py"
+
+
 # Teacher and student baseline: independent, so they run at the same time given cores/devices.
 rule train:
+    wildcard_constraints:
+        arm="|".join(study.trained_arms(config)),
     input:
         data=DATA_ROOT,
         validation="results/data/validation.json",
         config=lambda wc: arm_config(wc.arm),
         backbones=backbone_inputs,
+        # Every method's terms are checked (loss registry) before anything trains; ancient: a new method does
+        # not retrain the teacher and students.
+        terms=ancient(expand("results/configs/distill/{method}.yml", method=list(METHODS))),
     output:
         model="results/runs/{arm}/seed{seed}/best_model/model.pdparams",
         summary="results/runs/{arm}/seed{seed}/train_summary.json",
@@ -30,8 +79,9 @@ rule train:
 
 # The tutorial's step 2.5, without editing the user's file: a copy whose model.pretrained is the teacher.
 rule patch_teacher:
+    localrule: True
     input:
-        config=config["teacher"]["config"],
+        config=arm_config("teacher"),
         weights="results/runs/teacher/seed{seed}/best_model/model.pdparams",
     output:
         "results/configs/teacher_seed{seed}.yml",
@@ -44,8 +94,9 @@ rule patch_teacher:
 
 
 rule distill_terms:
+    localrule: True
     input:
-        student_config=config["student"]["config"],
+        student_config=arm_config("student"),
     output:
         "results/configs/distill/{method}.yml",
     log:
@@ -62,7 +113,7 @@ rule distill:
     input:
         data=DATA_ROOT,
         validation="results/data/validation.json",
-        config=config["student"]["config"],
+        config=arm_config("student"),
         teacher_config=lambda wc: f"results/configs/teacher_seed{study.teacher_seed(config, wc.seed)}.yml",
         teacher_model=lambda wc: run_model(teacher_run(wc.seed)),
         terms="results/configs/distill/{method}.yml",
