@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, run_snakemake, tiny_config
+from conftest import BIN, ROOT, classless_configs, run_snakemake, tiny_config
 from data_helpers import make_generic_dataset
 
 CLASSES = ["sky", "road", "car"]
@@ -51,15 +51,6 @@ def snakemake_in(folder: Path, *args, check=True):
     return proc
 
 
-def _user_yaml(src: Path, dest: Path) -> Path:
-    # A user's PaddleSeg YAML that states no class count: the study fills it in from data.class_names.
-    dic = yaml.safe_load(src.read_text())
-    dic["model"].pop("num_classes")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(yaml.safe_dump(dic, sort_keys=False))
-    return dest
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     """An empty folder with a module Snakefile, a user config, a data set and a teacher; dry run, then the run."""
@@ -71,8 +62,7 @@ def deployed(tmp_path_factory):
     (d / "workflow").mkdir()
     (d / "workflow/Snakefile").write_text(DEPLOYED_SNAKEFILE.format(snakefile=ROOT / "workflow/Snakefile"))
     make_generic_dataset(d / "data/mine", CLASSES, list_names={"val": "lists/val.txt"})
-    teacher = _user_yaml(ROOT / "tests/configs/teacher_tiny.yml", d / "configs/teacher.yml")
-    _user_yaml(ROOT / "tests/configs/student_tiny.yml", d / "configs/student.yml")
+    teacher = classless_configs(d / "configs")["teacher"]  # YAMLs that state no class count
     data = {"source": "folder", "class_names": CLASSES, "folder": {"root": "data/mine", "val_list": "lists/val.txt"}}
     # The user's own trained teacher: any weights of the teacher's architecture for 3 classes.
     dic = experiment({"data": data, "teacher": {"config": str(teacher)}}, "teacher")

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, classless_configs
 from data_helpers import make_generic_dataset
 from segdistill import study
 from segdistill.errors import SegDistillError
@@ -19,19 +19,13 @@ STUDENT = ROOT / "tests/configs/student_tiny.yml"
 CLASSES = ["sky", "road", "car"]
 
 
-def user_yaml(src, dest):
-    dic = yaml.safe_load(src.read_text())
-    dic["model"].pop("num_classes")
-    dest.write_text(yaml.safe_dump(dic))
-    return dest
-
-
 def folder_study(tmp_path, **teacher):
     root = make_generic_dataset(tmp_path / "mine", CLASSES, counts={"train": 2, "val": 1, "test": 1})
+    configs = classless_configs(tmp_path)
     return {
         "data": {"source": "folder", "class_names": CLASSES, "folder": {"root": str(root)}},
-        "teacher": {"config": str(user_yaml(TEACHER, tmp_path / "t.yml")), "per_seed": True, **teacher},
-        "student": {"config": str(user_yaml(STUDENT, tmp_path / "s.yml"))},
+        "teacher": {"config": str(configs["teacher"]), "per_seed": True, **teacher},
+        "student": {"config": str(configs["student"])},
         "distill": {"kl": {"terms": None}},
         "sweep": None,
         "seeds": [0, 1],

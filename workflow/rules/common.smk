@@ -45,7 +45,6 @@ os.environ.setdefault("SEGDISTILL_SOURCE", ENGINE_PIP)
 from segdistill import study
 from segdistill.errors import SegDistillError
 
-
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
     study.preflight(config)
@@ -92,6 +91,12 @@ def backbone_inputs(wildcards):
 
 def run_model(run):
     return f"{run_dir(run)}/best_model/model.pdparams"
+
+
+def provided_teacher_inputs(wildcards):
+    """The teacher config; and the user's weights file when it is local, so that a new file reruns the check."""
+    local = {} if study.is_url(TEACHER_WEIGHTS) else {"weights": TEACHER_WEIGHTS}
+    return {"config": arm_config("teacher"), **local}
 
 
 def eval_inputs(wildcards):

@@ -1,9 +1,9 @@
 rule make_synthetic:
-    localrule: True
     output:
         directory("resources/data/synthetic"),
     log:
         "logs/data/make_synthetic.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -13,11 +13,11 @@ rule make_synthetic:
 
 
 rule download_optic_disc:
-    localrule: True
     output:
         "resources/downloads/optic_disc_seg.zip",
     log:
         "logs/data/download_optic_disc.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -44,11 +44,11 @@ rule extract_optic_disc:
 if config["data"]["source"] == "url":
 
     rule download_dataset:
-        localrule: True
         output:
             DATA_ARCHIVE,
         log:
             "logs/data/download_dataset.log",
+        localrule: True
         conda:
             "../envs/segdistill.yaml"
         params:
@@ -90,11 +90,11 @@ rule validate_data:
 
 
 rule fetch_backbone:
-    localrule: True
     output:
         "resources/pretrained/{name}/model.pdparams",
     log:
         "logs/data/fetch_backbone_{name}.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:

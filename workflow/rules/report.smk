@@ -22,7 +22,6 @@ report: "../report/workflow.rst"
 
 
 rule summary:
-    localrule: True
     input:
         evals=expand("results/eval/{run}.json", run=RUNS),
     output:
@@ -38,6 +37,7 @@ rule summary:
         ),
     log:
         "logs/report/summary.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -49,7 +49,6 @@ rule summary:
 
 
 rule stats:
-    localrule: True
     input:
         evals=expand("results/eval/{run}.json", run=RUNS),
     output:
@@ -60,6 +59,7 @@ rule stats:
         ),
     log:
         "logs/report/stats.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -124,7 +124,6 @@ rule export:
 
 
 rule figure_bars:
-    localrule: True
     input:
         "results/report/summary.csv",
     output:
@@ -135,6 +134,7 @@ rule figure_bars:
         ),
     log:
         "logs/report/figure_bars.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     script:
@@ -142,7 +142,6 @@ rule figure_bars:
 
 
 rule figure_curves:
-    localrule: True
     input:
         train_logs=[f"{run_dir(r)}/train_log.csv" for r in TRAINED_RUNS],
         eval_logs=[f"{run_dir(r)}/eval_log.csv" for r in TRAINED_RUNS],
@@ -154,6 +153,7 @@ rule figure_curves:
         ),
     log:
         "logs/report/figure_curves.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -193,7 +193,6 @@ rule figure_samples:
 
 
 rule provenance:
-    localrule: True
     input:
         configs=[
             config["teacher"]["config"],
@@ -220,6 +219,7 @@ rule provenance:
         ),
     log:
         "logs/report/provenance.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -231,7 +231,6 @@ rule provenance:
 
 
 rule overview:
-    localrule: True
     input:
         summary="results/report/summary.csv",
         stats="results/report/stats.json",
@@ -251,6 +250,7 @@ rule overview:
         ),
     log:
         "logs/report/overview.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     script:

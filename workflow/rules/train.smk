@@ -1,7 +1,6 @@
 # The study's copies of the user's PaddleSeg YAMLs, data set filled in. The class count check needs PaddleSeg's
 # data set registry (paddle), so it runs here, before any training, instead of at parse time.
 rule study_configs:
-    localrule: True
     input:
         teacher=config["teacher"]["config"],
         student=config["student"]["config"],
@@ -10,6 +9,7 @@ rule study_configs:
         student=study.STUDY_CONFIGS["student"],
     log:
         "logs/study_configs.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -22,17 +22,14 @@ rule study_configs:
 if TEACHER_WEIGHTS:
 
     rule provide_teacher:
-        localrule: True
         input:
-            unpack(
-                lambda wc: {"config": arm_config("teacher")}
-                | ({} if study.is_url(TEACHER_WEIGHTS) else {"weights": TEACHER_WEIGHTS})
-            ),
+            unpack(provided_teacher_inputs),
         output:
             model="results/runs/teacher/seed{seed}/best_model/model.pdparams",
             record="results/runs/teacher/seed{seed}/provided.json",
         log:
             "logs/provide_teacher/seed{seed}.log",
+        localrule: True
         conda:
             "../envs/segdistill.yaml"
         params:
@@ -44,8 +41,6 @@ if TEACHER_WEIGHTS:
 
 # Teacher and student baseline: independent, so they run at the same time given cores/devices.
 rule train:
-    wildcard_constraints:
-        arm="|".join(study.trained_arms(config)),
     input:
         data=DATA_ROOT,
         validation="results/data/validation.json",
@@ -53,7 +48,9 @@ rule train:
         backbones=backbone_inputs,
         # Every method's terms are checked (loss registry) before anything trains; ancient: a new method does
         # not retrain the teacher and students.
-        terms=ancient(expand("results/configs/distill/{method}.yml", method=list(METHODS))),
+        terms=ancient(
+            expand("results/configs/distill/{method}.yml", method=list(METHODS))
+        ),
     output:
         model="results/runs/{arm}/seed{seed}/best_model/model.pdparams",
         summary="results/runs/{arm}/seed{seed}/train_summary.json",
@@ -63,6 +60,8 @@ rule train:
         "logs/train/{arm}/seed{seed}.log",
     benchmark:
         "benchmarks/train/{arm}/seed{seed}.tsv"
+    wildcard_constraints:
+        arm="|".join(study.trained_arms(config)),
     conda:
         "../envs/segdistill.yaml"
     threads: 1
@@ -79,7 +78,6 @@ rule train:
 
 # The tutorial's step 2.5, without editing the user's file: a copy whose model.pretrained is the teacher.
 rule patch_teacher:
-    localrule: True
     input:
         config=arm_config("teacher"),
         weights="results/runs/teacher/seed{seed}/best_model/model.pdparams",
@@ -87,6 +85,7 @@ rule patch_teacher:
         "results/configs/teacher_seed{seed}.yml",
     log:
         "logs/patch_teacher/seed{seed}.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     script:
@@ -94,13 +93,13 @@ rule patch_teacher:
 
 
 rule distill_terms:
-    localrule: True
     input:
         student_config=arm_config("student"),
     output:
         "results/configs/distill/{method}.yml",
     log:
         "logs/distill_terms/{method}.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
