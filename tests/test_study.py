@@ -169,3 +169,13 @@ def test_version_comes_from_package_metadata():
 
     proc = subprocess.run([sys.executable, "-m", "segdistill.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == f"segdistill {version('segdistill')}"
+
+
+def test_provided_teacher_needs_no_teacher_backbone():
+    optic = ROOT / "config/paddleseg/optic_disc"
+    cfg = {"teacher": {"config": str(optic / "deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml")},
+           "student": {"config": str(optic / "deeplabv3p_resnet18_os8_optic_disc_512x512_1k_student.yml")},
+           "pretrained_backbones": True}
+    assert study.backbone_urls(cfg) == ["https://bj.bcebos.com/paddleseg/dygraph/resnet50_vd_ssld_v2.tar.gz"]
+    cfg["teacher"]["weights"] = "weights/teacher.pdparams"
+    assert study.backbone_urls(cfg) == []

@@ -309,7 +309,9 @@ def backbone_urls(config: dict) -> list[str]:
     if not config.get("pretrained_backbones", True):
         return []
     urls = []
-    for role in ("teacher", "student"):
+    # A provided teacher's file holds its whole model, backbone included.
+    roles = ("student",) if teacher_weights(config) else ("teacher", "student")
+    for role in roles:
         bb = (read_yaml(config[role]["config"]).get("model") or {}).get("backbone") or {}
         url = bb.get("pretrained")
         if isinstance(url, str) and url.startswith(("http://", "https://")) and url not in urls:
