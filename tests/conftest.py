@@ -58,3 +58,18 @@ def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.C
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def classless_configs(folder: Path) -> dict[str, Path]:
+    """The tiny teacher/student YAMLs without `model.num_classes` (a study fills it in), as a user might write
+    them: {"teacher": path, "student": path} in `folder`."""
+    import yaml
+
+    out = {}
+    for role in ("teacher", "student"):
+        dic = yaml.safe_load((ROOT / f"tests/configs/{role}_tiny.yml").read_text())
+        dic["model"].pop("num_classes")
+        out[role] = folder / f"{role}.yml"
+        out[role].parent.mkdir(parents=True, exist_ok=True)
+        out[role].write_text(yaml.safe_dump(dic, sort_keys=False))
+    return out

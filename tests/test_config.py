@@ -104,8 +104,9 @@ def test_study_rejects_class_count_mismatch(tmp_path):
     other = tmp_path / "teacher3.yml"
     other.write_text(yaml.safe_dump(dic))
     cfg["teacher"]["config"] = str(other)
-    with pytest.raises(SegDistillError, match="num_classes 3 but student"):
-        study.check(cfg)
+    # Caught while the workflow parses (no paddle needed), naming the file and both counts.
+    with pytest.raises(SegDistillError, match=r"teacher3.yml: model.num_classes is 3 but data.class_names names 2"):
+        study.preflight(cfg)
 
 
 def test_study_rejects_unknown_loss_and_bad_sweep():

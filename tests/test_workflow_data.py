@@ -11,7 +11,7 @@ import yaml
 from conftest import run_snakemake
 from data_helpers import serve, zip_dir
 from segdistill.data import generate
-from conftest import tiny_config
+from conftest import classless_configs, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +70,38 @@ def test_schema_violation_names_the_key(tmp_path):
     assert "seeds" in proc.stderr + proc.stdout and "-1" in proc.stderr + proc.stdout
 
 
-def test_study_error_stops_before_any_job(tmp_path):
+def test_study_error_stops_before_any_training(tmp_path):
+    # Loss names are checked against the loss registry (paddle) in the distill_terms job, which every training
+    # job waits for; parsing stays paddle-free.
     cfg = yaml.safe_load(tiny_config(tmp_path).read_text())
     cfg["distill"]["kl_cwd"]["terms"][1]["loss"] = "nope"
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_snakemake(tmp_path, "-n", "--configfile", tmp_path / "study.yaml", check=False)
+    proc = run_snakemake(tmp_path, "--cores", "2", "--configfile", tmp_path / "study.yaml", check=False)
     assert proc.returncode != 0
-    assert "distill.kl_cwd.terms[1].loss: unknown loss 'nope'" in proc.stderr + proc.stdout
+    log = (tmp_path / "logs/distill_terms/kl_cwd.log").read_text()
+    assert "distill.kl_cwd.terms[1].loss: unknown loss 'nope'" in log
+    assert not (tmp_path / "results/runs").exists() and not (tmp_path / "logs/train").exists()
+
+
+def test_url_data_set_in_generic_layout(tmp_path):
+    """data.source: url: a tar.gz of a 3-class folder, downloaded with its checksum, extracted, validated."""
+    import tarfile
+
+    from data_helpers import make_generic_dataset
+
+    www = tmp_path / "www"
+    www.mkdir()
+    src = make_generic_dataset(tmp_path / "src", ("sky", "road", "car"), counts={"train": 3, "val": 2, "test": 2})
+    with tarfile.open(www / "mine.tar.gz", "w:gz") as tf:
+        tf.add(src, arcname="mine")
+    digest = hashlib.sha256((www / "mine.tar.gz").read_bytes()).hexdigest()
+    configs = classless_configs(tmp_path / "configs")
+    with serve(www) as base:
+        config = tiny_config(tmp_path, data={"source": "url", "class_names": ["sky", "road", "car"],
+                                             "url": {"url": f"{base}/mine.tar.gz", "sha256": digest}},
+                             teacher={"config": str(configs["teacher"])}, student={"config": str(configs["student"])})
+        run_snakemake(tmp_path, "results/data/validation.json", "--cores", "1", "--configfile", config)
+    record = json.loads((tmp_path / "results/data/validation.json").read_text())
+    assert record["splits"] == {"train": 3, "val": 2, "test": 2} and record["num_classes"] == 3
+    assert record["archive"]["sha256"] == digest
+    assert record["root"].startswith("resources/data/url-")

@@ -146,7 +146,14 @@ def cmd_extract(args):
 def cmd_validate_data(args):
     from segdistill.data import sha256_of, validate_dataset
 
-    info = validate_dataset(args.root, num_classes=args.num_classes)
+    lists = {}
+    for item in args.lists:
+        split, sep, name = item.partition("=")
+        if not sep or not name:
+            raise SegDistillError(f"--lists: expected SPLIT=FILE, got {item!r}")
+        lists[split] = name
+    info = validate_dataset(args.root, num_classes=args.num_classes, ignore_index=args.ignore_index,
+                            required_splits=args.splits, list_names=lists)
     info = {"root": str(args.root), **info}
     if args.archive:
         info["archive"] = {"path": args.archive, "sha256": sha256_of(args.archive)}
@@ -226,8 +233,21 @@ def _write_json(obj, path):
     write_json(path, obj)
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("segdistill")
+    except PackageNotFoundError:
+        from segdistill import __version__
+
+        return __version__
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="segdistill", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one arm (teacher, student, or distilled with --teacher_config)")
@@ -276,20 +296,24 @@ def parser() -> argparse.ArgumentParser:
           help="fractions of the images per split")
     p.set_defaults(func=cmd_make_synthetic)
 
-    p = sub.add_parser("download", help="download the optic disc archive, checking its SHA-256 when given")
+    p = sub.add_parser("download", help="download a data set archive, checking its SHA-256 when given")
     _flag(p, "url", default="https://paddleseg.bj.bcebos.com/dataset/optic_disc_seg.zip")
     _flag(p, "zip", required=True)
     _flag(p, "sha256", default=None)
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("extract", help="extract a data set archive safely")
+    p = sub.add_parser("extract", help="extract a data set archive (zip, tar, tar.gz) safely")
     _flag(p, "zip", required=True)
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("validate-data", help="check an OpticDiscSeg-layout folder")
+    p = sub.add_parser("validate-data", help="check a data set in PaddleSeg's list-file layout")
     p.add_argument("root")
     _flag(p, "num_classes", type=int, default=2)
+    _flag(p, "ignore_index", type=int, default=255)
+    _flag(p, "splits", nargs="+", default=["train", "val"], help="splits that must exist and be non-empty")
+    _flag(p, "lists", nargs="*", default=[], metavar="SPLIT=FILE",
+          help="list file of a split, relative to the root (default <split>_list.txt)")
     _flag(p, "archive", default=None, help="record this archive's SHA-256 in the report")
     _flag(p, "out", default="-")
     p.set_defaults(func=cmd_validate_data)

@@ -3,6 +3,9 @@
 One YAML per experiment, as in PaddleSeg. We use PaddleSeg's own `Config`/`SegBuilder` for everything they do
 correctly on current Paddle (models, datasets, transforms, optimizer, lr scheduler) and keep the parts that do
 not (training loop, metrics, cross-entropy) in this package.
+
+Reading and writing YAML needs no paddle: the workflow imports this module while it parses (a plain Snakemake
+environment has no paddle), so paddle and paddleseg are imported inside the functions that build or load models.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Any
 import yaml
 
 from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle  # noqa: F401  (imports paddle safely before paddleseg)
 
 DATASET_KEYS = ("train_dataset", "val_dataset")
 
@@ -136,6 +138,7 @@ def resolve_pretrained(url: str, cache_dir: str | None, cfg_path: Any) -> str:
 
 def build(dic: dict, source: Any = "<config>"):
     """A PaddleSeg `SegBuilder` for the experiment dict. `model.pretrained` is NOT loaded here (see load_weights)."""
+    from segdistill.paddle_env import paddle  # noqa: F401  (imports paddle safely before paddleseg)
     from paddleseg.cvlibs import Config, SegBuilder
 
     dic = copy.deepcopy(dic)
@@ -167,6 +170,7 @@ def build_model(dic: dict, source: Any = "<config>"):
 def num_classes(dic: dict) -> int:
     n = dic["model"].get("num_classes")
     if n is None:
+        from segdistill.paddle_env import paddle  # noqa: F401
         from paddleseg.cvlibs import manager
 
         n = getattr(manager.DATASETS[dic["train_dataset"]["type"]], "NUM_CLASSES", None)
@@ -176,6 +180,7 @@ def num_classes(dic: dict) -> int:
 
 
 def ignore_index(dic: dict) -> int:
+    from segdistill.paddle_env import paddle  # noqa: F401
     from paddleseg.cvlibs import manager
 
     ds = dic["train_dataset"]
@@ -186,6 +191,8 @@ def ignore_index(dic: dict) -> int:
 
 def load_weights(model, path: str | os.PathLike, source: str = "weights") -> None:
     """Load a state dict strictly: every model parameter must be present with its shape, and nothing else."""
+    from segdistill.paddle_env import paddle
+
     path = Path(path)
     if not path.is_file():
         raise SegDistillError(f"{source}: weights file not found: {path}")

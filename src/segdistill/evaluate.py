@@ -16,9 +16,16 @@ def build_split(builder, split: str):
 
     cfg = builder.config.val_dataset_cfg
     cfg["mode"] = split
+    if cfg.get("type") == "Dataset" and not cfg.get(f"{split}_path"):
+        # PaddleSeg's generic Dataset reads the split's list from `<split>_path`; a YAML written for training
+        # often names it only in train_dataset.
+        other = builder.config.train_dataset_cfg.get(f"{split}_path")
+        if not other:
+            raise SegDistillError(f"cannot open the {split} split: val_dataset (type Dataset) has no {split}_path")
+        cfg[f"{split}_path"] = other
     try:
         ds = builder.build_component(cfg)
-    except (FileNotFoundError, OSError) as exc:
+    except (FileNotFoundError, OSError, ValueError) as exc:
         raise SegDistillError(f"cannot open the {split} split: {exc}") from None
     ds.mode = "val"  # PaddleSeg's val path keeps labels at original resolution whatever the split
     return ds

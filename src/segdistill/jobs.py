@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 
 
 @contextlib.contextmanager
@@ -22,6 +23,10 @@ def log_to(path):
         os.dup2(fh.fileno(), 2)
         try:
             yield
+        except BaseException:
+            # The error belongs in the job's log too, not only on Snakemake's console.
+            traceback.print_exc()
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

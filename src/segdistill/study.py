@@ -1,23 +1,76 @@
-"""The study: which runs a config asks for, and the checks that must pass before any job starts.
+"""The study: which runs a config asks for, where its data lives, and the checks that must pass first.
 
 The workflow's `common.smk` calls these, so the Snakefile stays declarative and the logic is tested here.
 Run ids are paths: `teacher/seed0`, `student/seed0`, `distilled/<method>/seed0`.
+
+This module is imported while Snakemake parses the workflow, so it must not import paddle (a plain Snakemake
+environment has none, and a dry run should not pay for it): `preflight` checks what plain YAML reading can tell;
+what needs PaddleSeg's registry and the loss registry runs in jobs that every training job waits for
+(`study_configs`, `distill_terms`; see `check`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
+import tempfile
 from pathlib import Path
 
 from segdistill.errors import SegDistillError
 
 DATA_ROOTS = {"synthetic": "resources/data/synthetic", "optic_disc": "resources/data/optic_disc_seg"}
+# Sources in PaddleSeg's generic layout (`type: Dataset`, list files, any number of classes).
+GENERIC_SOURCES = ("folder", "url")
+SPLITS = ("train", "val", "test")
 RUN_RE = re.compile(r"^(teacher|student)/seed(\d+)$|^distilled/([A-Za-z0-9_.=~-]+)/seed(\d+)$")
+# Keys of PaddleSeg's generic `Dataset` that a user's dataset section may carry over into the study's copy.
+_DATASET_KEEP = ("transforms", "ignore_index", "img_channels", "separator", "edge")
+# The study's copies of the user's PaddleSeg YAMLs, with the data set filled in (written by `study_configs`).
+STUDY_CONFIGS = {"teacher": "results/configs/study/teacher.yml", "student": "results/configs/study/student.yml"}
+
+
+def is_url(value) -> bool:
+    return isinstance(value, str) and value.split("://")[0] in ("http", "https")
+
+
+def url_key(url: str) -> str:
+    # A different URL is a different data set: it gets its own download and folder.
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
 def data_root(config: dict) -> str:
-    return DATA_ROOTS[config["data"]["source"]]
+    """The data set's root folder, relative to the working directory (or as the user gave it)."""
+    data = config["data"]
+    source = data["source"]
+    if source == "folder":
+        return str(data["folder"]["root"])
+    if source == "url":
+        return f"resources/data/url-{url_key(data['url']['url'])}"
+    return DATA_ROOTS[source]
+
+
+def data_archive(config: dict) -> str | None:
+    """Where a downloaded data set's archive is kept (None for a folder or the generated set)."""
+    data = config["data"]
+    if data["source"] == "optic_disc":
+        return "resources/downloads/optic_disc_seg.zip"
+    if data["source"] == "url":
+        name = data["url"]["url"].split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "dataset"
+        return f"resources/downloads/url-{url_key(data['url']['url'])}/{name}"
+    return None
+
+
+def list_files(config: dict) -> dict[str, str]:
+    """split -> list file name relative to the data root (`<split>_list.txt` unless the study names another)."""
+    data = config["data"]
+    spec = (data.get(data["source"]) or {}) if data["source"] in GENERIC_SOURCES else {}
+    return {s: str(spec.get(f"{s}_list") or f"{s}_list.txt") for s in SPLITS}
+
+
+def required_splits(config: dict) -> list[str]:
+    """Splits that must exist and be non-empty: train, val and every evaluated split."""
+    return list(dict.fromkeys(["train", "val", *config["evaluate"]["splits"]]))
 
 
 def methods(config: dict) -> dict[str, dict]:
@@ -66,7 +119,9 @@ def apply_params(terms: list[dict], params: dict, source: str) -> list[dict]:
 
 
 def teacher_seed(config: dict, seed: int) -> int:
-    return int(seed) if config["teacher"]["per_seed"] else int(config["seeds"][0])
+    """The seed of the teacher run a seed distils from (a given teacher is one run, under the first seed)."""
+    per_seed = config["teacher"]["per_seed"] and not teacher_weights(config)
+    return int(seed) if per_seed else int(config["seeds"][0])
 
 
 def runs(config: dict) -> list[str]:
@@ -87,41 +142,170 @@ def parse_run(run: str) -> dict:
     return {"arm": "distilled", "method": m.group(3), "seed": int(m.group(4))}
 
 
-def check(config: dict) -> None:
-    """Everything that can be known wrong before a job starts, with the key or file named."""
-    from segdistill.config import experiment_dict, num_classes
-    from segdistill.distill import parse_terms
+def ignore_index(config: dict) -> int:
+    """The label value that marks unlabelled pixels: the student YAML's `train_dataset.ignore_index`, else 255."""
+    from segdistill.config import read_yaml
 
-    dicts = {}
-    for role in ("teacher", "student"):
-        path = config[role]["config"]
-        if not Path(path).is_file():
-            raise SegDistillError(f"{role}.config: file not found: {path}")
-        # Backbone URLs are resolved by the fetch rule later; only the structure is checked here.
-        dicts[role] = experiment_dict(path, pretrained_cache=None, resolve_backbone=False)
-    n_t, n_s = num_classes(dicts["teacher"]), num_classes(dicts["student"])
-    if n_t != n_s:
-        raise SegDistillError(
-            f"teacher {config['teacher']['config']} has num_classes {n_t} but student "
-            f"{config['student']['config']} has {n_s}"
-        )
+    ds = read_yaml(config["student"]["config"]).get("train_dataset") or {}
+    return int(ds.get("ignore_index", 255))
+
+
+def teacher_weights(config: dict) -> str | None:
+    """The user's trained teacher (a path or URL), or None when the study trains its own."""
+    return config["teacher"].get("weights") or None
+
+
+def trained_arms(config: dict) -> list[str]:
+    """Arms the `train` rule trains: the teacher only when the study has no trained one given."""
+    return ["student"] if teacher_weights(config) else ["teacher", "student"]
+
+
+def check_teacher_weights(weights: str | None, sha256: str | None) -> None:
+    """A URL must come with a pinned SHA-256; a local file must exist. Both checked before any job."""
+    if not weights:
+        return
+    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(sha256)):
+        raise SegDistillError(f"teacher.sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    if is_url(weights):
+        if not sha256:
+            raise SegDistillError(
+                f"teacher.weights is a URL ({weights}) but teacher.sha256 is not set. A .pdparams file is a Python "
+                f"pickle: loading one runs whatever code it carries, so segdistill loads a downloaded teacher only "
+                f"when its SHA-256 is pinned. Set teacher.sha256 to the digest published with the weights (or "
+                f"`sha256sum` of a copy you trust), or download the file yourself and give its local path."
+            )
+    elif not Path(weights).is_file():
+        raise SegDistillError(f"teacher.weights: file not found: {weights} (paths are relative to the working "
+                              f"directory)")
+
+
+def _declared_classes(dic: dict) -> dict[str, int]:
+    """Where a PaddleSeg YAML states its class count: model and data set sections."""
+    out = {}
+    if isinstance(dic.get("model"), dict) and dic["model"].get("num_classes") is not None:
+        out["model.num_classes"] = dic["model"]["num_classes"]
+    for key in ("train_dataset", "val_dataset"):
+        if isinstance(dic.get(key), dict) and dic[key].get("num_classes") is not None:
+            out[f"{key}.num_classes"] = dic[key]["num_classes"]
+    return out
+
+
+def experiment(config: dict, role: str) -> dict:
+    """The role's PaddleSeg YAML as the study uses it: the user's file with the study's data set filled in.
+
+    Generic sources (folder, url) replace the data set sections by PaddleSeg's `type: Dataset` with the root, the
+    three list files and the class count, keeping the user's transforms; the generated and optic disc sets keep
+    the YAML's type and get the root. A class count the YAML states must equal `data.class_names`.
+    """
+    from segdistill.config import read_yaml
+
+    path = config[role]["config"]
+    if not Path(path).is_file():
+        raise SegDistillError(f"{role}.config: file not found: {path} (paths are relative to the working directory)")
+    dic = read_yaml(path)
+    for key in ("model", "train_dataset", "val_dataset"):
+        if not isinstance(dic.get(key), dict):
+            raise SegDistillError(f"{path}: missing required key '{key}' (a mapping)")
+    names = config["data"]["class_names"]
+    for key, n in _declared_classes(dic).items():
+        if n != len(names):
+            raise SegDistillError(
+                f"{role}.config {path}: {key} is {n} but data.class_names names {len(names)} classes "
+                f"({', '.join(names)}); make them agree (or drop num_classes from the YAML: the study fills it in)"
+            )
+    source = config["data"]["source"]
+    root = data_root(config)
+    if source in GENERIC_SOURCES:
+        lists = {f"{s}_path": str(Path(root) / name) for s, name in list_files(config).items()}
+        for key, mode in (("train_dataset", "train"), ("val_dataset", "val")):
+            user = dic[key]
+            dic[key] = {"type": "Dataset", "dataset_root": root, "num_classes": len(names),
+                        "mode": user.get("mode", mode), **lists,
+                        **{k: user[k] for k in _DATASET_KEEP if k in user}}
+        dic["model"].setdefault("num_classes", len(names))
+    else:
+        for key in ("train_dataset", "val_dataset"):
+            dic[key]["dataset_root"] = root
+    return dic
+
+
+def preflight(config: dict) -> None:
+    """What can be known wrong before any job, without paddle: files, class counts, sweep, teacher weights."""
+    data = config["data"]
+    if data["source"] in GENERIC_SOURCES and not isinstance(data.get(data["source"]), dict):
+        raise SegDistillError(f"data.source is {data['source']} but data.{data['source']} is not given")
+    if data["source"] == "folder" and not Path(data["folder"]["root"]).is_dir():
+        raise SegDistillError(f"data.folder.root: folder not found: {data['folder']['root']} (paths are relative "
+                              f"to the working directory)")
+    dicts = {role: experiment(config, role) for role in ("teacher", "student")}
+    for name, spec in methods(config).items():
+        if spec["terms"] is None and not dicts["student"].get("distill_loss"):
+            raise SegDistillError(
+                f"distill.{name}.terms is null but {config['student']['config']} has no `distill_loss`"
+            )
+    check_teacher_weights(teacher_weights(config), config["teacher"].get("sha256"))
     split = config.get("report", {}).get("split", "test")
     if split not in config["evaluate"]["splits"]:
         raise SegDistillError(
             f"report.split is '{split}' but evaluate.splits ({', '.join(config['evaluate']['splits'])}) does not "
             f"evaluate it; add it there"
         )
-    names = config["data"]["class_names"]
-    if len(names) != n_s:
-        raise SegDistillError(f"data.class_names has {len(names)} names but the models have num_classes {n_s}")
+
+
+def check(config: dict) -> dict[str, dict]:
+    """Everything the workflow checks before training, in one call (tests, and the command line's view).
+
+    The workflow splits it: `preflight` at parse time, `checked_experiments` in the `study_configs` job, and
+    every method's terms in its `distill_terms` job, which training waits for.
+    """
+    from segdistill.distill.terms import parse_terms, terms_from_paddleseg
+
+    preflight(config)
+    dicts = checked_experiments(config)
     for name, spec in methods(config).items():
         if spec["terms"] is None:
-            if not dicts["student"].get("distill_loss"):
-                raise SegDistillError(
-                    f"distill.{name}.terms is null but {config['student']['config']} has no `distill_loss`"
-                )
+            terms_from_paddleseg(dicts["student"]["distill_loss"], f"{config['student']['config']}: distill_loss")
         else:
             parse_terms(spec["terms"], f"distill.{name}.terms")
+    return dicts
+
+
+def checked_experiments(config: dict) -> dict[str, dict]:
+    """The study's teacher and student YAMLs (`experiment`), read through PaddleSeg's registry: the class count
+    their data set type implies must equal `data.class_names`. Needs paddle; reads only `data` and the paths."""
+    from segdistill.config import experiment_dict, num_classes, write_yaml
+
+    names = config["data"]["class_names"]
+    dicts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for role in ("teacher", "student"):
+            dic = experiment(config, role)
+            path = Path(tmp) / f"{role}.yml"
+            write_yaml(dic, path)
+            # Backbone URLs are resolved by the fetch rule later; only the structure is checked here.
+            checked = experiment_dict(path, pretrained_cache=None, resolve_backbone=False)
+            n = num_classes(checked)
+            if n != len(names):
+                raise SegDistillError(
+                    f"{role}.config {config[role]['config']}: its data set type "
+                    f"{checked['train_dataset'].get('type')} has {n} classes but data.class_names names "
+                    f"{len(names)} ({', '.join(names)})"
+                )
+            dicts[role] = dic
+    return dicts
+
+
+def write_configs(data: dict, teacher_config: str, student_config: str, outputs: dict[str, str]) -> None:
+    """Write the study's PaddleSeg YAMLs (role -> path) for the `data` section; the user's files stay as they are.
+
+    Only what shapes the copies goes in, so that adding a seed or a method does not rewrite them (and retrain).
+    """
+    from segdistill.config import write_yaml
+
+    config = {"data": data, "teacher": {"config": teacher_config}, "student": {"config": student_config}}
+    for role, dic in checked_experiments(config).items():
+        write_yaml(dic, outputs[role])
+        print(f"wrote {outputs[role]} from {config[role]['config']}")
 
 
 def backbone_urls(config: dict) -> list[str]:
@@ -131,7 +315,9 @@ def backbone_urls(config: dict) -> list[str]:
     if not config.get("pretrained_backbones", True):
         return []
     urls = []
-    for role in ("teacher", "student"):
+    # A provided teacher's file holds its whole model, backbone included.
+    roles = ("student",) if teacher_weights(config) else ("teacher", "student")
+    for role in roles:
         bb = (read_yaml(config[role]["config"]).get("model") or {}).get("backbone") or {}
         url = bb.get("pretrained")
         if isinstance(url, str) and url.startswith(("http://", "https://")) and url not in urls:

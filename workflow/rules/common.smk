@@ -1,23 +1,64 @@
+import os
 import sys
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# Modules of the engine that parsing needs; they import no paddle (a plain Snakemake environment has none).
+PARSE_MODULES = ("__init__.py", "errors.py", "config.py", "study.py")
+
+
+def engine_source():
+    """(folder to import the engine from, what `pip install` takes to install it) for this workflow's own engine.
+
+    A local checkout (used directly or as a module) has `src/` beside `workflow/`. A workflow fetched by
+    Snakemake from git (snakedeploy's `github(...)`) has no checkout: the parse-time modules come through
+    Snakemake's source cache into .snakemake/, and jobs install the engine from the same repository and ref.
+    """
+    base = workflow.current_basedir  # this file's folder, workflow/rules
+    if not hasattr(base, "ref"):  # a local folder, not a git source
+        root = Path(os.fspath(base)).parents[1]
+        return str(root / "src"), str(root)
+    ref = base.ref
+    pip = (
+        f"git+file://{os.path.abspath(base.repo_path)}@{ref}"
+        if hasattr(base, "repo_path")
+        else f"git+https://{base.host}/{base.repo}@{ref}"
+    )
+    dest = Path(".snakemake", "segdistill-engine", ref, "segdistill")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PARSE_MODULES:
+        cached = workflow.source_path(f"../../src/segdistill/{name}")
+        tmp = dest / f".{name}.{os.getpid()}"
+        tmp.write_bytes(Path(cached).read_bytes())
+        os.replace(tmp, dest / name)  # concurrent parses (cluster jobs) see whole files
+    return str(dest.parent), pip
+
+
+ENGINE_PATH, ENGINE_PIP = engine_source()
+sys.path.insert(0, ENGINE_PATH)
+# The conda env's post-deploy script installs the engine from here (workflow/envs/segdistill.post-deploy.sh).
+os.environ.setdefault("SEGDISTILL_SOURCE", ENGINE_PIP)
 
 from segdistill import study
 from segdistill.errors import SegDistillError
 
-min_version("9.0")
-
-
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
-    study.check(config)
+    study.preflight(config)
     METHODS = study.methods(config)
 except SegDistillError as exc:
     sys.exit(f"segdistill: error in the study config: {exc}")
 
 DATA_ROOT = study.data_root(config)
+DATA_ARCHIVE = study.data_archive(config)
 SEEDS = config["seeds"]
 RUNS = study.runs(config)
+TEACHER_WEIGHTS = study.teacher_weights(config)
+# Runs the workflow trains (a given teacher is evaluated, not trained: it has no training logs).
+TRAINED_RUNS = [r for r in RUNS if not (TEACHER_WEIGHTS and r.startswith("teacher/"))]
 BACKBONES = {
     url: str(study.pretrained_path(url)) for url in study.backbone_urls(config)
 }
@@ -30,21 +71,13 @@ wildcard_constraints:
     run=r"(teacher|student)/seed\d+|distilled/[A-Za-z0-9_.=~-]+/seed\d+",
 
 
-localrules:
-    all,
-    download_optic_disc,
-    make_synthetic,
-    patch_teacher,
-    distill_terms,
-    summary,
-
-
 def run_dir(run):
     return f"results/runs/{run}"
 
 
 def arm_config(arm):
-    return config["teacher" if arm == "teacher" else "student"]["config"]
+    """The study's copy of the arm's PaddleSeg YAML (data set filled in, see study.experiment)."""
+    return study.STUDY_CONFIGS["teacher" if arm == "teacher" else "student"]
 
 
 def teacher_run(seed):
@@ -58,6 +91,12 @@ def backbone_inputs(wildcards):
 
 def run_model(run):
     return f"{run_dir(run)}/best_model/model.pdparams"
+
+
+def provided_teacher_inputs(wildcards):
+    """The teacher config; and the user's weights file when it is local, so that a new file reruns the check."""
+    local = {} if study.is_url(TEACHER_WEIGHTS) else {"weights": TEACHER_WEIGHTS}
+    return {"config": arm_config("teacher"), **local}
 
 
 def eval_inputs(wildcards):

@@ -3,6 +3,7 @@ rule make_synthetic:
         directory("resources/data/synthetic"),
     log:
         "logs/data/make_synthetic.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -16,6 +17,7 @@ rule download_optic_disc:
         "resources/downloads/optic_disc_seg.zip",
     log:
         "logs/data/download_optic_disc.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -38,6 +40,36 @@ rule extract_optic_disc:
         "../scripts/extract.py"
 
 
+# A data set in PaddleSeg's generic layout, as an archive (zip or tar.gz) at a URL.
+if config["data"]["source"] == "url":
+
+    rule download_dataset:
+        output:
+            DATA_ARCHIVE,
+        log:
+            "logs/data/download_dataset.log",
+        localrule: True
+        conda:
+            "../envs/segdistill.yaml"
+        params:
+            url=config["data"]["url"]["url"],
+            sha256=config["data"]["url"]["sha256"],
+        script:
+            "../scripts/download.py"
+
+    rule extract_dataset:
+        input:
+            DATA_ARCHIVE,
+        output:
+            directory(DATA_ROOT),
+        log:
+            "logs/data/extract_dataset.log",
+        conda:
+            "../envs/segdistill.yaml"
+        script:
+            "../scripts/extract.py"
+
+
 rule validate_data:
     input:
         DATA_ROOT,
@@ -49,11 +81,10 @@ rule validate_data:
         "../envs/segdistill.yaml"
     params:
         num_classes=len(config["data"]["class_names"]),
-        archive=(
-            "resources/downloads/optic_disc_seg.zip"
-            if config["data"]["source"] == "optic_disc"
-            else None
-        ),
+        archive=DATA_ARCHIVE,
+        lists=study.list_files(config),
+        splits=study.required_splits(config),
+        ignore_index=study.ignore_index(config),
     script:
         "../scripts/validate_data.py"
 
@@ -63,6 +94,7 @@ rule fetch_backbone:
         "resources/pretrained/{name}/model.pdparams",
     log:
         "logs/data/fetch_backbone_{name}.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:

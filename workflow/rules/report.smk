@@ -22,15 +22,6 @@ DISTILLED_RUNS = [r for r in RUNS if r.startswith("distilled/")]
 report: "../report/workflow.rst"
 
 
-localrules:
-    stats,
-    figure_means,
-    figure_paired,
-    figure_curves,
-    provenance,
-    overview,
-
-
 rule summary:
     input:
         evals=expand("results/eval/{run}.json", run=RUNS),
@@ -47,6 +38,7 @@ rule summary:
         ),
     log:
         "logs/report/summary.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -68,6 +60,7 @@ rule stats:
         ),
     log:
         "logs/report/stats.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -143,6 +136,7 @@ rule figure_means:
         ),
     log:
         "logs/report/figure_means.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -162,6 +156,7 @@ rule figure_paired:
         ),
     log:
         "logs/report/figure_paired.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -172,8 +167,8 @@ rule figure_paired:
 
 rule figure_curves:
     input:
-        train_logs=[f"{run_dir(r)}/train_log.csv" for r in RUNS],
-        eval_logs=[f"{run_dir(r)}/eval_log.csv" for r in RUNS],
+        train_logs=[f"{run_dir(r)}/train_log.csv" for r in TRAINED_RUNS],
+        eval_logs=[f"{run_dir(r)}/eval_log.csv" for r in TRAINED_RUNS],
     output:
         report(
             "results/report/figures/curves.png",
@@ -182,10 +177,11 @@ rule figure_curves:
         ),
     log:
         "logs/report/figure_curves.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
-        runs={r: run_dir(r) for r in RUNS},
+        runs={r: run_dir(r) for r in TRAINED_RUNS},
     script:
         "../scripts/figure.py"
 
@@ -223,7 +219,12 @@ rule figure_samples:
 
 rule provenance:
     input:
-        configs=[arm_config("teacher"), arm_config("student")],
+        configs=[
+            config["teacher"]["config"],
+            config["student"]["config"],
+            arm_config("teacher"),
+            arm_config("student"),
+        ],
         patched=expand(
             "results/configs/teacher_seed{seed}.yml",
             seed=sorted({study.teacher_seed(config, s) for s in SEEDS}),
@@ -243,12 +244,13 @@ rule provenance:
         ),
     log:
         "logs/report/provenance.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
         config=config,
         configfiles=[str(f) for f in workflow.configfiles],
-        repo=workflow.basedir,
+        repo=ENGINE_PIP if os.path.isdir(ENGINE_PIP) else None,
     script:
         "../scripts/provenance.py"
 
@@ -275,6 +277,7 @@ rule overview:
         ),
     log:
         "logs/report/overview.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     script:

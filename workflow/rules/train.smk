@@ -1,3 +1,44 @@
+# The study's copies of the user's PaddleSeg YAMLs, data set filled in. The class count check needs PaddleSeg's
+# data set registry (paddle), so it runs here, before any training, instead of at parse time.
+rule study_configs:
+    input:
+        teacher=config["teacher"]["config"],
+        student=config["student"]["config"],
+    output:
+        teacher=study.STUDY_CONFIGS["teacher"],
+        student=study.STUDY_CONFIGS["student"],
+    log:
+        "logs/study_configs.log",
+    localrule: True
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        data=config["data"],
+    script:
+        "../scripts/study_configs.py"
+
+
+# A trained teacher the user brings (teacher.weights): fetched, checked against the teacher config, not trained.
+if TEACHER_WEIGHTS:
+
+    rule provide_teacher:
+        input:
+            unpack(provided_teacher_inputs),
+        output:
+            model="results/runs/teacher/seed{seed}/best_model/model.pdparams",
+            record="results/runs/teacher/seed{seed}/provided.json",
+        log:
+            "logs/provide_teacher/seed{seed}.log",
+        localrule: True
+        conda:
+            "../envs/segdistill.yaml"
+        params:
+            weights=TEACHER_WEIGHTS,
+            sha256=config["teacher"].get("sha256"),
+        script:
+            "../scripts/provide_teacher.py"
+
+
 # Teacher and student baseline: independent, so they run at the same time given cores/devices.
 rule train:
     input:
@@ -5,6 +46,11 @@ rule train:
         validation="results/data/validation.json",
         config=lambda wc: arm_config(wc.arm),
         backbones=backbone_inputs,
+        # Every method's terms are checked (loss registry) before anything trains; ancient: a new method does
+        # not retrain the teacher and students.
+        terms=ancient(
+            expand("results/configs/distill/{method}.yml", method=list(METHODS))
+        ),
     output:
         model="results/runs/{arm}/seed{seed}/best_model/model.pdparams",
         summary="results/runs/{arm}/seed{seed}/train_summary.json",
@@ -14,6 +60,8 @@ rule train:
         "logs/train/{arm}/seed{seed}.log",
     benchmark:
         "benchmarks/train/{arm}/seed{seed}.tsv"
+    wildcard_constraints:
+        arm="|".join(study.trained_arms(config)),
     conda:
         "../envs/segdistill.yaml"
     threads: 1
@@ -31,12 +79,13 @@ rule train:
 # The tutorial's step 2.5, without editing the user's file: a copy whose model.pretrained is the teacher.
 rule patch_teacher:
     input:
-        config=config["teacher"]["config"],
+        config=arm_config("teacher"),
         weights="results/runs/teacher/seed{seed}/best_model/model.pdparams",
     output:
         "results/configs/teacher_seed{seed}.yml",
     log:
         "logs/patch_teacher/seed{seed}.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     script:
@@ -45,11 +94,12 @@ rule patch_teacher:
 
 rule distill_terms:
     input:
-        student_config=config["student"]["config"],
+        student_config=arm_config("student"),
     output:
         "results/configs/distill/{method}.yml",
     log:
         "logs/distill_terms/{method}.log",
+    localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
@@ -62,7 +112,7 @@ rule distill:
     input:
         data=DATA_ROOT,
         validation="results/data/validation.json",
-        config=config["student"]["config"],
+        config=arm_config("student"),
         teacher_config=lambda wc: f"results/configs/teacher_seed{study.teacher_seed(config, wc.seed)}.yml",
         teacher_model=lambda wc: run_model(teacher_run(wc.seed)),
         terms="results/configs/distill/{method}.yml",

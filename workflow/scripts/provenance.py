@@ -11,7 +11,8 @@ with os.fdopen(fd, "w") as fh:
     json.dump(dict(p.config), fh, default=str)
 try:
     files = [*p.configfiles, *i.configs, *i.patched, *i.terms]
-    run(["provenance", "--config_json", cfg, "--files", *files, "--results", *i.results, "--repo", p.repo,
+    repo = ["--repo", p.repo] if p.repo else []  # a git checkout of the workflow, when it runs from one
+    run(["provenance", "--config_json", cfg, "--files", *files, "--results", *i.results, *repo,
          "--out", snakemake.output[0]], snakemake.log[0])
 finally:
     os.remove(cfg)

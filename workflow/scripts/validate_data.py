@@ -1,7 +1,9 @@
 from segdistill.jobs import run
 
-argv = ["validate-data", snakemake.input[0], "--num_classes", snakemake.params.num_classes,
+p = snakemake.params
+argv = ["validate-data", snakemake.input[0], "--num_classes", p.num_classes, "--ignore_index", p.ignore_index,
+        "--splits", *p.splits, "--lists", *(f"{s}={name}" for s, name in p.lists.items()),
         "--out", snakemake.output[0]]
-if snakemake.params.archive:
-    argv += ["--archive", snakemake.params.archive]
+if p.archive:
+    argv += ["--archive", p.archive]
 run(argv, snakemake.log[0])

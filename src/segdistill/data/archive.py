@@ -1,4 +1,4 @@
-"""Safe extraction of a dataset zip.
+"""Safe extraction of a dataset archive (zip, or tar / tar.gz).
 
 Every member is checked before anything is written, and the extraction goes to a temporary sibling folder that is
 renamed into place only when it is complete, so a failed or refused archive never leaves a dataset folder behind.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import tarfile
 import tempfile
 import zipfile
 import zlib
@@ -63,10 +64,21 @@ def check_target_free(target: Path, overwrite: bool) -> None:
 
 def _member_is_unsafe(info: zipfile.ZipInfo, target: Path) -> str | None:
     """Return why the member must not be extracted, or None when it is safe."""
-    name = info.filename
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         return "is a symbolic link"
+    return _name_is_unsafe(info.filename, target)
+
+
+def _tar_member_is_unsafe(info: tarfile.TarInfo, target: Path) -> str | None:
+    if info.issym() or info.islnk():
+        return "is a link"
+    if not (info.isfile() or info.isdir()):
+        return "is not a regular file or folder"
+    return _name_is_unsafe(info.name, target)
+
+
+def _name_is_unsafe(name: str, target: Path) -> str | None:
     if "\x00" in name:
         return "has a NUL byte in its name"
     if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or PurePosixPath(name).is_absolute():
@@ -102,18 +114,27 @@ def _corrupt(zip_path: Path, detail: object) -> SegDistillError:
     return SegDistillError(f"{zip_path} is truncated or corrupt ({detail}); delete it and rerun to download it again")
 
 
-def safe_extract(zip_path: str | os.PathLike, target_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Extract `zip_path` into `target_dir` and return the dataset root inside it.
+def _is_tar(path: Path) -> bool:
+    # By content, not by name: a download URL need not end in .tar.gz. gzip magic, or a plain tar's "ustar".
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    return head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar"
 
-    Members with absolute paths, '..' components, paths resolving outside `target_dir`, or symbolic links are
-    refused before anything is written. A truncated or corrupt archive is reported as such. The root returned is
-    the archive's single top folder when it has one, otherwise `target_dir`.
+
+def safe_extract(zip_path: str | os.PathLike, target_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Extract the zip or tar(.gz) archive `zip_path` into `target_dir` and return the dataset root inside it.
+
+    Members with absolute paths, '..' components, paths resolving outside `target_dir`, or links (and, in a tar,
+    devices) are refused before anything is written. A truncated or corrupt archive is reported as such. The root
+    returned is the archive's single top folder when it has one, otherwise `target_dir`.
     """
     zip_path = Path(zip_path)
     target = Path(target_dir)
     if not zip_path.is_file():
         raise SegDistillError(f"archive {zip_path} does not exist")
     check_target_free(target, overwrite)
+    if _is_tar(zip_path):
+        return _safe_extract_tar(zip_path, target, overwrite)
 
     try:
         zf = zipfile.ZipFile(zip_path)
@@ -142,4 +163,33 @@ def safe_extract(zip_path: str | os.PathLike, target_dir: str | os.PathLike, ove
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    return target / top if top else target
+
+
+def _safe_extract_tar(tar_path: Path, target: Path, overwrite: bool) -> Path:
+    try:
+        tf = tarfile.open(tar_path)
+        with tf:
+            infos = tf.getmembers()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise _corrupt(tar_path, exc) from None
+    for info in infos:
+        why = _tar_member_is_unsafe(info, target)
+        if why:
+            raise SegDistillError(f"archive {tar_path}: refusing member {info.name!r}: it {why}")
+    if not infos:
+        raise SegDistillError(f"archive {tar_path} is empty")
+    tmp = make_temp_sibling(target)
+    try:
+        try:
+            with tarfile.open(tar_path) as tf:
+                # The "data" filter repeats the checks above inside tarfile and drops owners and modes.
+                tf.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise _corrupt(tar_path, exc) from None
+        top = _top_folder([i.name + ("/" if i.isdir() else "") for i in infos])
+        publish_dir(tmp, target, overwrite=overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return target / top if top else target

@@ -97,10 +97,12 @@ def validate_dataset(
     ignore_index: int | None = 255,
     required_splits=("train", "val"),
     optional_splits=("test",),
+    list_names: dict[str, str] | None = None,
 ) -> dict:
     """Check a dataset rooted at `root` and return a summary.
 
-    Every `<split>_list.txt` of `required_splits` must exist and list at least one sample; those of
+    Every list file of `required_splits` (`<split>_list.txt` unless `list_names` maps the split to another
+    name, relative to `root`) must exist and list at least one sample; those of
     `optional_splits` are checked when present. Every listed image and label must exist and decode, have the same
     height and width, and labels may hold only 0..num_classes-1 or `ignore_index`. The first problem found is
     raised as a SegDistillError naming the list file, its line and the file at fault.
@@ -122,7 +124,7 @@ def validate_dataset(
     splits: dict[str, list] = {}
     list_files: dict[str, str] = {}
     for split in required + optional:
-        list_path = root / f"{split}_list.txt"
+        list_path = root / (list_names or {}).get(split, f"{split}_list.txt")
         if not list_path.is_file():
             if split in required:
                 raise SegDistillError(f"list file {list_path} for the required '{split}' split does not exist")

@@ -1,0 +1,181 @@
+"""The study's own data sets and teachers: generic-layout configs, provided teacher weights, tar archives,
+list-file overrides, and the command line's version."""
+
+import hashlib
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import yaml
+
+from conftest import ROOT, classless_configs
+from data_helpers import make_generic_dataset
+from segdistill import study
+from segdistill.errors import SegDistillError
+
+TEACHER = ROOT / "tests/configs/teacher_tiny.yml"
+STUDENT = ROOT / "tests/configs/student_tiny.yml"
+CLASSES = ["sky", "road", "car"]
+
+
+def folder_study(tmp_path, **teacher):
+    root = make_generic_dataset(tmp_path / "mine", CLASSES, counts={"train": 2, "val": 1, "test": 1})
+    configs = classless_configs(tmp_path)
+    return {
+        "data": {"source": "folder", "class_names": CLASSES, "folder": {"root": str(root)}},
+        "teacher": {"config": str(configs["teacher"]), "per_seed": True, **teacher},
+        "student": {"config": str(configs["student"])},
+        "distill": {"kl": {"terms": None}},
+        "sweep": None,
+        "seeds": [0, 1],
+        "evaluate": {"splits": ["val", "test"]},
+        "pretrained_backbones": True,
+    }
+
+
+def test_folder_source_gives_generic_dataset_configs(tmp_path):
+    cfg = folder_study(tmp_path)
+    study.preflight(cfg)
+    dic = study.experiment(cfg, "student")
+    root = cfg["data"]["folder"]["root"]
+    for key, mode in (("train_dataset", "train"), ("val_dataset", "val")):
+        ds = dic[key]
+        assert ds["type"] == "Dataset" and ds["mode"] == mode and ds["num_classes"] == 3
+        assert ds["train_path"] == f"{root}/train_list.txt" and ds["test_path"] == f"{root}/test_list.txt"
+        assert ds["transforms"] == yaml.safe_load(STUDENT.read_text())[key]["transforms"]
+    assert dic["model"]["num_classes"] == 3
+    cfg["data"]["folder"]["val_list"] = "lists/v.txt"
+    assert study.experiment(cfg, "student")["val_dataset"]["val_path"] == f"{root}/lists/v.txt"
+    assert study.list_files(cfg) == {"train": "train_list.txt", "val": "lists/v.txt", "test": "test_list.txt"}
+
+
+def test_class_count_of_the_dataset_type_is_checked_with_paddleseg(tmp_path):
+    # The optic disc type implies 2 classes; a YAML that states none passes preflight, the registry check fails.
+    cfg = folder_study(tmp_path)
+    cfg["data"] = {"source": "synthetic", "class_names": CLASSES}
+    study.preflight(cfg)
+    with pytest.raises(SegDistillError, match="data set type OpticDiscSeg has 2 classes but data.class_names"):
+        study.checked_experiments(cfg)
+
+
+def test_missing_folder_is_named(tmp_path):
+    cfg = folder_study(tmp_path)
+    cfg["data"]["folder"]["root"] = str(tmp_path / "nope")
+    with pytest.raises(SegDistillError, match="data.folder.root: folder not found"):
+        study.preflight(cfg)
+
+
+def test_url_source_paths_depend_on_the_url():
+    a = {"data": {"source": "url", "url": {"url": "https://example.org/a/data.tar.gz"}}}
+    b = {"data": {"source": "url", "url": {"url": "https://example.org/b/data.tar.gz"}}}
+    assert study.data_root(a) != study.data_root(b)
+    assert study.data_archive(a).endswith("/data.tar.gz") and study.data_archive(a) != study.data_archive(b)
+
+
+def test_teacher_weights_rules(tmp_path):
+    with pytest.raises(SegDistillError, match=r"teacher.sha256 is not set.*pickle"):
+        study.check_teacher_weights("https://example.org/t.pdparams", None)
+    study.check_teacher_weights("https://example.org/t.pdparams", "a" * 64)
+    with pytest.raises(SegDistillError, match="file not found"):
+        study.check_teacher_weights(str(tmp_path / "nope.pdparams"), None)
+    with pytest.raises(SegDistillError, match="64 lowercase hex"):
+        study.check_teacher_weights("https://example.org/t.pdparams", "ABC")
+
+
+def test_provided_teacher_is_one_run_and_never_trained(tmp_path):
+    weights = tmp_path / "t.pdparams"
+    weights.write_bytes(b"x")
+    cfg = folder_study(tmp_path, weights=str(weights))
+    assert study.trained_arms(cfg) == ["student"]
+    assert [r for r in study.runs(cfg) if r.startswith("teacher/")] == ["teacher/seed0"]  # per_seed is moot
+    assert study.teacher_seed(cfg, 1) == 0
+
+
+def test_provide_teacher_checks_digest_and_every_parameter(tmp_path):
+    from segdistill.config import build_model, write_yaml
+    from segdistill.paddle_env import paddle
+    from segdistill.teacher import provide_teacher
+
+    cfg = folder_study(tmp_path)
+    config = tmp_path / "teacher_study.yml"
+    write_yaml(study.experiment(cfg, "teacher"), config)
+    good = tmp_path / "good.pdparams"
+    paddle.save(build_model(study.experiment(cfg, "teacher"), config).state_dict(), str(good))
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    out, record = tmp_path / "run/model.pdparams", tmp_path / "run/provided.json"
+
+    with pytest.raises(SegDistillError, match=f"SHA-256 is {digest} but teacher.sha256 is {'0' * 64}"):
+        provide_teacher(str(good), "0" * 64, str(config), str(out), str(record))
+    # A 2-class model's weights do not fit the 3-class teacher: the key and both shapes are named.
+    two = tmp_path / "two.pdparams"
+    paddle.save(build_model(yaml.safe_load(TEACHER.read_text()), TEACHER).state_dict(), str(two))
+    with pytest.raises(SegDistillError, match=r"teacher.weights .*shape mismatch.*\[3, .*\[2, |shape mismatch"):
+        provide_teacher(str(two), None, str(config), str(out), str(record))
+    assert not out.exists() and not record.exists()
+
+    info = provide_teacher(str(good), digest, str(config), str(out), str(record))
+    assert out.read_bytes() == good.read_bytes() and info["sha256"] == digest
+    with pytest.raises(SegDistillError, match="teacher.sha256 is not set"):
+        provide_teacher("http://127.0.0.1:9/t.pdparams", None, str(config), str(out), str(record))
+
+
+def test_tar_gz_data_set_extracts_safely(tmp_path):
+    from segdistill.data import safe_extract
+
+    src = make_generic_dataset(tmp_path / "src", CLASSES, counts={"train": 2, "val": 1})
+    archive = tmp_path / "data.bin"  # no telling name: the format is read from the content
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src, arcname="mine")
+    root = safe_extract(archive, tmp_path / "out")
+    assert root == tmp_path / "out/mine" and (root / "train_list.txt").is_file()
+
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tf:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 0
+        tf.addfile(info)
+    with pytest.raises(SegDistillError, match=r"refusing member '../escape.txt'"):
+        safe_extract(evil, tmp_path / "evil_out")
+    link = tmp_path / "link.tar"
+    with tarfile.open(link, "w") as tf:
+        info = tarfile.TarInfo("data/x")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(info)
+    with pytest.raises(SegDistillError, match="is a link"):
+        safe_extract(link, tmp_path / "link_out")
+    assert not (tmp_path / "evil_out").exists() and not (tmp_path / "link_out").exists()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(SegDistillError, match="truncated or corrupt"):
+        safe_extract(cut, tmp_path / "cut_out")
+
+
+def test_generic_layout_validation_errors(tmp_path):
+    from segdistill.data import validate_dataset
+
+    root = make_generic_dataset(tmp_path / "d", CLASSES, counts={"train": 2, "val": 1},
+                                list_names={"val": "lists/v.txt"})
+    info = validate_dataset(root, 3, list_names={"val": "lists/v.txt"})
+    assert info["splits"] == {"train": 2, "val": 1} and set(info["label_values"]) <= {0, 1, 2}
+    with pytest.raises(SegDistillError, match=r"list file .*test_list.txt for the required 'test' split"):
+        validate_dataset(root, 3, required_splits=("train", "val", "test"), list_names={"val": "lists/v.txt"})
+    with pytest.raises(SegDistillError, match=r"values 2 outside 0..1"):
+        validate_dataset(root, 2, list_names={"val": "lists/v.txt"})
+
+
+def test_version_comes_from_package_metadata():
+    from importlib.metadata import version
+
+    proc = subprocess.run([sys.executable, "-m", "segdistill.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"segdistill {version('segdistill')}"
+
+
+def test_provided_teacher_needs_no_teacher_backbone():
+    optic = ROOT / "config/paddleseg/optic_disc"
+    cfg = {"teacher": {"config": str(optic / "deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml")},
+           "student": {"config": str(optic / "deeplabv3p_resnet18_os8_optic_disc_512x512_1k_student.yml")},
+           "pretrained_backbones": True}
+    assert study.backbone_urls(cfg) == ["https://bj.bcebos.com/paddleseg/dygraph/resnet50_vd_ssld_v2.tar.gz"]
+    cfg["teacher"]["weights"] = "weights/teacher.pdparams"
+    assert study.backbone_urls(cfg) == []
