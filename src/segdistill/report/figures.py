@@ -166,15 +166,15 @@ def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, nu
     """
     from segdistill.config import build, ignore_index, num_classes
     from segdistill.evaluate import build_split, predict
+    from segdistill.models import load_trained
     from segdistill.paddle_env import paddle
-    from segdistill.report.export import load_model
 
     if num_images < 1:
         raise SegDistillError(f"report.num_images must be at least 1, got {num_images}")
     paddle.set_device("cpu")
     models = []
     for title, config, weights in columns:
-        model, dic = load_model(config, weights, data_root)
+        model, dic = load_trained(config, weights, data_root)
         # Each model sees the split through its own val transforms (teacher and student may differ).
         models.append((title, model, build_split(build(dic, config), split)))
         if len(models) == 1:
