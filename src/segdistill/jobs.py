@@ -1,6 +1,9 @@
-"""What the workflow's scripts share: logging to the rule's log, and calling the engine's command line.
+"""What the workflow's scripts share: logging to the rule's log, and running a job on leased devices.
 
-Scripts stay thin: they read `snakemake.input/params/output`, then call `job(...)` with `segdistill` arguments.
+Scripts stay thin: they read `snakemake.input/params/output` and call one engine function inside `log_to`.
+Only jobs that must hold devices (training, the cost table's latency) start a child process, through
+`run_on_devices`: a multi-device job is several processes under `paddle.distributed.launch`, so it needs a
+command line (`python -m segdistill.cli ...`).
 """
 
 from __future__ import annotations
@@ -29,17 +32,6 @@ def log_to(path):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-def run(argv: list[str], log: str) -> None:
-    """`segdistill <argv>` in this process with its output in `log`; a failure exits non-zero (job failed)."""
-    from segdistill.cli import main
-
-    with log_to(log):
-        print("segdistill " + " ".join(map(str, argv)), file=sys.stderr, flush=True)
-        code = main([str(a) for a in argv])
-    if code:
-        sys.exit(f"segdistill {argv[0]} failed (exit {code}); see {log}")
 
 
 def run_on_devices(argv: list[str], log: str, gpus: int, threads: int, launch_log_dir: str) -> None:

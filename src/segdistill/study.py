@@ -90,7 +90,7 @@ def parse_run(run: str) -> dict:
 def check(config: dict) -> None:
     """Everything that can be known wrong before a job starts, with the key or file named."""
     from segdistill.config import experiment_dict, num_classes
-    from segdistill.distill import parse_terms
+    from segdistill.distill import resolve_terms
 
     dicts = {}
     for role in ("teacher", "student"):
@@ -109,13 +109,7 @@ def check(config: dict) -> None:
     if len(names) != n_s:
         raise SegDistillError(f"data.class_names has {len(names)} names but the models have num_classes {n_s}")
     for name, spec in methods(config).items():
-        if spec["terms"] is None:
-            if not dicts["student"].get("distill_loss"):
-                raise SegDistillError(
-                    f"distill.{name}.terms is null but {config['student']['config']} has no `distill_loss`"
-                )
-        else:
-            parse_terms(spec["terms"], f"distill.{name}.terms")
+        resolve_terms(spec["terms"], config["student"]["config"], dicts["student"], f"distill.{name}.terms")
 
 
 def backbone_urls(config: dict) -> list[str]:

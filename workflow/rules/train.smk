@@ -2,7 +2,7 @@
 rule train:
     input:
         data=DATA_ROOT,
-        validation="results/data/validation.json",
+        validation=rules.validate_data.output[0],
         config=lambda wc: arm_config(wc.arm),
         backbones=backbone_inputs,
     output:
@@ -61,7 +61,7 @@ rule distill_terms:
 rule distill:
     input:
         data=DATA_ROOT,
-        validation="results/data/validation.json",
+        validation=rules.validate_data.output[0],
         config=config["student"]["config"],
         teacher_config=lambda wc: f"results/configs/teacher_seed{study.teacher_seed(config, wc.seed)}.yml",
         teacher_model=lambda wc: run_model(teacher_run(wc.seed)),

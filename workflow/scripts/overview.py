@@ -1,5 +1,6 @@
-from segdistill.jobs import run
+from segdistill.jobs import log_to
+from segdistill.report.overview import write_overview
 
 i, o = snakemake.input, snakemake.output
-run(["overview", "--summary", i.summary, "--stats", i.stats, "--cost", i.cost, "--export", i.export,
-     "--provenance", i.provenance, "--out_rst", o.rst, "--out_html", o.html], snakemake.log[0])
+with log_to(snakemake.log[0]):
+    write_overview(i.summary, i.stats, i.cost, o.rst, o.html, export_json=i.export, provenance_json=i.provenance)

@@ -1,4 +1,5 @@
-from segdistill.jobs import run
+from segdistill.jobs import log_to
+from segdistill.report.stats import write_stats
 
-run(["stats", *snakemake.input.evals, "--split", snakemake.params.split, "--out", snakemake.output[0]],
-    snakemake.log[0])
+with log_to(snakemake.log[0]):
+    write_stats(snakemake.input.evals, snakemake.output[0], split=snakemake.params.split)

@@ -1,4 +1,6 @@
-from segdistill.jobs import run
+from segdistill.jobs import log_to
+from segdistill.report.summary import write_summary
 
-run(["summary", "--split", snakemake.params.split, "--out-csv", snakemake.output.csv,
-     "--out-md", snakemake.output.md, *snakemake.input.evals], snakemake.log[0])
+o = snakemake.output
+with log_to(snakemake.log[0]):
+    write_summary(snakemake.input.evals, o.csv, o.md, split=snakemake.params.split)

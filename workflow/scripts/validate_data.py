@@ -1,7 +1,6 @@
-from segdistill.jobs import run
+from segdistill.data import write_validation
+from segdistill.jobs import log_to
 
-argv = ["validate-data", snakemake.input[0], "--num_classes", snakemake.params.num_classes,
-        "--out", snakemake.output[0]]
-if snakemake.params.archive:
-    argv += ["--archive", snakemake.params.archive]
-run(argv, snakemake.log[0])
+with log_to(snakemake.log[0]):
+    write_validation(snakemake.input[0], snakemake.params.num_classes, out=snakemake.output[0],
+                     archive=snakemake.params.archive)
