@@ -11,20 +11,34 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 
 
 @contextlib.contextmanager
 def log_to(path):
-    """Send this process's stdout and stderr -- and those of its children -- to `path`."""
+    """Send this process's stdout and stderr -- and those of its children -- to `path`.
+
+    An error raised in the block is written to the log too (where the job's reader looks): a SegDistillError as
+    its one-line message, then the job exits non-zero with that line; anything else with its traceback.
+    """
+    from segdistill.errors import SegDistillError
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    failed = None
     with open(path, "a") as fh:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         try:
             yield
+        except SegDistillError as exc:
+            failed = f"segdistill: error: {exc}"
+            print(failed, file=sys.stderr)
+        except Exception:
+            traceback.print_exc()
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -32,6 +46,8 @@ def log_to(path):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+    if failed:
+        sys.exit(f"{failed}\n(see {path})")
 
 
 def run_on_devices(argv: list[str], log: str, gpus: int, threads: int, launch_log_dir: str) -> None:
