@@ -4,10 +4,10 @@
 On one student/teacher pair and one fixed batch it measures, each configuration in a fresh subprocess:
 
   bare_student          a bare Paddle loop: student forward, F.cross_entropy, backward, optimizer step
-  trainer_student       segdistill's Trainer._step without a teacher
+  trainer_student       segdistill's Trainer.step without a teacher
   teacher_forward       the teacher's forward in eval mode under paddle.no_grad()
-  distill_kl            Trainer._step distilling with KL on the logits
-  distill_kl_cwd        Trainer._step with KL on the logits + CWD on head.aspp and backbone.bb_3_1 (1x1 connector)
+  distill_kl            Trainer.step distilling with KL on the logits
+  distill_kl_cwd        Trainer.step with KL on the logits + CWD on head.aspp and backbone.bb_3_1 (1x1 connector)
   paddleslim_kl         PaddleSlim's Distill (KLLoss on the head logits), teacher set up as PaddleSeg's
                         distill_train.py does it (eval mode, parameters left trainable)
   paddleslim_kl_frozen  the same with the teacher's parameters frozen (stop_gradient), as segdistill freezes them
@@ -47,10 +47,10 @@ FEATURE_PAIRS = [("head.aspp", "head.aspp", None), ("backbone.bb_3_1", "backbone
 
 CONFIGS = {
     "bare_student": "(a) bare loop: student fwd, F.cross_entropy, backward, Momentum step",
-    "trainer_student": "(b) Trainer._step, no teacher",
+    "trainer_student": "(b) Trainer.step, no teacher",
     "teacher_forward": "(c) teacher fwd, eval, no_grad",
-    "distill_kl": "(d) Trainer._step, KL on logits",
-    "distill_kl_cwd": "(e) Trainer._step, KL + CWD on head.aspp, backbone.bb_3_1",
+    "distill_kl": "(d) Trainer.step, KL on logits",
+    "distill_kl_cwd": "(e) Trainer.step, KL + CWD on head.aspp, backbone.bb_3_1",
     "paddleslim_kl": "(f) PaddleSlim Distill, KLLoss on head logits, teacher as PaddleSeg sets it",
     "paddleslim_kl_frozen": "(f') PaddleSlim Distill, same, teacher params frozen",
 }
@@ -162,120 +162,151 @@ def _trainer(work: Path, spec: dict, terms):
     t = Trainer(TrainSpec(config=str(work / "student.yml"), save_dir=str(work / "run"), seed=spec["seed"],
                           data_root=str(work / "data"), batch_size=spec["batch"], do_eval=False,
                           pretrained_backbone=False, **kw), log=lambda msg: None)
-    # As Trainer.run() sets the modes before its loop.
-    if t.distiller is None:
-        t.train_model.train()
-    else:
-        t.model.train()
+    t.net.train()  # as Trainer.run() sets the modes before its loop
     return t
 
 
-def _build_step(name: str, work: Path, spec: dict):
-    """(step, parts): a zero-argument callable doing one step of configuration `name` on the fixed batch, and
-    {phase: [(owner, attribute or index)]} naming the callables that make up each phase (for --breakdown)."""
-    import segdistill.losses as seg_losses
-    import segdistill.trainer as trainer_mod
-    from segdistill.config import build_model, ignore_index, read_yaml
-    from segdistill.paddle_env import paddle
-    from segdistill.trainer import seed_everything
+# Each builder returns (step, parts): a zero-argument callable doing one step of its configuration on the fixed
+# batch, and {phase: [(owner, attribute or index)]} naming the callables that make up each phase (--breakdown).
 
+def _student_dic(work: Path):
+    from segdistill.config import read_yaml
+
+    return read_yaml(work / "student.yml")
+
+
+def _teacher_model(work: Path):
+    from segdistill.config import build_model, read_yaml
+
+    return build_model(read_yaml(work / "teacher_patched.yml"), work / "teacher_patched.yml")
+
+
+def _bare_student(name: str, work: Path, spec: dict):
+    """(a) the loop anyone would write: student forward, F.cross_entropy, backward, optimizer step."""
     import paddle.nn.functional as F
 
-    seed_everything(spec["seed"])
-    sdic = read_yaml(work / "student.yml")
+    from segdistill.config import build_model, ignore_index
+
+    sdic = _student_dic(work)
     ign = ignore_index(sdic)
+    images, labels = _batch(work, spec)
+    model = build_model(sdic, work / "student.yml")
+    model.train()
+    opt, lr = _optimizer(sdic, model.parameters(), work / "student.yml")
+    lab4 = labels.unsqueeze(1)
 
-    if name == "bare_student":
-        images, labels = _batch(work, spec)
-        model = build_model(sdic, work / "student.yml")
-        model.train()
-        opt, lr = _optimizer(sdic, model.parameters(), work / "student.yml")
-        lab4 = labels.unsqueeze(1)
+    def step():
+        logits = model(images)[0]
+        loss = F.cross_entropy(logits, lab4, ignore_index=ign, axis=1)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        lr.step()
+        return float(loss)
 
-        def step():
-            logits = model(images)[0]
-            loss = F.cross_entropy(logits, lab4, ignore_index=ign, axis=1)
-            loss.backward()
-            opt.step()
-            opt.clear_grad()
-            lr.step()
-            return float(loss)
+    return step, {"student_fwd": [(model, "forward")], "ce": [(F, "cross_entropy")],
+                  "optimizer": [(opt, "step"), (opt, "clear_grad")]}
 
-        return step, {"student_fwd": [(model, "forward")], "ce": [(F, "cross_entropy")],
-                      "optimizer": [(opt, "step"), (opt, "clear_grad")]}
 
-    if name in ("trainer_student", "distill_kl", "distill_kl_cwd"):
-        terms = None
-        if name == "distill_kl":
-            terms = [{"name": "kl", "loss": "kl", "weight": 3.0}]
-        elif name == "distill_kl_cwd":
-            terms = [{"name": "kl", "loss": "kl", "weight": 3.0}] + [
-                {"name": f"cwd_{s}", "student": s, "teacher": t, "loss": "cwd", "weight": 1.0,
-                 "temperature": 4.0, **({"connector": c} if c else {})} for s, t, c in FEATURE_PAIRS]
-        trainer = _trainer(work, spec, terms)
-        images, labels = _batch(work, spec)
+TRAINER_TERMS = {
+    "trainer_student": None,
+    "distill_kl": [{"name": "kl", "loss": "kl", "weight": 3.0}],
+    "distill_kl_cwd": [{"name": "kl", "loss": "kl", "weight": 3.0}] + [
+        {"name": f"cwd_{s}", "student": s, "teacher": t, "loss": "cwd", "weight": 1.0, "temperature": 4.0,
+         **({"connector": c} if c else {})} for s, t, c in FEATURE_PAIRS],
+}
 
-        def step():
-            loss, _ = trainer._step(images, labels)
-            return float(loss)
 
-        parts = {"student_fwd": [(trainer.model, "forward")], "ce": [(trainer_mod, "cross_entropy")],
-                 "optimizer": [(trainer.optimizer, "step"), (trainer.optimizer, "clear_grad")]}
-        d = trainer.distiller
-        if d is not None:
-            parts["teacher_fwd"] = [(d._teacher, "forward")]
-            parts["distill_losses"] = [(d._losses, i) for i in range(len(d._losses))]
-            parts["connectors"] = [(c, "forward") for c in d.connectors.values()]
-        return step, parts
+def _trainer_step(name: str, work: Path, spec: dict):
+    """(b), (d), (e): segdistill's own Trainer.step, without a teacher or distilling with TRAINER_TERMS[name]."""
+    import segdistill.trainer as trainer_mod
 
-    if name == "teacher_forward":
-        images, _ = _batch(work, spec)
-        tdic = read_yaml(work / "teacher_patched.yml")
-        teacher = build_model(tdic, work / "teacher_patched.yml")
-        teacher.eval()
+    trainer = _trainer(work, spec, TRAINER_TERMS[name])
+    images, labels = _batch(work, spec)
 
-        def step():
-            with paddle.no_grad():
-                out = teacher(images)
-            return float(out[0][0, 0, 0, 0])
+    def step():
+        loss, _ = trainer.step(images, labels)
+        return float(loss)
 
-        return step, {"teacher_fwd": [(teacher, "forward")]}
+    parts = {"student_fwd": [(trainer.model, "forward")], "ce": [(trainer_mod, "cross_entropy")],
+             "optimizer": [(trainer.optimizer, "step"), (trainer.optimizer, "clear_grad")]}
+    d = trainer.distiller
+    if d is not None:
+        parts["teacher_fwd"] = [(d.teacher, "forward")]
+        parts["distill_losses"] = [(d.loss_fns, i) for i in range(len(d.loss_fns))]
+        parts["connectors"] = [(c, "forward") for c in d.connectors.values()]
+    return step, parts
 
-    if name in ("paddleslim_kl", "paddleslim_kl_frozen"):
-        from paddleslim.dygraph.dist import Distill
 
-        images, labels = _batch(work, spec)
-        student = build_model(sdic, work / "student.yml")
-        tdic = read_yaml(work / "teacher_patched.yml")
-        teacher = build_model(tdic, work / "teacher_patched.yml")
-        teacher.eval()
-        student.train()
-        if name == "paddleslim_kl_frozen":
-            for p in teacher.parameters():
-                p.stop_gradient = True
-        # The final logits come from F.interpolate, not a sublayer; an eval-mode teacher never routes functional
-        # calls through PaddleSlim's wrappers, so the head's (pre-upsampling) logits are the hookable ones.
-        cfg = [{"layers": [{"layers_name": ["head", "head"], "idx": [0, 0], "loss_function": "KLLoss",
-                            "weight": 3.0, "axis": 1}]}]
-        # convert_fn=False: the name hook needs no functional wrappers, and with them any plain function calling
-        # paddle.nn.functional (our cross_entropy) fails inside PaddleSlim's frame inspection.
-        distill = Distill(cfg, student, teacher, convert_fn=False, return_model_outputs=True)
-        opt, lr = _optimizer(sdic, distill.parameters(), work / "student.yml")
+def _teacher_forward(name: str, work: Path, spec: dict):
+    """(c) the teacher's forward as the distiller runs it: eval mode, no autograd."""
+    from segdistill.paddle_env import paddle
 
-        def step():
-            dloss, s_out, _ = distill(images)
-            loss = seg_losses.cross_entropy(s_out[0], labels, ignore_index=ign) + dloss
-            loss.backward()
-            opt.step()
-            opt.clear_grad()
-            lr.step()
-            return float(loss)
+    images, _ = _batch(work, spec)
+    teacher = _teacher_model(work)
+    teacher.eval()
 
-        return step, {"student_fwd": [(student, "forward")], "teacher_fwd": [(teacher, "forward")],
-                      "ce": [(seg_losses, "cross_entropy")], "distill_losses": [(distill.distill_loss, "forward")],
-                      "optimizer": [(opt, "step"), (opt, "clear_grad")]}
+    def step():
+        with paddle.no_grad():
+            out = teacher(images)
+        return float(out[0][0, 0, 0, 0])
 
-    raise ValueError(f"unknown configuration {name!r}")
+    return step, {"teacher_fwd": [(teacher, "forward")]}
+
+
+def _paddleslim(name: str, work: Path, spec: dict):
+    """(f), (f'): PaddleSlim's Distill with KLLoss on the head logits, teacher frozen only for (f')."""
+    from paddleslim.dygraph.dist import Distill
+
+    import segdistill.losses as seg_losses
+    from segdistill.config import build_model, ignore_index
+
+    sdic = _student_dic(work)
+    ign = ignore_index(sdic)
+    images, labels = _batch(work, spec)
+    student = build_model(sdic, work / "student.yml")
+    teacher = _teacher_model(work)
+    teacher.eval()
+    student.train()
+    if name == "paddleslim_kl_frozen":
+        for p in teacher.parameters():
+            p.stop_gradient = True
+    # The final logits come from F.interpolate, not a sublayer; an eval-mode teacher never routes functional
+    # calls through PaddleSlim's wrappers, so the head's (pre-upsampling) logits are the hookable ones.
+    cfg = [{"layers": [{"layers_name": ["head", "head"], "idx": [0, 0], "loss_function": "KLLoss",
+                        "weight": 3.0, "axis": 1}]}]
+    # convert_fn=False: the name hook needs no functional wrappers, and with them any plain function calling
+    # paddle.nn.functional (our cross_entropy) fails inside PaddleSlim's frame inspection.
+    distill = Distill(cfg, student, teacher, convert_fn=False, return_model_outputs=True)
+    opt, lr = _optimizer(sdic, distill.parameters(), work / "student.yml")
+
+    def step():
+        dloss, s_out, _ = distill(images)
+        loss = seg_losses.cross_entropy(s_out[0], labels, ignore_index=ign) + dloss
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        lr.step()
+        return float(loss)
+
+    return step, {"student_fwd": [(student, "forward")], "teacher_fwd": [(teacher, "forward")],
+                  "ce": [(seg_losses, "cross_entropy")], "distill_losses": [(distill.distill_loss, "forward")],
+                  "optimizer": [(opt, "step"), (opt, "clear_grad")]}
+
+
+BUILDERS = {"bare_student": _bare_student, "trainer_student": _trainer_step, "teacher_forward": _teacher_forward,
+            "distill_kl": _trainer_step, "distill_kl_cwd": _trainer_step, "paddleslim_kl": _paddleslim,
+            "paddleslim_kl_frozen": _paddleslim}
+
+
+def _build_step(name: str, work: Path, spec: dict):
+    """(step, parts) of configuration `name` (see BUILDERS), with every generator seeded alike first."""
+    from segdistill.trainer import seed_everything
+
+    if name not in BUILDERS:
+        raise ValueError(f"unknown configuration {name!r}")
+    seed_everything(spec["seed"])
+    return BUILDERS[name](name, work, spec)
 
 
 def _instrument(parts: dict, totals: dict) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
+from segdistill.models import input_size
 from segdistill.report import cost
 
 from conftest import ROOT
@@ -63,15 +64,15 @@ def test_counter_leaves_no_hooks_and_keeps_mode():
 
 def test_input_size_reads_w_h_from_config():
     dic = {"val_dataset": {"transforms": [{"type": "Resize", "target_size": [48, 32]}, {"type": "Normalize"}]}}
-    assert cost.input_size(dic) == (32, 48)  # PaddleSeg writes (w, h)
+    assert input_size(dic) == (32, 48)  # PaddleSeg writes (w, h)
     dic = {"val_dataset": {"transforms": [{"type": "Normalize"}]},
            "train_dataset": {"transforms": [{"type": "RandomPaddingCrop", "crop_size": [64, 40]}]}}
-    assert cost.input_size(dic) == (40, 64)
-    assert cost.input_size({"val_dataset": {"transforms": [{"type": "Resize", "target_size": 96}]}}) == (96, 96)
+    assert input_size(dic) == (40, 64)
+    assert input_size({"val_dataset": {"transforms": [{"type": "Resize", "target_size": 96}]}}) == (96, 96)
     with pytest.raises(SegDistillError, match="my.yml: no input size"):
-        cost.input_size({"val_dataset": {"transforms": [{"type": "Normalize"}]}}, "my.yml")
+        input_size({"val_dataset": {"transforms": [{"type": "Normalize"}]}}, "my.yml")
     with pytest.raises(SegDistillError, match=r"my.yml: val_dataset.transforms Resize.target_size"):
-        cost.input_size({"val_dataset": {"transforms": [{"type": "Resize", "target_size": [1, 2, 3]}]}}, "my.yml")
+        input_size({"val_dataset": {"transforms": [{"type": "Resize", "target_size": [1, 2, 3]}]}}, "my.yml")
 
 
 def test_latency_median_of_timed_runs():

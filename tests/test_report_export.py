@@ -9,6 +9,7 @@ import pytest
 from segdistill import checkpoint
 from segdistill.config import build_model, experiment_dict
 from segdistill.errors import SegDistillError
+from segdistill.models import load_trained
 from segdistill.paddle_env import paddle
 from segdistill.report import export
 
@@ -66,8 +67,8 @@ def test_export_matches_evaluated_model(two_students, tiny_data, tmp_path):
     x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype("float32")
     pred = export.predictor(out_dir, onednn=False)
     got = export.run_predictor(pred, x)
-    chosen, _ = export.load_model(STUDENT, weights[1])
-    other, _ = export.load_model(STUDENT, weights[0])
+    chosen, _ = load_trained(STUDENT, weights[1])
+    other, _ = load_trained(STUDENT, weights[0])
     with paddle.no_grad():
         ref = export.LogitsOnly(chosen)(paddle.to_tensor(x)).numpy()
         wrong = export.LogitsOnly(other)(paddle.to_tensor(x)).numpy()

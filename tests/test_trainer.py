@@ -102,7 +102,7 @@ def test_nan_loss_stops_with_iteration_and_checkpoint(tiny_data, tmp_path):
 def test_distill_step_trains_student_only(tiny_data, tmp_path, patched_teacher):
     trainer = Trainer(spec(tiny_data, tmp_path / "run", iters=1, teacher_config=patched_teacher,
                            distill_terms=[{"loss": "kl", "weight": 3}], do_eval=False))
-    teacher = trainer.distiller._teacher
+    teacher = trainer.distiller.teacher
     before = {k: v.numpy().copy() for k, v in teacher.state_dict().items()}
     s_before = {k: v.numpy().copy() for k, v in trainer.model.state_dict().items()}
     trainer.run()

@@ -1,16 +1,16 @@
-"""The `segdistill` command line.
+"""The `segdistill` command line, for people: every subcommand calls the engine function the workflow calls.
 
-Subcommands: train, distill-train (the tutorial's `distill_train.py` flags), evaluate, patch-teacher, layers,
-make-synthetic, fetch-data, validate-data, fetch-backbone. A SegDistillError prints one line and exits 2.
+Training: train, distill-train (the tutorial's `distill_train.py` flags), patch-teacher, layers.
+Data: make-synthetic, download, extract, validate-data, fetch-backbone.
+Evaluation and report: evaluate, summary, stats, cost, export, figure, provenance, overview.
+A SegDistillError prints one line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from segdistill.errors import SegDistillError
@@ -56,12 +56,9 @@ def cmd_train(args):
 
     terms = None
     if args.distill:
-        from segdistill.config import read_yaml
+        from segdistill.distill import read_terms_file
 
-        raw = read_yaml(args.distill)
-        terms = raw.get("terms") if isinstance(raw, dict) else None
-        if terms is None:
-            raise SegDistillError(f"{args.distill}: expected a mapping with a `terms:` list")
+        terms = read_terms_file(args.distill)
     if terms is not None and not args.teacher_config:
         raise SegDistillError("--distill needs --teacher_config")
     train(_spec(args, config=args.config, teacher_config=args.teacher_config, distill_terms=terms))
@@ -77,37 +74,18 @@ def cmd_distill_train(args):
 
 
 def cmd_evaluate(args):
-    from segdistill.config import build, build_model, experiment_dict, ignore_index, load_weights, num_classes
-    from segdistill.evaluate import build_split, evaluate, metrics_record
+    from segdistill.evaluate import evaluate_run
 
-    # The evaluated weights cover the whole model, backbone included.
-    dic = experiment_dict(args.config, data_root=args.data_root, pretrained_backbone=False)
-    dic["model"]["pretrained"] = None
-    model = build_model(dic, args.config)
-    load_weights(model, args.model, source=f"--model for {args.config}")
-    n = num_classes(dic)
-    names = args.class_names or [f"class_{i}" for i in range(n)]
-    result = {"config": args.config, "model": args.model, "splits": {}}
-    if args.run:
-        from segdistill.study import parse_run
-
-        result.update(run=args.run, **parse_run(args.run))
-    builder = build(dic, args.config)
-    for split in args.split:
-        ds = build_split(builder, split)
-        cm = evaluate(model, ds, n, ignore_index(dic))
-        result["splits"][split] = dict(metrics_record(cm, names), num_images=len(ds))
-        print(f"{split}: mIoU={result['splits'][split]['miou']:.4f} on {len(ds)} images", file=sys.stderr)
-    _write_json(result, args.out)
+    result = evaluate_run(args.config, args.model, args.split, class_names=args.class_names, data_root=args.data_root,
+                          run=args.run, out=None if args.out == "-" else args.out)
+    if args.out == "-":
+        print(json.dumps(result, indent=2))
 
 
 def cmd_patch_teacher(args):
-    from segdistill.config import build_model, experiment_dict, patch_teacher
+    from segdistill.config import patch_teacher
 
     patch_teacher(args.config, args.weights, args.out)
-    # Prove the copy loads: every teacher parameter present with its shape (errors name the key).
-    dic = experiment_dict(args.out, pretrained_backbone=False)
-    build_model(dic, args.out)
     print(f"wrote {args.out}: model.pretrained = {args.weights} (all parameters load)", file=sys.stderr)
 
 
@@ -132,19 +110,13 @@ def cmd_download(args):
 
 
 def cmd_extract(args):
-    from segdistill.data import safe_extract
+    from segdistill.data import extract_to
 
-    # The data set root must be `--out` itself, whether or not the archive wraps it in a top folder.
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        root = safe_extract(args.zip, Path(tmp) / "x")
-        os.replace(root, out)
-    print(f"extracted {args.zip} -> {out}", file=sys.stderr)
+    extract_to(args.zip, args.out)
 
 
 def cmd_validate_data(args):
-    from segdistill.data import sha256_of, validate_dataset
+    from segdistill.data import write_validation
 
     lists = {}
     for item in args.lists:
@@ -152,12 +124,11 @@ def cmd_validate_data(args):
         if not sep or not name:
             raise SegDistillError(f"--lists: expected SPLIT=FILE, got {item!r}")
         lists[split] = name
-    info = validate_dataset(args.root, num_classes=args.num_classes, ignore_index=args.ignore_index,
-                            required_splits=args.splits, list_names=lists)
-    info = {"root": str(args.root), **info}
-    if args.archive:
-        info["archive"] = {"path": args.archive, "sha256": sha256_of(args.archive)}
-    _write_json(info, args.out)
+    info = write_validation(args.root, args.num_classes, out=None if args.out == "-" else args.out,
+                            archive=args.archive, ignore_index=args.ignore_index, required_splits=args.splits,
+                            list_names=lists)
+    if args.out == "-":
+        print(json.dumps(info, indent=2))
 
 
 def cmd_summary(args):
@@ -222,15 +193,6 @@ def cmd_overview(args):
 
     write_overview(args.summary, args.stats, args.cost, args.out_rst, args.out_html, export_json=args.export,
                    provenance_json=args.provenance)
-
-
-def _write_json(obj, path):
-    if path in (None, "-"):
-        print(json.dumps(obj, indent=2))
-        return
-    from segdistill.atomic import write_json
-
-    write_json(path, obj)
 
 
 def _version() -> str:

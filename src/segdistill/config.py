@@ -222,14 +222,22 @@ def load_weights(model, path: str | os.PathLike, source: str = "weights") -> Non
     model.set_state_dict(state)
 
 
-def patch_teacher(config_path: str | os.PathLike, weights: str | os.PathLike, out: str | os.PathLike) -> dict:
+def patch_teacher(config_path: str | os.PathLike, weights: str | os.PathLike, out: str | os.PathLike,
+                  check: bool = True) -> dict:
     """The tutorial's step 2.5: a copy of the teacher config whose `model.pretrained` is the trained teacher.
 
-    The user's file is never edited; the copy is written atomically. Loading the copy checks every key.
+    The user's file is never edited. With `check`, the copy is proven to load (every teacher parameter present
+    with its shape; errors name the key); a copy that fails is removed, so it never looks complete.
     """
     dic = read_yaml(config_path)
     if "model" not in dic:
         raise SegDistillError(f"{config_path}: missing required key 'model'")
     dic["model"]["pretrained"] = str(weights)
     write_yaml(dic, out)
+    if check:
+        try:
+            build_model(experiment_dict(out, pretrained_backbone=False), out)
+        except BaseException:
+            Path(out).unlink(missing_ok=True)
+            raise
     return dic

@@ -8,7 +8,8 @@ holds the open file goes away, so a crashed or SIGKILLed job cannot leave a devi
 A job takes all the devices it needs or none (it releases partial holdings and retries), so two jobs that
 each hold half of what they need can never wait on each other.
 
-Command line (used by the workflow's rules)::
+The workflow's training and cost jobs lease through `run()` (via `segdistill.jobs.run_on_devices`); with no
+GPU in the pool (or `SEGDISTILL_GPU_IDS=` empty) a job runs on CPU. The same from a shell::
 
     python -m segdistill.devices run --gpus 2 --threads 4 --log-dir logs/launch/x -- python -m ... args
     python -m segdistill.devices list

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from segdistill.metrics import ConfusionMatrix
@@ -83,3 +85,32 @@ def metrics_record(cm: ConfusionMatrix, class_names: list[str]) -> dict:
     for key in ("class_iou", "class_dice", "class_precision", "class_recall"):
         record[key] = {name: clean(v) for name, v in zip(class_names, m[key])}
     return record
+
+
+def evaluate_run(config, weights, splits=("val",), class_names=None, data_root=None, run=None, out=None) -> dict:
+    """Metrics of trained weights on each split: the evaluation record the report reads (written to `out`).
+
+    `run` (e.g. `distilled/kl/seed0`) is recorded with its arm, method and seed, so the report needs no paths.
+    """
+    from segdistill.config import build, ignore_index, num_classes
+    from segdistill.models import load_trained
+
+    model, dic = load_trained(config, weights, data_root)
+    n = num_classes(dic)
+    names = class_names or [f"class_{i}" for i in range(n)]
+    result = {"config": str(config), "model": str(weights), "splits": {}}
+    if run:
+        from segdistill.study import parse_run
+
+        result.update(run=run, **parse_run(run))
+    builder = build(dic, config)
+    for split in splits:
+        ds = build_split(builder, split)
+        cm = evaluate(model, ds, n, ignore_index(dic))
+        result["splits"][split] = dict(metrics_record(cm, names), num_images=len(ds))
+        print(f"{split}: mIoU={result['splits'][split]['miou']:.4f} on {len(ds)} images", file=sys.stderr)
+    if out is not None:
+        from segdistill.atomic import write_json
+
+        write_json(out, result)
+    return result

@@ -1,6 +1,9 @@
-"""What the workflow's scripts share: logging to the rule's log, and calling the engine's command line.
+"""What the workflow's scripts share: logging to the rule's log, and running a job on leased devices.
 
-Scripts stay thin: they read `snakemake.input/params/output`, then call `job(...)` with `segdistill` arguments.
+Scripts stay thin: they read `snakemake.input/params/output` and call one engine function inside `log_to`.
+Only jobs that must hold devices (training, the cost table's latency) start a child process, through
+`run_on_devices`: a multi-device job is several processes under `paddle.distributed.launch`, so it needs a
+command line (`python -m segdistill.cli ...`).
 """
 
 from __future__ import annotations
@@ -13,18 +16,27 @@ import traceback
 
 @contextlib.contextmanager
 def log_to(path):
-    """Send this process's stdout and stderr -- and those of its children -- to `path`."""
+    """Send this process's stdout and stderr -- and those of its children -- to `path`.
+
+    An error raised in the block is written to the log too (where the job's reader looks): a SegDistillError as
+    its one-line message, then the job exits non-zero with that line; anything else with its traceback.
+    """
+    from segdistill.errors import SegDistillError
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    failed = None
     with open(path, "a") as fh:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         try:
             yield
-        except BaseException:
-            # The error belongs in the job's log too, not only on Snakemake's console.
+        except SegDistillError as exc:
+            failed = f"segdistill: error: {exc}"
+            print(failed, file=sys.stderr)
+        except Exception:
             traceback.print_exc()
             raise
         finally:
@@ -34,17 +46,8 @@ def log_to(path):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-def run(argv: list[str], log: str) -> None:
-    """`segdistill <argv>` in this process with its output in `log`; a failure exits non-zero (job failed)."""
-    from segdistill.cli import main
-
-    with log_to(log):
-        print("segdistill " + " ".join(map(str, argv)), file=sys.stderr, flush=True)
-        code = main([str(a) for a in argv])
-    if code:
-        sys.exit(f"segdistill {argv[0]} failed (exit {code}); see {log}")
+    if failed:
+        sys.exit(f"{failed}\n(see {path})")
 
 
 def run_on_devices(argv: list[str], log: str, gpus: int, threads: int, launch_log_dir: str) -> None:

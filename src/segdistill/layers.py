@@ -7,12 +7,14 @@ from segdistill.paddle_env import paddle
 
 
 def _input_size(dic: dict) -> tuple[int, int]:
-    """The val transforms' Resize target, else 512x512 (PaddleSeg's usual crop)."""
-    for t in dic.get("val_dataset", {}).get("transforms", []):
-        if t.get("type") == "Resize" and t.get("target_size"):
-            w, h = t["target_size"]
-            return int(h), int(w)
-    return 512, 512
+    """The size the model is evaluated at, else 512x512 (PaddleSeg's usual crop): a listing needs some size."""
+    from segdistill.errors import SegDistillError
+    from segdistill.models import input_size
+
+    try:
+        return input_size(dic)
+    except SegDistillError:
+        return 512, 512
 
 
 def layer_shapes(model, size: tuple[int, int]) -> list[tuple[str, str, list, int]]:

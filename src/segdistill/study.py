@@ -258,15 +258,12 @@ def check(config: dict) -> dict[str, dict]:
     The workflow splits it: `preflight` at parse time, `checked_experiments` in the `study_configs` job, and
     every method's terms in its `distill_terms` job, which training waits for.
     """
-    from segdistill.distill.terms import parse_terms, terms_from_paddleseg
+    from segdistill.distill.terms import resolve_terms
 
     preflight(config)
     dicts = checked_experiments(config)
     for name, spec in methods(config).items():
-        if spec["terms"] is None:
-            terms_from_paddleseg(dicts["student"]["distill_loss"], f"{config['student']['config']}: distill_loss")
-        else:
-            parse_terms(spec["terms"], f"distill.{name}.terms")
+        resolve_terms(spec["terms"], config["student"]["config"], dicts["student"], f"distill.{name}.terms")
     return dicts
 
 

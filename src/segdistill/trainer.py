@@ -25,6 +25,7 @@ import numpy as np
 from segdistill import checkpoint
 from segdistill.atomic import replacing, write_json
 from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes
+from segdistill.distill import StudentOnly, build_distiller
 from segdistill.errors import SegDistillError
 from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
 from segdistill.losses import cross_entropy
@@ -146,6 +147,8 @@ class Trainer:
         self.sampler = BatchSampler(len(self.train_ds), self.batch_size, spec.seed, self.rank, self.world)
         self.train_model = paddle.DataParallel(self.model) if self.world > 1 else self.model
         self.distiller = self._build_distiller()
+        # The one object a step asks for (logits, losses), and the one whose train() sets the modes.
+        self.net = self.distiller if self.distiller is not None else StudentOnly(self.train_model)
         # What the optimizer trains and a checkpoint holds: the student plus any connectors.
         trainable = paddle.nn.LayerList([self.model] + ([self.distiller] if self.distiller else []))
         self.trainable = trainable
@@ -163,35 +166,11 @@ class Trainer:
         spec = self.spec
         if not spec.teacher_config:
             return None
-        from segdistill.distill import Distiller, parse_terms, terms_from_paddleseg
-
-        tdic = experiment_dict(spec.teacher_config, data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
-                               pretrained_backbone=False)  # the trained teacher's weights cover the backbone
-        if not tdic["model"].get("pretrained"):
-            raise SegDistillError(
-                f"{spec.teacher_config}: model.pretrained is not set; point it at the trained teacher "
-                f"(`segdistill patch-teacher`) -- distilling from an untrained teacher is never what you want"
-            )
-        t_classes = num_classes(tdic)
-        if t_classes != self.num_classes:
-            raise SegDistillError(
-                f"teacher {spec.teacher_config} has num_classes {t_classes} but student {spec.config} has "
-                f"{self.num_classes}"
-            )
-        teacher = build_model(tdic, spec.teacher_config)
-        if spec.distill_terms is not None:
-            terms = parse_terms(spec.distill_terms)
-        elif self.dic.get("distill_loss"):
-            terms = terms_from_paddleseg(self.dic["distill_loss"], f"{spec.config}: distill_loss")
-        else:
-            raise SegDistillError(f"{spec.config}: no `distill_loss` and no distillation terms given")
-        distiller = Distiller(self.model, teacher, terms, self.ignore_index, student_forward=self.train_model)
+        # The probe batch is the first training batch (real data, real shapes).
         images, _ = collate(self.train_ds, self.sampler.indices(1))
-        distiller.setup(images)
-        self._log("distillation terms: " + "; ".join(
-            f"{t.name} (loss {t.loss}, weight {t.weight}, T {t.temperature}"
-            + (f", connector {t.connector})" if t.connector else ")") for t in terms))
-        return distiller
+        return build_distiller(self.model, spec.config, self.dic, spec.teacher_config, spec.distill_terms,
+                               data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
+                               probe_images=images, student_forward=self.train_model, log=self._log)
 
     # -- the loop -------------------------------------------------------------------------------------------
     def _resume(self) -> tuple[int, dict]:
@@ -210,11 +189,9 @@ class Trainer:
         self._log(f"resumed from {path} (iteration {meta['iteration']})")
         return meta["iteration"], meta
 
-    def _step(self, images, labels):
-        if self.distiller is not None:
-            logits, distill = self.distiller(images, labels)
-        else:
-            logits, distill = self.train_model(images), {}
+    def step(self, images, labels):
+        """One optimisation step on a batch: (total loss, {part name: loss}); parts are `ce` and the terms."""
+        logits, distill = self.net(images, labels)
         logits = logits if isinstance(logits, (list, tuple)) else [logits]
         parts = {}
         for i, (coef, weight) in enumerate(self.ce):
@@ -254,15 +231,12 @@ class Trainer:
                 self.vdl = LogWriter(str(self.save_dir / "vdl"))
         if start >= self.iters:
             self._log(f"already trained to iteration {start}")
-        if self.distiller is None:
-            self.train_model.train()
-        else:
-            self.model.train()
+        self.net.train()
         t0, done_since = time.time(), 0
         last_ckpt = None
         for it in range(start + 1, self.iters + 1):
             images, labels = collate(self.train_ds, self.sampler.indices(it))
-            loss, parts = self._step(images, labels)
+            loss, parts = self.step(images, labels)
             loss_value = float(loss)
             done_since += 1
             if not math.isfinite(loss_value):

@@ -104,11 +104,23 @@ def eval_inputs(wildcards):
     return {
         "model": run_model(wildcards.run),
         "config": arm_config(info["arm"]),
-        "validation": "results/data/validation.json",
+        "validation": rules.validate_data.output[0],
         "data": DATA_ROOT,
     }
 
 
-def all_outputs():
-    # Defined in report.smk: everything the report stage produces.
-    return REPORT_OUTPUTS
+def report_outputs():
+    """Everything the report stage (report.smk) produces: the outputs of its rules, for `rule all`."""
+    report_rules = [
+        rules.summary,
+        rules.stats,
+        rules.cost,
+        rules.export,
+        rules.figure_means,
+        rules.figure_paired,
+        rules.figure_curves,
+        rules.figure_samples,
+        rules.provenance,
+        rules.overview,
+    ]
+    return [str(f) for r in report_rules for f in r.output]

@@ -1,21 +1,6 @@
 # The report stage: summary and statistics, model cost, the exported best student, figures, provenance, and the
 # tables for `snakemake --report` (its start page shows results/report/overview.rst, see report/workflow.rst).
-REPORT_OUTPUTS = [
-    "results/report/summary.csv",
-    "results/report/summary.md",
-    "results/report/stats.json",
-    "results/report/cost.csv",
-    "results/export/best_student",
-    "results/export/export.json",
-    "results/report/figures/arm_means.png",
-    "results/report/figures/paired.png",
-    "results/report/figures/curves.png",
-    "results/report/figures/samples.png",
-    "results/report/provenance.json",
-    "results/report/overview.rst",
-    "results/report/overview.html",
-]
-
+# `rule all` asks for the outputs of every rule here (report_outputs() in common.smk).
 DISTILLED_RUNS = [r for r in RUNS if r.startswith("distilled/")]
 
 
@@ -101,7 +86,7 @@ rule cost:
 rule export:
     input:
         data=DATA_ROOT,
-        validation="results/data/validation.json",
+        validation=rules.validate_data.output[0],
         evals=expand("results/eval/{run}.json", run=DISTILLED_RUNS),
         models=[run_model(r) for r in DISTILLED_RUNS],
     output:
@@ -127,7 +112,7 @@ rule export:
 
 rule figure_means:
     input:
-        "results/report/summary.csv",
+        rules.summary.output.csv,
     output:
         report(
             "results/report/figures/arm_means.png",
@@ -147,7 +132,7 @@ rule figure_means:
 
 rule figure_paired:
     input:
-        "results/report/summary.csv",
+        rules.summary.output.csv,
     output:
         report(
             "results/report/figures/paired.png",
@@ -183,15 +168,15 @@ rule figure_curves:
     params:
         runs={r: run_dir(r) for r in TRAINED_RUNS},
     script:
-        "../scripts/figure.py"
+        "../scripts/figure_curves.py"
 
 
 # Teacher | student | distilled for the exported (best) distilled run and the student of the same seed.
 rule figure_samples:
     input:
         data=DATA_ROOT,
-        validation="results/data/validation.json",
-        export="results/export/export.json",
+        validation=rules.validate_data.output[0],
+        export=rules.export.output.json,
         models=[run_model(r) for r in RUNS],
     output:
         report(
@@ -214,7 +199,7 @@ rule figure_samples:
         run_models={r: run_model(r) for r in RUNS},
         split=config["report"]["split"],
     script:
-        "../scripts/figure.py"
+        "../scripts/figure_samples.py"
 
 
 rule provenance:
@@ -231,10 +216,10 @@ rule provenance:
         ),
         terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
         results=[
-            "results/report/summary.csv",
-            "results/report/stats.json",
-            "results/report/cost.csv",
-            "results/export/export.json",
+            rules.summary.output.csv,
+            rules.stats.output[0],
+            rules.cost.output[0],
+            rules.export.output.json,
         ],
     output:
         report(
@@ -257,13 +242,13 @@ rule provenance:
 
 rule overview:
     input:
-        summary="results/report/summary.csv",
-        stats="results/report/stats.json",
-        cost="results/report/cost.csv",
-        export="results/export/export.json",
-        provenance="results/report/provenance.json",
-        paired="results/report/figures/paired.png",
-        means="results/report/figures/arm_means.png",
+        summary=rules.summary.output.csv,
+        stats=rules.stats.output[0],
+        cost=rules.cost.output[0],
+        export=rules.export.output.json,
+        provenance=rules.provenance.output[0],
+        paired=rules.figure_paired.output[0],
+        means=rules.figure_means.output[0],
     output:
         rst=report(
             "results/report/overview.rst",

@@ -43,7 +43,7 @@ if TEACHER_WEIGHTS:
 rule train:
     input:
         data=DATA_ROOT,
-        validation="results/data/validation.json",
+        validation=rules.validate_data.output[0],
         config=lambda wc: arm_config(wc.arm),
         backbones=backbone_inputs,
         # Every method's terms are checked (loss registry) before anything trains; ancient: a new method does
@@ -111,7 +111,7 @@ rule distill_terms:
 rule distill:
     input:
         data=DATA_ROOT,
-        validation="results/data/validation.json",
+        validation=rules.validate_data.output[0],
         config=arm_config("student"),
         teacher_config=lambda wc: f"results/configs/teacher_seed{study.teacher_seed(config, wc.seed)}.yml",
         teacher_model=lambda wc: run_model(teacher_run(wc.seed)),

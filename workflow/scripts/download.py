@@ -1,6 +1,5 @@
-from segdistill.jobs import run
+from segdistill.data import download
+from segdistill.jobs import log_to
 
-argv = ["download", "--url", snakemake.params.url, "--zip", snakemake.output[0]]
-if snakemake.params.sha256:
-    argv += ["--sha256", snakemake.params.sha256]
-run(argv, snakemake.log[0])
+with log_to(snakemake.log[0]):
+    download(snakemake.params.url, snakemake.output[0], sha256=snakemake.params.sha256 or None)

@@ -1,6 +1,7 @@
-from segdistill.jobs import run
+from segdistill.evaluate import evaluate_run
+from segdistill.jobs import log_to
 
-p = snakemake.params
-run(["evaluate", "--config", snakemake.input.config, "--model", snakemake.input.model, "--data_root", snakemake.input.data,
-     "--run", snakemake.wildcards.run, "--split", *p.splits, "--class_names", *p.class_names,
-     "--out", snakemake.output[0]], snakemake.log[0])
+i, p = snakemake.input, snakemake.params
+with log_to(snakemake.log[0]):
+    evaluate_run(i.config, i.model, p.splits, class_names=p.class_names, data_root=i.data,
+                 run=snakemake.wildcards.run, out=snakemake.output[0])

@@ -1,5 +1,6 @@
-from segdistill.jobs import run
+from segdistill.jobs import log_to
+from segdistill.report.export import export_best
 
 o, p = snakemake.output, snakemake.params
-run(["export", *snakemake.input.evals, "--data_root", snakemake.input.data, "--tol", p.tol, "--split", p.split, "--out_dir", o.model,
-     "--out_json", o.json], snakemake.log[0])
+with log_to(snakemake.log[0]):
+    export_best(snakemake.input.evals, o.model, o.json, data_root=snakemake.input.data, tol=p.tol, split=p.split)

@@ -1,3 +1,5 @@
-from segdistill.jobs import run
+from segdistill.data import extract_to
+from segdistill.jobs import log_to
 
-run(["extract", "--zip", snakemake.input[0], "--out", snakemake.output[0]], snakemake.log[0])
+with log_to(snakemake.log[0]):
+    extract_to(snakemake.input[0], snakemake.output[0])

@@ -1,3 +1,8 @@
-from segdistill.jobs import run
+from pathlib import Path
 
-run(["fetch-backbone", snakemake.params.url, "--cache", "resources/pretrained"], snakemake.log[0])
+from segdistill.jobs import log_to
+from segdistill.pretrained import fetch_backbone
+
+# The cache is the folder above `<name>/model.pdparams`, i.e. where the rule's output lives.
+with log_to(snakemake.log[0]):
+    fetch_backbone(snakemake.params.url, str(Path(snakemake.output[0]).parents[1]))

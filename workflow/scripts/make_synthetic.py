@@ -1,5 +1,6 @@
-from segdistill.jobs import run
+from segdistill.data import generate
+from segdistill.jobs import log_to
 
 p = snakemake.params
-run(["make-synthetic", "--out", snakemake.output[0], "--num_images", p.num_images, "--size", p.size,
-     "--seed", p.seed, "--split", *p.split], snakemake.log[0])
+with log_to(snakemake.log[0]):
+    generate(snakemake.output[0], num_images=p.num_images, size=p.size, seed=p.seed, split=tuple(p.split))

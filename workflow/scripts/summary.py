@@ -1,5 +1,6 @@
 from segdistill.jobs import log_to
 from segdistill.report.summary import write_summary
 
+o = snakemake.output
 with log_to(snakemake.log[0]):
-    write_summary(snakemake.input.evals, snakemake.output.csv, snakemake.output.md, split=snakemake.params.split)
+    write_summary(snakemake.input.evals, o.csv, o.md, split=snakemake.params.split)

@@ -1,9 +1,7 @@
-from segdistill.jobs import run
+from segdistill.data import write_validation
+from segdistill.jobs import log_to
 
 p = snakemake.params
-argv = ["validate-data", snakemake.input[0], "--num_classes", p.num_classes, "--ignore_index", p.ignore_index,
-        "--splits", *p.splits, "--lists", *(f"{s}={name}" for s, name in p.lists.items()),
-        "--out", snakemake.output[0]]
-if p.archive:
-    argv += ["--archive", p.archive]
-run(argv, snakemake.log[0])
+with log_to(snakemake.log[0]):
+    write_validation(snakemake.input[0], p.num_classes, out=snakemake.output[0], archive=p.archive,
+                     ignore_index=p.ignore_index, required_splits=p.splits, list_names=dict(p.lists))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -193,3 +194,15 @@ def _safe_extract_tar(tar_path: Path, target: Path, overwrite: bool) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target / top if top else target
+
+
+def extract_to(zip_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Extract a data set archive so that `out` itself is the data set root, whether or not the archive wraps
+    its content in a top folder (`safe_extract` returns that root)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        root = safe_extract(zip_path, Path(tmp) / "x")
+        os.replace(root, out)
+    print(f"extracted {zip_path} -> {out}", file=sys.stderr)
+    return out

@@ -172,3 +172,23 @@ def validate_dataset(
         "pixel_counts": dict(sorted(pixel_counts.items())),
         "image_sizes": [list(s) for s in sorted(sizes)],
     }
+
+
+def write_validation(root: str | os.PathLike, num_classes: int, out=None, archive=None, ignore_index: int | None = 255,
+                     required_splits=("train", "val"), list_names: dict[str, str] | None = None) -> dict:
+    """`validate_dataset` as the record every training and evaluation job depends on, written to `out`.
+
+    With `archive`, the SHA-256 of the archive the data set came from is recorded too, so the report can say
+    which download the results rest on.
+    """
+    info = validate_dataset(root, num_classes=num_classes, ignore_index=ignore_index,
+                            required_splits=tuple(required_splits), list_names=list_names)
+    if archive:
+        from segdistill.data.fetch import sha256_of
+
+        info["archive"] = {"path": str(archive), "sha256": sha256_of(archive)}
+    if out is not None:
+        from segdistill.atomic import write_json
+
+        write_json(out, info)
+    return info

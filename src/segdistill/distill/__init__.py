@@ -1,8 +1,9 @@
 """Distillation, wired as small named parts (as in mmrazor): recorders capture tensors by layer name,
 connectors align student tensors to the teacher's, losses (segdistill.losses) compare them, and the Distiller
-wires terms from YAML together."""
+wires terms from YAML together; `build_distiller` makes one from a patched teacher config."""
 
-from segdistill.distill.terms import DistillTerm, parse_terms, terms_from_paddleseg
-from segdistill.distill.distiller import Distiller
+from segdistill.distill.terms import DistillTerm, parse_terms, read_terms_file, resolve_terms, terms_from_paddleseg
+from segdistill.distill.distiller import Distiller, StudentOnly, build_distiller
 
-__all__ = ["DistillTerm", "Distiller", "parse_terms", "terms_from_paddleseg"]
+__all__ = ["DistillTerm", "Distiller", "StudentOnly", "build_distiller", "parse_terms", "read_terms_file",
+           "resolve_terms", "terms_from_paddleseg"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from segdistill.distill.connectors import build_connector
 from segdistill.distill.recorder import LOGITS, Recorder, check_names
-from segdistill.distill.terms import DistillTerm
+from segdistill.distill.terms import DistillTerm, resolve_terms
 from segdistill.errors import SegDistillError
 from segdistill.losses import get_loss
 from segdistill.paddle_env import paddle
@@ -24,7 +24,8 @@ class Distiller(paddle.nn.Layer):
     """Holds the connectors as its trainable parameters; the student and teacher are referenced, not owned.
 
     Call `setup(images)` once with a real batch before building the optimizer: it checks every shape and
-    creates the connectors (their input channels are only known from a forward pass).
+    creates the connectors (their input channels are only known from a forward pass). `build_distiller` does
+    all of that from a teacher config.
     """
 
     def __init__(self, student, teacher, terms: list[DistillTerm], ignore_index: int = 255, student_forward=None):
@@ -43,10 +44,31 @@ class Distiller(paddle.nn.Layer):
         # hooks stay on the inner layers.
         object.__setattr__(self, "_student_forward", student_forward or student)
         self.connectors = paddle.nn.LayerDict()
-        self._losses = [get_loss(t.loss) for t in terms]
+        self.loss_fns = [get_loss(t.loss) for t in terms]  # one per term, in term order
         self._s_rec = Recorder(student, [t.student for t in terms])
         self._t_rec = Recorder(teacher, [t.teacher for t in terms])
         freeze(teacher)
+
+    @property
+    def student(self):
+        return self._student
+
+    @property
+    def teacher(self):
+        return self._teacher
+
+    def train(self, mode: bool = True):
+        """Student and connectors train; the teacher stays in eval whatever the caller asks (as mmrazor's
+        distillers do): its batch-norm statistics are the trained teacher's and must never move."""
+        self._teacher.eval()
+        super().train(mode)
+        self._student.train(mode)
+        return self
+
+    def eval(self):
+        super().eval()
+        self._student.eval()
+        return self
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def setup(self, images) -> None:
@@ -56,7 +78,6 @@ class Distiller(paddle.nn.Layer):
         with paddle.no_grad():
             s_feats, _ = self._student_features(images)
             t_feats = self._teacher_features(images)
-        self._s_rec.clear()
         if was_training:
             self._student.train()
         for i, term in enumerate(self.terms):
@@ -84,29 +105,23 @@ class Distiller(paddle.nn.Layer):
 
     # -- forward --------------------------------------------------------------------------------------------
     def _student_features(self, images):
-        self._s_rec.clear()
-        logits = self._student_forward(images)
-        feats = dict(self._s_rec.outputs)
+        with self._s_rec as feats:
+            logits = self._student_forward(images)
         feats[LOGITS] = _first(logits)
         return feats, logits
 
     def _teacher_features(self, images):
-        self._t_rec.clear()
-        self._teacher.eval()
-        with paddle.no_grad():
+        with paddle.no_grad(), self._t_rec as feats:
             logits = self._teacher(images)
-        feats = dict(self._t_rec.outputs)
         feats[LOGITS] = _first(logits)
-        self._t_rec.clear()
         return feats
 
     def forward(self, images, label=None):
         """Returns (student logits list, {term name: weighted loss})."""
         t_feats = self._teacher_features(images)
         s_feats, logits = self._student_features(images)
-        self._s_rec.clear()
         losses = {}
-        for i, (term, fn) in enumerate(zip(self.terms, self._losses)):
+        for i, (term, fn) in enumerate(zip(self.terms, self.loss_fns)):
             s = s_feats[term.student]
             if str(i) in self.connectors:
                 s = self.connectors[str(i)](s)
@@ -115,9 +130,22 @@ class Distiller(paddle.nn.Layer):
             losses[term.name] = term.weight * value
         return logits, losses
 
-    def remove_hooks(self) -> None:
-        self._s_rec.remove()
-        self._t_rec.remove()
+
+class StudentOnly:
+    """The no-teacher counterpart of `Distiller`: the student's logits and no distillation losses, so a trainer
+    asks one object for `(logits, losses)` whether or not it distils."""
+
+    terms = None
+
+    def __init__(self, student_forward):
+        self._forward = student_forward
+
+    def __call__(self, images, label=None):
+        return self._forward(images), {}
+
+    def train(self, mode: bool = True):
+        self._forward.train(mode)
+        return self
 
 
 def freeze(model) -> None:
@@ -125,3 +153,44 @@ def freeze(model) -> None:
     model.eval()
     for p in model.parameters():
         p.stop_gradient = True
+
+
+def build_distiller(student, student_config, student_dic: dict, teacher_config, terms=None, *, data_root=None,
+                    pretrained_cache=None, probe_images=None, student_forward=None, log=None) -> Distiller:
+    """A ready Distiller from a patched teacher config: what a trainer needs to distil into `student`.
+
+    - the teacher is built from `teacher_config`, whose `model.pretrained` must point at the trained teacher
+      (`segdistill patch-teacher`); its weights load strictly and cover the backbone;
+    - teacher and student must predict the same number of classes;
+    - `terms` (raw mappings) or, when None, the student YAML's `distill_loss` (see `resolve_terms`);
+    - the teacher is frozen; `probe_images` (a real batch) checks every shape and builds the connectors, so
+      the returned distiller's parameters are final (build the optimizer after this call).
+
+    `student_dic` is the student's experiment dict (class count, ignore index, `distill_loss`), `data_root`
+    and `pretrained_cache` apply to the teacher config as to the student's, `student_forward` is the callable
+    that runs the student (its DataParallel wrapper under several ranks), `log` gets one line naming the terms.
+    """
+    from segdistill.config import build_model, experiment_dict, ignore_index, num_classes
+
+    tdic = experiment_dict(teacher_config, data_root=data_root, pretrained_cache=pretrained_cache,
+                           pretrained_backbone=False)  # the trained teacher's weights cover the backbone
+    if not tdic["model"].get("pretrained"):
+        raise SegDistillError(
+            f"{teacher_config}: model.pretrained is not set; point it at the trained teacher "
+            f"(`segdistill patch-teacher`) -- distilling from an untrained teacher is never what you want"
+        )
+    t_classes, s_classes = num_classes(tdic), num_classes(student_dic)
+    if t_classes != s_classes:
+        raise SegDistillError(
+            f"teacher {teacher_config} has num_classes {t_classes} but student {student_config} has {s_classes}"
+        )
+    teacher = build_model(tdic, teacher_config)
+    parsed = resolve_terms(terms, student_config, student_dic)
+    distiller = Distiller(student, teacher, parsed, ignore_index(student_dic), student_forward=student_forward)
+    if probe_images is not None:
+        distiller.setup(probe_images)
+    if log is not None:
+        log("distillation terms: " + "; ".join(
+            f"{t.name} (loss {t.loss}, weight {t.weight}, T {t.temperature}"
+            + (f", connector {t.connector})" if t.connector else ")") for t in parsed))
+    return distiller

@@ -1,4 +1,8 @@
-"""Recorders: capture the outputs of named sublayers during a forward pass."""
+"""Recorders: capture the outputs of named sublayers during a forward pass, and only inside a `with` block.
+
+Hooks live only for the block (as mmrazor's recorders), so a forward pass outside one -- validation, a probe
+that is not meant to record, another tool's hooks -- records nothing and keeps no tensor alive.
+"""
 
 from __future__ import annotations
 
@@ -29,28 +33,35 @@ def check_names(model, names, role: str) -> None:
 
 
 class Recorder:
-    """Keeps the latest output of each named sublayer; `logits` is filled in by the caller."""
+    """Records the output of each named sublayer while in use: `with recorder as outputs: model(x)`.
+
+    Entering registers one forward hook per name and returns a fresh dict that the hooks fill; leaving removes
+    the hooks. The dict belongs to the caller, so nothing recorded outlives the caller's use of it. `logits`
+    is not a sublayer: the caller adds the model's output itself.
+    """
 
     def __init__(self, model, names):
-        self.outputs: dict = {}
-        self._hooks = []
         layers = dict(model.named_sublayers())
-        for name in dict.fromkeys(names):  # unique, order kept
-            if name == LOGITS:
-                continue
-            self._hooks.append(layers[name].register_forward_post_hook(self._make_hook(name)))
+        self._layers = {name: layers[name] for name in dict.fromkeys(names) if name != LOGITS}  # unique, in order
+        self._hooks = []
 
-    def _make_hook(self, name):
-        def hook(layer, inputs, output):
-            # Some layers return tuples/lists; distil the first tensor.
-            self.outputs[name] = output[0] if isinstance(output, (list, tuple)) else output
+    def __enter__(self) -> dict:
+        if self._hooks:
+            raise RuntimeError("this recorder is already recording (nested `with`)")
+        outputs: dict = {}
+        self._hooks = [layer.register_forward_post_hook(self._make_hook(name, outputs))
+                       for name, layer in self._layers.items()]
+        return outputs
 
-        return hook
-
-    def clear(self) -> None:
-        self.outputs = {}
-
-    def remove(self) -> None:
+    def __exit__(self, *exc) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+
+    @staticmethod
+    def _make_hook(name, outputs):
+        def hook(layer, inputs, output):
+            # Some layers return tuples/lists; distil the first tensor.
+            outputs[name] = output[0] if isinstance(output, (list, tuple)) else output
+
+        return hook

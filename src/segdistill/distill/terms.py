@@ -71,18 +71,42 @@ def terms_from_paddleseg(distill_loss: dict, source: str = "distill_loss") -> li
     return parse_terms(raw, source)
 
 
+def resolve_terms(terms, student_config, student_dic: dict | None = None,
+                  source: str = "distill.terms") -> list[DistillTerm]:
+    """The terms a distillation optimises: `terms` (raw mappings) when given, else the student YAML's
+    `distill_loss` (the tutorial's way of declaring them).
+
+    The one place of that fallback: the study check, the terms file the workflow writes and the trainer all come
+    here, so they cannot disagree. `student_dic` is the student's experiment dict when the caller has it.
+    """
+    if terms is not None:
+        return parse_terms(terms, source)
+    if student_dic is None:
+        from segdistill.config import read_yaml
+
+        student_dic = read_yaml(student_config)
+    if not student_dic.get("distill_loss"):
+        raise SegDistillError(f"{source}: no terms given and {student_config} has no `distill_loss`")
+    return terms_from_paddleseg(student_dic["distill_loss"], f"{student_config}: distill_loss")
+
+
 def write_terms_file(terms, student_config: str, out: str, source: str = "distill.terms") -> list[DistillTerm]:
-    """Write `{terms: [...]}` in full; `terms=None` takes them from the student YAML's `distill_loss`."""
+    """Write `{terms: [...]}` in full (see `resolve_terms`), so a run records exactly what it optimised."""
     from dataclasses import asdict
 
-    from segdistill.config import read_yaml, write_yaml
+    from segdistill.config import write_yaml
 
-    if terms is None:
-        dic = read_yaml(student_config)
-        if not dic.get("distill_loss"):
-            raise SegDistillError(f"{source}: no terms given and {student_config} has no `distill_loss`")
-        parsed = terms_from_paddleseg(dic["distill_loss"], f"{student_config}: distill_loss")
-    else:
-        parsed = parse_terms(terms, source)
+    parsed = resolve_terms(terms, student_config, source=source)
     write_yaml({"terms": [asdict(t) for t in parsed]}, out)
     return parsed
+
+
+def read_terms_file(path) -> list[dict]:
+    """The raw `terms:` list of a terms file (as `write_terms_file` writes it); validated by `resolve_terms`."""
+    from segdistill.config import read_yaml
+
+    raw = read_yaml(path)
+    terms = raw.get("terms")
+    if terms is None:
+        raise SegDistillError(f"{path}: expected a mapping with a `terms:` list")
+    return terms

@@ -15,26 +15,10 @@ import statistics
 import time
 
 from segdistill.errors import SegDistillError
+from segdistill.models import input_size, load_trained
 from segdistill.paddle_env import paddle
 
 nn = paddle.nn
-
-
-def input_size(dic: dict, source="<config>") -> tuple[int, int]:
-    """(H, W) a model sees: the val transforms' Resize target, else a crop size (PaddleSeg writes (w, h))."""
-    for ds_key, keys in (("val_dataset", ("target_size", "crop_size")), ("train_dataset", ("crop_size", "target_size"))):
-        for t in (dic.get(ds_key) or {}).get("transforms") or []:
-            for key in keys:
-                if isinstance(t, dict) and t.get(key) is not None:
-                    v = t[key]
-                    if isinstance(v, int):
-                        return v, v
-                    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v):
-                        return int(v[1]), int(v[0])
-                    raise SegDistillError(f"{source}: {ds_key}.transforms {t.get('type')}.{key} must be an int "
-                                          f"or [w, h], got {v!r}")
-    raise SegDistillError(f"{source}: no input size: give val_dataset.transforms a Resize with target_size "
-                          f"(or a crop_size)")
 
 
 def count_params(model) -> dict:
@@ -141,13 +125,7 @@ def cpu_threads() -> int:
 
 def load_for_cost(name: str, config: str, weights: str | None):
     """The model of `config` (weights loaded when given: the evaluated model), its input shape and static cost."""
-    from segdistill.config import build_model, experiment_dict, load_weights
-
-    dic = experiment_dict(config, pretrained_backbone=False)
-    dic["model"]["pretrained"] = None
-    model = build_model(dic, config)
-    if weights:
-        load_weights(model, weights, source=f"{name} weights for {config}")
+    model, dic = load_trained(config, weights)
     h, w = input_size(dic, config)
     shape = (1, 3, h, w)
     row = {"model": name, "config": str(config), "backbone": (dic["model"].get("backbone") or {}).get("type", ""),

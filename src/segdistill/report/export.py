@@ -58,18 +58,6 @@ def pick_best(eval_paths, split: str = "test") -> dict:
     return best[1]
 
 
-def load_model(config, weights, data_root=None):
-    """The model exactly as `segdistill evaluate` builds it, and the experiment dict."""
-    from segdistill.config import build_model, experiment_dict, load_weights
-
-    dic = experiment_dict(config, data_root=data_root, pretrained_backbone=False)
-    dic["model"]["pretrained"] = None
-    model = build_model(dic, config)
-    load_weights(model, weights, source=f"weights for {config}")
-    model.eval()
-    return model, dic
-
-
 def val_batch(dic, config, split: str = "val", size: int = 4) -> np.ndarray:
     """The first `size` images of the split after the val transforms, as one N x C x H x W float32 array."""
     from segdistill.config import build
@@ -157,11 +145,11 @@ def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = "tes
     """Pick the best distilled run, export it to `out_dir`, verify it and write `out_json`."""
     import yaml
 
-    from segdistill.report.cost import input_size
+    from segdistill.models import input_size, load_trained
 
     paddle.set_device("cpu")
     best = pick_best(eval_paths, split)
-    model, dic = load_model(best["config"], best["model"], data_root)
+    model, dic = load_trained(best["config"], best["model"], data_root)
     hw = input_size(dic, best["config"])
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

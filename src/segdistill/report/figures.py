@@ -209,15 +209,15 @@ def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, nu
     """
     from segdistill.config import build, ignore_index, num_classes
     from segdistill.evaluate import build_split, predict
+    from segdistill.models import load_trained
     from segdistill.paddle_env import paddle
-    from segdistill.report.export import load_model
 
     if num_images < 1:
         raise SegDistillError(f"report.num_images must be at least 1, got {num_images}")
     paddle.set_device("cpu")
     models = []
     for title, config, weights in columns:
-        model, dic = load_model(config, weights, data_root)
+        model, dic = load_trained(config, weights, data_root)
         # Each model sees the split through its own val transforms (teacher and student may differ).
         models.append((title, model, build_split(build(dic, config), split)))
         if len(models) == 1:
@@ -271,3 +271,23 @@ def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, nu
     _save(fig, out_png)
     plt.close(fig)
     return {"images": [r[0] for r in rows], "columns": titles}
+
+
+def exported_samples(export_json, out_png, teacher_config, student_config, teacher_runs: dict, run_models: dict,
+                     data_root=None, num_images: int = 4, split: str = "test") -> dict:
+    """`sample_grid` for the exported (best) distilled run: teacher | student of the same seed | that run.
+
+    `teacher_runs` maps a seed to the run id of its teacher, `run_models` a run id to its weights; the exported
+    run is only known once export.json exists, hence the lookup here rather than in the workflow.
+    """
+    import json
+
+    from segdistill.study import parse_run
+
+    best = json.loads(Path(export_json).read_text())["run"]
+    info = parse_run(best)
+    seed = info["seed"]
+    columns = [("teacher", teacher_config, run_models[teacher_runs[seed]]),
+               (f"student (seed {seed})", student_config, run_models[f"student/seed{seed}"]),
+               (f"distilled {info['method']} (seed {seed})", student_config, run_models[best])]
+    return sample_grid(columns, out_png, data_root=data_root, num_images=num_images, split=split)

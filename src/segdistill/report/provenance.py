@@ -90,6 +90,8 @@ def machine_info() -> dict:
 def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=None) -> dict:
     """Everything needed to say where a set of results came from."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
+    # The config as JSON sees it: a study config handed over by Snakemake may hold types JSON does not know.
+    config = json.loads(json.dumps(dict(config), default=str))
     return {
         "date_utc": now.replace(microsecond=0).isoformat(),
         "config_sha256": config_hash(config),
