@@ -14,6 +14,7 @@ from segdistill.distill.terms import DistillTerm
 from segdistill.errors import SegDistillError
 from segdistill.losses import get_loss
 from segdistill.paddle_env import paddle
+from segdistill.precision import to_fp32
 
 
 def _first(out):
@@ -111,7 +112,9 @@ class Distiller(paddle.nn.Layer):
             if str(i) in self.connectors:
                 s = self.connectors[str(i)](s)
             t = t_feats[term.teacher]
-            value = fn(s, t, label=label, ignore_index=self.ignore_index, temperature=term.temperature)
+            # In fp32 whatever autocast produced (segdistill.precision).
+            value = fn(to_fp32(s), to_fp32(t), label=label, ignore_index=self.ignore_index,
+                       temperature=term.temperature)
             losses[term.name] = term.weight * value
         return logits, losses
 
