@@ -335,7 +335,8 @@ class Trainer:
                         os._exit(137)
         summary = {"config": spec.config, "seed": spec.seed, "data_seed": self.data_seed, "iters": self.iters,
                    "batch_size": self.batch_size, "global_batch_size": self.batch_size * self.world,
-                   "precision": spec.precision, "amp_level": spec.amp_level, "best_miou": best_miou, "best_iter": best_iter, "world_size": self.world,
+                   "precision": spec.precision, "amp_level": spec.amp_level, "best_miou": best_miou,
+                   "best_iter": best_iter, "world_size": self.world,
                    "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
                    "last_checkpoint": str(last_ckpt) if last_ckpt else None}
         if self.is_main:
