@@ -33,9 +33,12 @@ class StudentSide(paddle.nn.Layer):
 
 
 def parameter_digest(layer) -> str:
-    """SHA-256 of every parameter (not the buffers: BatchNorm statistics are per rank, as in PaddleSeg)."""
+    """SHA-256 of the trainable parameters. Not BatchNorm's running mean/variance: Paddle keeps them as
+    parameters that take no gradient, and they follow each rank's own images (as in PaddleSeg without SyncBN)."""
     h = hashlib.sha256()
     for name, p in layer.named_parameters():
+        if p.stop_gradient:
+            continue
         h.update(name.encode())
         h.update(np.ascontiguousarray(p.numpy()).tobytes())
     return h.hexdigest()

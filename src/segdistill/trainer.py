@@ -237,7 +237,7 @@ class Trainer:
         """Every rank must hold the same student and connector parameters (else the gradient sync is broken)."""
         import paddle.distributed as dist
 
-        digest = parameter_digest(self.student_side)
+        digest = parameter_digest(self.trainable)  # what a checkpoint holds: student + connectors
         self._log(f"[ranks] iteration {it}: rank {self.rank} parameters sha256 {digest}")
         if self.world == 1:
             return
