@@ -63,12 +63,17 @@ def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
         assert rule in out, rule
 
 
-def _training_pids(save_dir_part):
+def _training_pids(root_pid, save_dir_part):
+    """The training processes under `root_pid` (only this test's: other runs on the machine may use the same
+    relative save_dir)."""
     import psutil
 
     pids = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
+    for p in psutil.Process(root_pid).children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.NoSuchProcess:
+            continue
         if "segdistill.cli train" in cmd and save_dir_part in cmd:
             pids.append(p.pid)
     return pids
@@ -85,7 +90,7 @@ def _kill_at_iteration(proc, log, save_dir_part, iteration, timeout=300):
     while time.time() < deadline and proc.poll() is None:
         done = [int(m) for m in pattern.findall(log.read_text())] if log.exists() else []
         if done and max(done) >= iteration:
-            for pid in _training_pids(save_dir_part):
+            for pid in _training_pids(proc.pid, save_dir_part):
                 os.kill(pid, signal.SIGKILL)
             return max(done)
         time.sleep(0.05)
