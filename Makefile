@@ -3,6 +3,11 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
+# GPU=<CUDA tag of Paddle's package index> (cu118, cu126, ...): `make install GPU=cu126` swaps CPU Paddle for the
+# same version's paddlepaddle-gpu build from Paddle's own index (PyPI has no Paddle 3.x GPU wheels).
+GPU    ?=
+PADDLE_INDEX   := https://www.paddlepaddle.org.cn/packages/stable
+PADDLE_VERSION := $(shell sed -n 's/^paddlepaddle==//p' requirements/stack.txt)
 
 .PHONY: run test install dry-run lint report clean bench
 
@@ -15,6 +20,20 @@ $(BIN)/.installed: requirements/stack.txt requirements/dev.txt requirements/padd
 	touch $@
 
 install: $(BIN)/.installed
+ifneq ($(GPU),)
+ifeq ($(filter cu%,$(GPU)),)
+$(error GPU=$(GPU): expected a CUDA tag of Paddle's index such as cu118 or cu126)
+endif
+install: $(BIN)/.gpu-$(GPU)
+endif
+
+# Not a pattern rule: one GPU build per venv, whichever tag was asked for last.
+$(BIN)/.gpu-$(GPU): $(BIN)/.installed
+	$(BIN)/pip uninstall --yes paddlepaddle paddlepaddle-gpu
+	$(BIN)/pip install paddlepaddle-gpu==$(PADDLE_VERSION) --index-url $(PADDLE_INDEX)/$(GPU)/
+	rm -f $(BIN)/.gpu-*
+	$(BIN)/segdistill doctor
+	touch $@
 
 run: install
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/default

@@ -122,14 +122,15 @@ def _prepare(work: Path, spec: dict) -> dict:
 
 
 def _batch(work: Path, spec: dict):
-    """The same batch for every configuration: the sampler's first batch, with seeded random flips."""
+    """The same batch for every configuration: the keyed training stream's first batch."""
     from segdistill.config import build, read_yaml
-    from segdistill.trainer import BatchSampler, collate, seed_everything
+    from segdistill.data.stream import KeyedStream
+    from segdistill.paddle_env import paddle
 
     dic = read_yaml(work / "student.yml")
     ds = build(dic, work / "student.yml").train_dataset
-    seed_everything(spec["seed"])
-    return collate(ds, BatchSampler(len(ds), spec["batch"], spec["seed"]).indices(1))
+    images, labels = KeyedStream(ds, spec["batch"], spec["seed"]).batch(1)
+    return paddle.to_tensor(images), paddle.to_tensor(labels)
 
 
 def _optimizer(dic: dict, parameters, source):

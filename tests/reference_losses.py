@@ -104,6 +104,35 @@ def ce_ref(logits, label, ignore_index=255, weight=None):
     return num / den if den > 0 else 0.0
 
 
+def ce_options_ref(logits, label, ignore_index=255, weight=None, avg_non_ignore=True, top_k=1.0):
+    """PaddleSeg 2.8 CrossEntropyLoss's reductions, written from its documented formula:
+    l = w[y] * nll per pixel (0 where ignored); avg_non_ignore: sum(l) / sum(w[y] kept); else mean(l) over
+    all pixels; top_k < 1: the k = int(top_k * pixels) largest l, divided by the mean of w[y'] at those pixels
+    (y' = y, or 0 where ignored, as PaddleSeg's label * mask)."""
+    n, c, h, w = logits.shape
+    label = _label3(label)
+    wts = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
+    losses, coefs, kept = [], [], []
+    for a in range(n):
+        for i in range(h):
+            for j in range(w):
+                y = int(label[a, i, j])
+                keep = y != ignore_index
+                yy = y if keep else 0
+                p = softmax(logits[a, :, i, j])
+                losses.append(wts[yy] * -np.log(p[yy]) if keep else 0.0)
+                coefs.append(wts[yy])
+                kept.append(wts[yy] if keep else 0.0)
+    losses, coefs = np.array(losses), np.array(coefs)
+    if top_k < 1.0:
+        k = max(1, int(top_k * losses.size))
+        order = np.argsort(-losses, kind="stable")[:k]
+        return float(losses[order].mean() / (coefs[order].mean() + 1e-8))
+    if not avg_non_ignore:
+        return float(losses.mean())
+    return float(losses.sum() / sum(kept)) if sum(kept) > 0 else 0.0
+
+
 def numeric_grad(f, x, eps=1e-6):
     """Central finite differences of the scalar function f at x (float64)."""
     x = np.array(x, dtype=np.float64)

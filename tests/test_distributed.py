@@ -1,6 +1,16 @@
-"""Two CPU ranks (paddle.distributed.launch, gloo) against one process with the same global batch."""
+"""Two CPU ranks (paddle.distributed.launch, gloo) against one process with the same global batch.
+
+The distilled run has a connector term (CWD on head.aspp through a 1x1 conv), so it checks that the connectors'
+gradients are synchronised with the student's (one DataParallel over student + connectors,
+segdistill.parallel.StudentSide). How it was checked that this test catches a missing sync: with StudentSide
+changed to leave the connectors out (`self.connectors = ...` replaced by keeping them in a plain attribute, i.e.
+only the student under DataParallel, as before), the run fails at the first checkpoint with "after iteration 2
+the parameters of rank(s) [1] differ from rank 0's: gradients are not synchronised across ranks", and the
+per-rank digests in workerlog.0/workerlog.1 differ.
+"""
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -15,25 +25,50 @@ from test_trainer import patched_teacher  # noqa: F401  (fixture)
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
 
+def _digests(log: str) -> dict[int, str]:
+    return {int(it): d for it, d in re.findall(r"\[ranks\] iteration (\d+): rank \d+ parameters sha256 (\w+)", log)}
+
+
 def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):  # noqa: F811
-    args = ["train", "--config", STUDENT, "--teacher_config", patched_teacher, "--data_root", str(tiny_data),
-            "--iters", "4", "--batch_size", "4", "--save_interval", "2", "--log_iters", "1", "--seed", "1",
+    terms = tmp_path / "terms.yml"
+    terms.write_text("terms:\n  - {loss: kl, weight: 3}\n"
+                     "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
+                     " connector: conv1x1}\n")
+    args = ["train", "--config", STUDENT, "--teacher_config", patched_teacher, "--distill", str(terms),
+            "--data_root", str(tiny_data), "--iters", "4", "--save_interval", "2", "--log_iters", "1", "--seed", "1",
             "--do_eval"]
     cmd = [sys.executable, segdistill.cli.__file__, *args]
-    assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "one")], log_dir=tmp_path / "l1", threads=1) == 0
-    assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "two")], log_dir=tmp_path / "l2", threads=1,
-                       nprocs=2) == 0
+    # batch_size is per device: 4 on one process and 2 on each of 2 ranks is the same global batch.
+    assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "one"), "--batch_size", "4"], log_dir=tmp_path / "l1",
+                       threads=1) == 0
+    assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "two"), "--batch_size", "2"], log_dir=tmp_path / "l2",
+                       threads=1, nprocs=2) == 0
     # Rank 0 alone writes: one set of outputs, and each rank left its own worker log in the job's folder.
     assert sorted(p.name for p in (tmp_path / "l2").glob("workerlog.*")) == ["workerlog.0", "workerlog.1"]
-    assert json.loads((tmp_path / "two/train_summary.json").read_text())["world_size"] == 2
+    summary = json.loads((tmp_path / "two/train_summary.json").read_text())
+    assert (summary["world_size"], summary["batch_size"], summary["global_batch_size"]) == (2, 2, 4)
+    assert summary["distill_terms"][1]["connector"] == "conv1x1"
+
+    # Every rank holds the same student and connector parameters at every checkpoint (the trainer also checks
+    # this itself and would have failed the run).
+    d0 = _digests((tmp_path / "l2/workerlog.0").read_text())
+    d1 = _digests((tmp_path / "l2/workerlog.1").read_text())
+    assert sorted(d0) == sorted(d1) == [2, 4]
+    assert d0 == d1
+
     one = pd.read_csv(tmp_path / "one/train_log.csv")
     two = pd.read_csv(tmp_path / "two/train_log.csv")
     assert list(one.iter) == list(two.iter) == [1, 2, 3, 4]
-    # Same data, same initial weights, same global batch; only BatchNorm differs (statistics over each rank's
-    # 2 images instead of 4), which moves the loss by a few percent at most in 4 steps of this model.
-    np.testing.assert_allclose(two.loss, one.loss, rtol=0.10)
-    np.testing.assert_allclose(two.loss.iloc[0], one.loss.iloc[0], rtol=0.05)
+    # Same data, same initial weights, same global batch. What still differs is BatchNorm: its statistics come
+    # from each rank's 2 images instead of 4 (PaddleSeg's multi-GPU training does the same without SyncBN). It
+    # moves the CE of the first step by < 1% and the feature term (CWD on BN-normalised ASPP output, measured 8%)
+    # more; the exact check of the sync is the parameter digests above, not these tolerances.
+    np.testing.assert_allclose(two.ce.iloc[0], one.ce.iloc[0], rtol=0.01)
+    np.testing.assert_allclose(two.loss, one.loss, rtol=0.08)
+
+    # Evaluation is sharded over the ranks and the confusion matrices summed: every pixel counted once.
     e1 = pd.read_csv(tmp_path / "one/eval_log.csv")
     e2 = pd.read_csv(tmp_path / "two/eval_log.csv")
-    # Evaluation is sharded over the ranks and the confusion matrices summed: same pixels counted.
+    assert list(e2.num_pixels) == list(e1.num_pixels)
+    assert e1.num_pixels.iloc[0] == 6 * 32 * 32  # the 6 validation images of 32x32
     np.testing.assert_allclose(e2.miou, e1.miou, atol=0.05)

@@ -219,6 +219,28 @@ def test_cross_entropy_value_and_gradient(weight, ignore_frac):
     assert float(ours32) == pytest.approx(ref.ce_ref(logits, label, IGNORE, weight), rel=1e-5)
 
 
+@pytest.mark.parametrize("weight", [None, [0.5, 2.0, 1.0, 3.0]])
+@pytest.mark.parametrize("avg_non_ignore,top_k", [(False, 1.0), (True, 0.3), (False, 0.5)])
+def test_cross_entropy_paddleseg_options(weight, avg_non_ignore, top_k):
+    """PaddleSeg's avg_non_ignore / top_k_percent_pixels against the numpy reference, values and gradients."""
+    rng = np.random.default_rng(23)
+    logits = rng.normal(scale=2.0, size=(2, 4, 3, 5))
+    label = rng.integers(0, 4, size=(2, 3, 5))
+    label[rng.random(label.shape) < 0.3] = IGNORE
+
+    def ref_fn(z):
+        return ref.ce_options_ref(z, label, IGNORE, weight, avg_non_ignore, top_k)
+
+    x = paddle.to_tensor(logits, stop_gradient=False)
+    loss = cross_entropy(x, paddle.to_tensor(label), ignore_index=IGNORE, weight=weight,
+                         avg_non_ignore=avg_non_ignore, top_k_percent_pixels=top_k)
+    assert float(loss) == pytest.approx(ref_fn(logits), rel=1e-10)
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), ref.numeric_grad(ref_fn, logits), rtol=1e-5, atol=1e-8)
+    # the options change the value (else the test could not tell them apart)
+    assert float(loss) != pytest.approx(ref.ce_ref(logits, label, IGNORE, weight), rel=1e-3)
+
+
 def test_cross_entropy_all_ignored_is_zero_without_nan():
     x = paddle.to_tensor(np.random.default_rng(22).normal(size=(1, 3, 2, 2)), stop_gradient=False)
     loss = cross_entropy(x, paddle.to_tensor(np.full((1, 2, 2), IGNORE)), weight=[1.0, 2.0, 3.0])

@@ -63,20 +63,23 @@ def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
         assert rule in out, rule
 
 
-def _training_pids(workdir, save_dir_part):
-    """This test's training processes only: same run folder and working directory (the study's folder), so a
-    study running elsewhere on the machine is never killed."""
+def _training_pids(root_pid, save_dir_part):
+    """The training processes under `root_pid` (only this test's: other runs on the machine may use the same
+    relative save_dir)."""
     import psutil
 
     pids = []
-    for p in psutil.process_iter(["cmdline", "cwd"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "segdistill.cli train" in cmd and save_dir_part in cmd and p.info["cwd"] == str(workdir):
+    for p in psutil.Process(root_pid).children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if "segdistill.cli train" in cmd and save_dir_part in cmd:
             pids.append(p.pid)
     return pids
 
 
-def _kill_at_iteration(proc, workdir, log, save_dir_part, iteration, timeout=300):
+def _kill_at_iteration(proc, log, save_dir_part, iteration, timeout=300):
     """Wait until `log` shows training iteration >= `iteration`, then SIGKILL the training process."""
     import re
     import signal
@@ -87,7 +90,7 @@ def _kill_at_iteration(proc, workdir, log, save_dir_part, iteration, timeout=300
     while time.time() < deadline and proc.poll() is None:
         done = [int(m) for m in pattern.findall(log.read_text())] if log.exists() else []
         if done and max(done) >= iteration:
-            for pid in _training_pids(workdir, save_dir_part):
+            for pid in _training_pids(proc.pid, save_dir_part):
                 os.kill(pid, signal.SIGKILL)
             return max(done)
         time.sleep(0.05)
@@ -118,7 +121,7 @@ def test_kill_9_at_random_iterations_then_rerun_gives_same_metrics(finished_stud
         it = rng.randint(1, iters - 1)
         proc = subprocess.Popen(cmd + [f"results/runs/{run}/best_model/model.pdparams"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        killed_at.append((run, _kill_at_iteration(proc, tmp_path, tmp_path / log, f"results/runs/{run}", it)))
+        killed_at.append((run, _kill_at_iteration(proc, tmp_path / log, f"results/runs/{run}", it)))
         proc.wait(timeout=300)
     run_snakemake(tmp_path, "--cores", "2", "--configfile", config, "--rerun-incomplete")
     what = f"after kills {killed_at} (rng seed {seed_used})"

@@ -105,9 +105,65 @@ def latest_valid(save_dir: str | os.PathLike, log=None) -> tuple[Path, dict] | t
     return None, None
 
 
+def _problems(what: str, missing, unexpected, mismatched) -> list[str]:
+    out = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            shown = ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
+            out.append(f"{what}: {label}: {shown}")
+    return out
+
+
+def check_model_state(state: dict, model) -> list[str]:
+    """Every model entry present with its shape, and nothing else (set_state_dict skips both silently)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} (checkpoint {list(state[k].shape)}, model {list(expected[k].shape)})"
+                  for k in expected if k in state and list(state[k].shape) != list(expected[k].shape)]
+    return _problems("model", missing, unexpected, mismatched)
+
+
+def check_optimizer_state(state: dict, optimizer) -> list[str]:
+    """The optimizer's accumulators must belong to this optimizer's parameters, with their shapes.
+
+    A fresh optimizer has no accumulators yet (they are made at the first step), so the check goes by name:
+    Paddle calls them `<parameter name>_<accumulator>_<n>`. A checkpoint written after a step holds them for
+    every trainable parameter.
+    """
+    params = {p.name: p for p in optimizer._parameter_list if not p.stop_gradient}
+    names = sorted(params, key=len, reverse=True)  # longest first: `conv_1.w_0` must not claim `conv_1.w_01_...`
+    owned, unexpected, mismatched = set(), [], []
+    for key, value in state.items():
+        if key in ("LR_Scheduler", "master_weights") or not hasattr(value, "shape"):
+            continue
+        owner = next((n for n in names if key.startswith(n + "_")), None)
+        if owner is None:
+            unexpected.append(key)
+            continue
+        owned.add(owner)
+        shape = list(value.shape)
+        if shape not in (list(params[owner].shape), [1]):
+            mismatched.append(f"{key} (checkpoint {shape}, parameter {list(params[owner].shape)})")
+    missing = [n for n in params if n not in owned] if owned else []
+    return _problems("optimizer", [f"accumulators of {n}" for n in missing], unexpected, mismatched)
+
+
 def load(path: Path, model, optimizer) -> None:
-    model.set_state_dict(paddle.load(str(path / "model.pdparams")))
-    optimizer.set_state_dict(paddle.load(str(path / "model.pdopt")))
+    """Restore a checkpoint strictly: any missing, unexpected or mis-shaped entry is an error naming it."""
+    from segdistill.errors import SegDistillError
+
+    model_state = paddle.load(str(path / "model.pdparams"))
+    opt_state = paddle.load(str(path / "model.pdopt"))
+    problems = check_model_state(model_state, model) + check_optimizer_state(opt_state, optimizer)
+    if problems:
+        raise SegDistillError(
+            f"checkpoint {path} does not match this run's model/optimizer (different config or connectors?): "
+            + "; ".join(problems)
+            + ". Resume with the config that wrote it, or start in an empty save_dir."
+        )
+    model.set_state_dict(model_state)
+    optimizer.set_state_dict(opt_state)
     with open(path / "rng.pkl", "rb") as fh:
         set_rng_state(pickle.load(fh))
 

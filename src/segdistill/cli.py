@@ -3,6 +3,7 @@
 Training: train, distill-train (the tutorial's `distill_train.py` flags), patch-teacher, layers.
 Data: make-synthetic, download, extract, validate-data, fetch-backbone.
 Evaluation and report: evaluate, summary, stats, cost, export, figure, provenance, overview.
+Environment: doctor (Paddle build, CUDA, devices, installed stack vs the pins).
 A SegDistillError prints one line and exits 2.
 """
 
@@ -26,13 +27,21 @@ def _training_flags(p):
     _flag(p, "save_dir", required=True, help="run folder: checkpoints, best_model/, logs")
     _flag(p, "data_root", default=None, help="override train/val dataset_root")
     _flag(p, "iters", type=int, default=None)
-    _flag(p, "batch_size", type=int, default=None, help="global batch size (split across ranks)")
+    _flag(p, "batch_size", type=int, default=None,
+          help="images per device (rank), as PaddleSeg: the global batch is batch_size x ranks")
     _flag(p, "learning_rate", type=float, default=None)
     _flag(p, "save_interval", type=int, default=1000)
     _flag(p, "log_iters", type=int, default=10)
-    _flag(p, "keep_checkpoint_max", type=int, default=2)
+    _flag(p, "keep_checkpoint_max", type=int, default=5, help="checkpoints kept, newest first (PaddleSeg: 5)")
     _flag(p, "seed", type=int, default=0)
-    _flag(p, "num_workers", type=int, default=0, help="accepted for PaddleSeg compatibility; loading is in-process")
+    _flag(p, "num_workers", type=int, default=0,
+          help="data loader worker processes (0: in-process); results do not depend on it")
+    _flag(p, "data_seed", type=int, default=None,
+          help="key of the augmented data stream (default: --seed); see docs/distillation.md")
+    _flag(p, "precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+          help="mixed precision (GPU only; fp16 with loss scaling), as PaddleSeg's --precision")
+    _flag(p, "amp_level", default="O1", choices=["O1", "O2"],
+          help="O1: cast per op (white list); O2: cast the parameters too (fp32 master weights)")
     _flag(p, "resume_model", default=None, help="checkpoint folder to resume from (default: newest valid in save_dir)")
     _flag(p, "do_eval", action="store_true")
     _flag(p, "use_vdl", action="store_true")
@@ -46,7 +55,7 @@ def _spec(args, **extra):
 
     keys = ("save_dir", "data_root", "iters", "batch_size", "learning_rate", "save_interval", "log_iters",
             "keep_checkpoint_max", "seed", "num_workers", "resume_model", "do_eval", "use_vdl", "class_names",
-            "pretrained_cache")
+            "pretrained_cache", "precision", "amp_level", "data_seed")
     return TrainSpec(**{k: getattr(args, k) for k in keys}, pretrained_backbone=not args.no_pretrained_backbone,
                      **extra)
 
@@ -150,7 +159,10 @@ def cmd_stats(args):
 
 
 def cmd_cost(args):
+    from segdistill.doctor import check_devices
     from segdistill.report.cost import cost_table
+
+    print(check_devices(), file=sys.stderr)  # a job that leased a GPU Paddle cannot use stops here
 
     models = [("teacher", args.teacher_config, args.teacher_model), ("student", args.student_config, args.student_model)]
     for row in cost_table(models, args.out, runs=args.runs, warmup=args.warmup):
@@ -193,6 +205,15 @@ def cmd_overview(args):
 
     write_overview(args.summary, args.stats, args.cost, args.out_rst, args.out_html, export_json=args.export,
                    provenance_json=args.provenance)
+
+
+def cmd_doctor(args):
+    from segdistill.doctor import report
+
+    text, ok = report(args.requirements)
+    print(text)
+    if args.strict and not ok:
+        raise SegDistillError("the installed stack or devices do not match (see above)")
 
 
 def _version() -> str:
@@ -328,6 +349,11 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "split", default="test")
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("doctor", help="paddle build, CUDA, cuDNN, NCCL, devices, and the installed stack vs the pins")
+    _flag(p, "requirements", default=None, help="folder of requirements/*.txt (default: the source checkout's)")
+    _flag(p, "strict", action="store_true", help="exit non-zero when anything does not match")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("provenance", help="package versions, config hashes, git commit, machine, date -> JSON")
     _flag(p, "config_json", default=None, help="the study config as a JSON file")

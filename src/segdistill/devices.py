@@ -280,6 +280,8 @@ def run(
     with _held(n, ids, pool_dir, poll, timeout, record) as holding:
         leased = holding.ids
         env = dict(os.environ)
+        # The command checks this against what Paddle can use (segdistill.doctor.check_devices).
+        env["SEGDISTILL_LEASED_GPUS"] = ",".join(leased)
         if leased:
             if nprocs not in (None, len(leased)):
                 raise SegDistillError(

@@ -3,9 +3,11 @@
 Iteration-based like PaddleSeg: evaluate every `save_interval`, keep `best_model`, checkpoints (model, optimizer,
 scheduler, iteration, RNG state) pruned to `keep_checkpoint_max`, a log line every `log_iters`. It resumes from
 the newest valid checkpoint in its own `save_dir`, so a killed job loses at most `save_interval` iterations and
-ends with the same numbers as an uninterrupted run (CPU, same seed). Data order comes from a seeded permutation
-per epoch, so resuming needs no saved loader state. With several ranks (paddle.distributed.launch) every rank takes
-its slice of each global batch and rank 0 alone writes.
+ends with the same numbers as an uninterrupted run (CPU, same seed). The data come from a keyed stream
+(segdistill.data.stream): the batch at iteration `it` is a pure function of (data, transforms, data seed, it), so
+resuming needs no saved loader state and the number of loader workers changes nothing. `batch_size` is per rank,
+as in PaddleSeg: with several ranks (paddle.distributed.launch) the global batch is batch_size x ranks, every rank
+takes its slice of it, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ import numpy as np
 from segdistill import checkpoint
 from segdistill.atomic import replacing, write_json
 from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes
-from segdistill.distill import StudentOnly, build_distiller
+from segdistill.data.stream import KeyedStream
+from segdistill.distill import build_distiller
+from segdistill.doctor import check_devices
 from segdistill.errors import SegDistillError
 from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
 from segdistill.losses import cross_entropy
 from segdistill.paddle_env import paddle
+from segdistill.parallel import StudentSide, parameter_digest
+from segdistill.precision import Amp, to_fp32
 
 
 class NonFiniteLoss(SegDistillError):
@@ -47,7 +53,7 @@ class TrainSpec:
     learning_rate: float | None = None
     save_interval: int = 1000
     log_iters: int = 10
-    keep_checkpoint_max: int = 2
+    keep_checkpoint_max: int = 5  # PaddleSeg's default
     do_eval: bool = True
     use_vdl: bool = False
     num_workers: int = 0
@@ -57,6 +63,9 @@ class TrainSpec:
     distill_terms: list | None = None  # raw term mappings; None -> the student YAML's `distill_loss`
     pretrained_cache: str | None = None
     pretrained_backbone: bool = True
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (PaddleSeg's --precision, plus bf16)
+    amp_level: str = "O1"
+    data_seed: int | None = None  # the data stream's key; None -> seed
     extra: dict = field(default_factory=dict)
 
 
@@ -66,47 +75,36 @@ def seed_everything(seed: int) -> None:
     paddle.seed(seed)
 
 
+CE_OPTIONS = {"type", "weight", "avg_non_ignore", "top_k_percent_pixels", "ignore_index"}
+
+
 def _ce_losses(loss_cfg: dict, source) -> list:
-    """The YAML `loss:` block as (coef, fn) pairs; only cross-entropy is supported on current Paddle."""
+    """The YAML `loss:` block as (coef, options) pairs; only cross-entropy is supported on current Paddle.
+
+    The options are PaddleSeg's CrossEntropyLoss arguments that segdistill implements (`weight`, `avg_non_ignore`,
+    `top_k_percent_pixels`); any other is refused by name rather than silently ignored.
+    """
     types, coefs = loss_cfg.get("types") or [], loss_cfg.get("coef") or []
     if len(types) != len(coefs):
         raise SegDistillError(f"{source}: loss.types has {len(types)} entries but loss.coef has {len(coefs)}")
     out = []
-    for t, c in zip(types, coefs):
+    for i, (t, c) in enumerate(zip(types, coefs)):
         if t.get("type") != "CrossEntropyLoss":
             raise SegDistillError(f"{source}: loss type '{t.get('type')}' is not supported (use CrossEntropyLoss)")
+        unknown = sorted(set(t) - CE_OPTIONS)
+        if unknown:
+            raise SegDistillError(
+                f"{source}: loss.types[{i}] CrossEntropyLoss option(s) {unknown} are not supported "
+                f"(supported: weight, avg_non_ignore, top_k_percent_pixels)")
         weight = t.get("weight")
-        out.append((float(c), weight))
+        if weight is not None and not isinstance(weight, (list, tuple)):
+            raise SegDistillError(f"{source}: loss.types[{i}].weight must be a list of class weights, got {weight!r}")
+        top_k = float(t.get("top_k_percent_pixels", 1.0))
+        if not 0.0 < top_k <= 1.0:
+            raise SegDistillError(f"{source}: loss.types[{i}].top_k_percent_pixels must be in (0, 1], got {top_k}")
+        out.append((float(c), {"weight": weight, "avg_non_ignore": bool(t.get("avg_non_ignore", True)),
+                               "top_k_percent_pixels": top_k}))
     return out
-
-
-class BatchSampler:
-    """Seeded per-epoch permutation; iteration `it` (1-based) always gets the same global batch."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        if n < batch_size:
-            raise SegDistillError(f"the train split has {n} samples, fewer than batch_size {batch_size}")
-        if batch_size % world:
-            raise SegDistillError(f"batch_size {batch_size} is not divisible by the {world} ranks")
-        self.n, self.bs, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.per_epoch = n // batch_size  # drop_last, as PaddleSeg
-
-    def indices(self, it: int) -> list[int]:
-        epoch, pos = divmod(it - 1, self.per_epoch)
-        perm = np.random.RandomState(self.seed * 100003 + epoch).permutation(self.n)
-        batch = perm[pos * self.bs:(pos + 1) * self.bs]
-        per_rank = self.bs // self.world
-        return batch[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
-
-
-def collate(dataset, indices):
-    imgs, labels = [], []
-    for i in indices:
-        s = dataset[i]
-        imgs.append(np.asarray(s["img"], dtype="float32"))
-        lab = np.asarray(s["label"]).astype("int64")
-        labels.append(lab.reshape(lab.shape[-2:]))
-    return paddle.to_tensor(np.stack(imgs)), paddle.to_tensor(np.stack(labels))
 
 
 class Trainer:
@@ -120,6 +118,8 @@ class Trainer:
             dist.init_parallel_env()
         self.is_main = self.rank == 0
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._log(check_devices(self.world))  # fails at once when leased GPUs cannot be used
+        self.amp = Amp(spec.precision, spec.amp_level)
         self.save_dir = Path(spec.save_dir)
         self.dic = experiment_dict(
             spec.config, data_root=spec.data_root, iters=spec.iters, batch_size=spec.batch_size,
@@ -144,11 +144,14 @@ class Trainer:
             self.val_ds = self.builder.val_dataset if spec.do_eval else None
         except (AssertionError, FileNotFoundError, OSError) as exc:
             raise SegDistillError(f"{spec.config}: cannot open the data set: {exc}") from None
-        self.sampler = BatchSampler(len(self.train_ds), self.batch_size, spec.seed, self.rank, self.world)
-        self.train_model = paddle.DataParallel(self.model) if self.world > 1 else self.model
+        self.data_seed = spec.seed if spec.data_seed is None else spec.data_seed
+        self.stream = KeyedStream(self.train_ds, self.batch_size, self.data_seed, self.rank, self.world,
+                                  num_classes=self.num_classes, ignore_index=self.ignore_index)
         self.distiller = self._build_distiller()
-        # The one object a step asks for (logits, losses), and the one whose train() sets the modes.
-        self.net = self.distiller if self.distiller is not None else StudentOnly(self.train_model)
+        # One Layer holding the student and the connectors: one DataParallel all-reduces the gradients of both.
+        # It is the one object a step asks for (logits, losses), with or without a teacher.
+        self.student_side = StudentSide(self.model, self.distiller)
+        self.net = paddle.DataParallel(self.student_side) if self.world > 1 else self.student_side
         # What the optimizer trains and a checkpoint holds: the student plus any connectors.
         trainable = paddle.nn.LayerList([self.model] + ([self.distiller] if self.distiller else []))
         self.trainable = trainable
@@ -158,6 +161,8 @@ class Trainer:
         if opt_cfg.get("type") in ("SGD", "sgd") and "momentum" in opt_cfg:
             opt_cfg["type"] = "Momentum"
         self.optimizer = self.builder.build_component(opt_cfg)(trainable, self.lr)
+        models = [trainable] + ([self.distiller.teacher] if self.distiller else [])
+        _, self.optimizer = self.amp.decorate(models, self.optimizer)
         self.vdl = None
         self._best_store = self.save_dir / "checkpoints_best" / "model.pdparams"
 
@@ -167,10 +172,10 @@ class Trainer:
         if not spec.teacher_config:
             return None
         # The probe batch is the first training batch (real data, real shapes).
-        images, _ = collate(self.train_ds, self.sampler.indices(1))
+        images, _ = self.stream.batch(1)
         return build_distiller(self.model, spec.config, self.dic, spec.teacher_config, spec.distill_terms,
                                data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
-                               probe_images=images, student_forward=self.train_model, log=self._log)
+                               probe_images=paddle.to_tensor(images), log=self._log)
 
     # -- the loop -------------------------------------------------------------------------------------------
     def _resume(self) -> tuple[int, dict]:
@@ -186,24 +191,45 @@ class Trainer:
             return 0, {"best_miou": -1.0, "best_iter": 0, "train_log": [], "eval_log": []}
         checkpoint.load(path, self.trainable, self.optimizer)
         self.lr.set_state_dict(meta["lr_scheduler"])
+        self.amp.set_state_dict(meta.get("amp", {}))
         self._log(f"resumed from {path} (iteration {meta['iteration']})")
         return meta["iteration"], meta
 
     def step(self, images, labels):
-        """One optimisation step on a batch: (total loss, {part name: loss}); parts are `ce` and the terms."""
-        logits, distill = self.net(images, labels)
+        """One optimisation step on a batch: (total loss, {part name: loss}); parts are `ce` and the terms.
+
+        Student and (in distillation) teacher forward run under the same autocast; the losses in fp32."""
+        with self.amp.autocast():
+            logits, distill = self.net(images, labels)
         logits = logits if isinstance(logits, (list, tuple)) else [logits]
         parts = {}
-        for i, (coef, weight) in enumerate(self.ce):
+        for i, (coef, opts) in enumerate(self.ce):
+            # Labels were range-checked on the host by the stream: no device-to-host copy here.
             parts["ce" if i == 0 else f"ce_{i}"] = coef * cross_entropy(
-                logits[i], labels, ignore_index=self.ignore_index, weight=weight)
+                to_fp32(logits[i]), labels, ignore_index=self.ignore_index, check_labels=False, **opts)
         parts.update(distill)
         loss = paddle.add_n(list(parts.values())) if len(parts) > 1 else next(iter(parts.values()))
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.clear_grad()
+        self.amp.minimize(loss, self.optimizer)
         self.lr.step()
         return loss, parts
+
+    def _check_ranks_agree(self, it: int) -> None:
+        """Every rank must hold the same student and connector parameters (else the gradient sync is broken)."""
+        import paddle.distributed as dist
+
+        digest = parameter_digest(self.trainable)  # what a checkpoint holds: student + connectors
+        self._log(f"[ranks] iteration {it}: rank {self.rank} parameters sha256 {digest}")
+        if self.world == 1:
+            return
+        mine = paddle.to_tensor([int(digest[i:i + 8], 16) for i in range(0, 32, 8)], dtype="int64")
+        gathered = []
+        dist.all_gather(gathered, mine)
+        differ = [r for r, t in enumerate(gathered) if not np.array_equal(t.numpy(), mine.numpy())]
+        if differ:
+            raise SegDistillError(
+                f"after iteration {it} the parameters of rank(s) {differ} differ from rank {self.rank}'s: "
+                f"gradients are not synchronised across ranks"
+            )
 
     def _all_mean(self, value: float) -> float:
         if self.world == 1:
@@ -231,11 +257,11 @@ class Trainer:
                 self.vdl = LogWriter(str(self.save_dir / "vdl"))
         if start >= self.iters:
             self._log(f"already trained to iteration {start}")
-        self.net.train()
+        self.student_side.train()
         t0, done_since = time.time(), 0
         last_ckpt = None
-        for it in range(start + 1, self.iters + 1):
-            images, labels = collate(self.train_ds, self.sampler.indices(it))
+        batches = self.stream.loader(start + 1, self.iters, spec.num_workers)
+        for it, (images, labels) in zip(range(start + 1, self.iters + 1), batches):
             loss, parts = self.step(images, labels)
             loss_value = float(loss)
             done_since += 1
@@ -247,7 +273,7 @@ class Trainer:
                 )
             if it % spec.log_iters == 0 or it == self.iters:
                 elapsed = time.time() - t0
-                ips = done_since * self.batch_size / max(elapsed, 1e-9)
+                ips = done_since * self.batch_size * self.world / max(elapsed, 1e-9)
                 eta = (self.iters - it) * elapsed / done_since
                 row = {"iter": it, "loss": self._all_mean(loss_value),
                        **{k: self._all_mean(float(v)) for k, v in parts.items()},
@@ -265,7 +291,7 @@ class Trainer:
                 if spec.do_eval:
                     rec = self._eval()
                     eval_log.append({"iter": it, "miou": rec["miou"], "acc": rec["acc"], "kappa": rec["kappa"],
-                                     "dice": rec["dice"]})
+                                     "dice": rec["dice"], "num_pixels": rec["num_pixels"]})
                     self._log(f"[eval] iter {it} mIoU={rec['miou']:.4f} acc={rec['acc']:.4f} "
                               f"kappa={rec['kappa']:.4f} dice={rec['dice']:.4f}")
                     if self.vdl:
@@ -277,16 +303,20 @@ class Trainer:
                 elif self.is_main:
                     best_iter = it
                     checkpoint.save_weights(self.model, self._best_store)
+                if self.world > 1:
+                    self._check_ranks_agree(it)
                 if self.is_main:
                     state = {"best_miou": best_miou, "best_iter": best_iter, "train_log": train_log,
-                             "eval_log": eval_log, "lr_scheduler": self.lr.state_dict()}
+                             "eval_log": eval_log, "lr_scheduler": self.lr.state_dict(), "amp": self.amp.state_dict()}
                     last_ckpt = checkpoint.save(self.save_dir, it, self.trainable, self.optimizer, state,
                                                 spec.keep_checkpoint_max)
                     # Fault-injection hook for the kill tests: die right after a given checkpoint is written.
                     if os.environ.get("SEGDISTILL_DIE_AFTER_ITER") == str(it):
                         os._exit(137)
-        summary = {"config": spec.config, "seed": spec.seed, "iters": self.iters, "batch_size": self.batch_size,
-                   "best_miou": best_miou, "best_iter": best_iter, "world_size": self.world,
+        summary = {"config": spec.config, "seed": spec.seed, "data_seed": self.data_seed, "iters": self.iters,
+                   "batch_size": self.batch_size, "global_batch_size": self.batch_size * self.world,
+                   "precision": spec.precision, "amp_level": spec.amp_level, "best_miou": best_miou,
+                   "best_iter": best_iter, "world_size": self.world,
                    "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
                    "last_checkpoint": str(last_ckpt) if last_ckpt else None}
         if self.is_main:

@@ -4,7 +4,7 @@ from segdistill.jobs import run_on_devices
 i, p = snakemake.input, snakemake.params
 argv = ["train", "--config", i.config, "--save_dir", p.save_dir, "--data_root", i.data,
         "--seed", snakemake.wildcards.seed, "--do_eval", "--class_names", *p.class_names]
-for key in ("save_interval", "log_iters", "keep_checkpoint_max"):
+for key in ("save_interval", "log_iters", "keep_checkpoint_max", "precision", "amp_level", "num_workers"):
     argv += [f"--{key}", p.train[key]]
 if p.train["use_vdl"]:
     argv.append("--use_vdl")

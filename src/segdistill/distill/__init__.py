@@ -3,7 +3,7 @@ connectors align student tensors to the teacher's, losses (segdistill.losses) co
 wires terms from YAML together; `build_distiller` makes one from a patched teacher config."""
 
 from segdistill.distill.terms import DistillTerm, parse_terms, read_terms_file, resolve_terms, terms_from_paddleseg
-from segdistill.distill.distiller import Distiller, StudentOnly, build_distiller
+from segdistill.distill.distiller import Distiller, build_distiller
 
-__all__ = ["DistillTerm", "Distiller", "StudentOnly", "build_distiller", "parse_terms", "read_terms_file",
+__all__ = ["DistillTerm", "Distiller", "build_distiller", "parse_terms", "read_terms_file",
            "resolve_terms", "terms_from_paddleseg"]

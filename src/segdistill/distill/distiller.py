@@ -14,6 +14,7 @@ from segdistill.distill.terms import DistillTerm, resolve_terms
 from segdistill.errors import SegDistillError
 from segdistill.losses import get_loss
 from segdistill.paddle_env import paddle
+from segdistill.precision import to_fp32
 
 
 def _first(out):
@@ -126,26 +127,11 @@ class Distiller(paddle.nn.Layer):
             if str(i) in self.connectors:
                 s = self.connectors[str(i)](s)
             t = t_feats[term.teacher]
-            value = fn(s, t, label=label, ignore_index=self.ignore_index, temperature=term.temperature)
+            # In fp32 whatever autocast produced (segdistill.precision).
+            value = fn(to_fp32(s), to_fp32(t), label=label, ignore_index=self.ignore_index,
+                       temperature=term.temperature)
             losses[term.name] = term.weight * value
         return logits, losses
-
-
-class StudentOnly:
-    """The no-teacher counterpart of `Distiller`: the student's logits and no distillation losses, so a trainer
-    asks one object for `(logits, losses)` whether or not it distils."""
-
-    terms = None
-
-    def __init__(self, student_forward):
-        self._forward = student_forward
-
-    def __call__(self, images, label=None):
-        return self._forward(images), {}
-
-    def train(self, mode: bool = True):
-        self._forward.train(mode)
-        return self
 
 
 def freeze(model) -> None:

@@ -1,0 +1,44 @@
+"""Data parallelism over everything that trains: the student and the distillation connectors.
+
+Why: wrapping only the student in paddle.DataParallel all-reduces the student's gradients but not the
+connectors' (they live in the Distiller), so each rank's connectors drift apart and only rank 0's are saved.
+`StudentSide` is one Layer whose parameters are the student's and the connectors' and whose forward runs the
+whole training forward (teacher included, under no_grad); one DataParallel over it synchronises both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from segdistill.paddle_env import paddle
+
+
+class StudentSide(paddle.nn.Layer):
+    """forward(images, labels) -> (student logits, {term: weighted distillation loss}) ({} without a teacher)."""
+
+    def __init__(self, student, distiller=None):
+        super().__init__()
+        self.student = student
+        if distiller is not None:
+            self.connectors = distiller.connectors  # a sublayer here, so DataParallel syncs its gradients
+        # Not a sublayer: the distiller references the teacher, whose parameters must stay out of the sync.
+        object.__setattr__(self, "_distiller", distiller)
+
+    def forward(self, images, labels=None):
+        if self._distiller is None:
+            return self.student(images), {}
+        return self._distiller(images, labels)
+
+
+def parameter_digest(layer) -> str:
+    """SHA-256 of the trainable parameters. Not BatchNorm's running mean/variance: Paddle keeps them as
+    parameters that take no gradient, and they follow each rank's own images (as in PaddleSeg without SyncBN)."""
+    h = hashlib.sha256()
+    for name, p in layer.named_parameters():
+        if p.stop_gradient:
+            continue
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(p.numpy()).tobytes())
+    return h.hexdigest()
