@@ -67,3 +67,49 @@ def test_snakemake_lint_clean():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert "Lints for" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-5000:]
+
+
+def _engine_imports() -> dict[str, set[str]]:
+    """Module -> the segdistill modules it imports (anywhere in the file, lazy imports included)."""
+    import ast
+
+    src = ROOT / "src"
+    graph = {}
+    for path in (src / "segdistill").rglob("*.py"):
+        parts = path.relative_to(src).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = name if parts[-1] == "__init__" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("segdistill")}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: climb from the module's package
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                if base.startswith("segdistill"):
+                    deps.add(base)
+                    deps |= {f"{base}.{a.name}" for a in node.names}
+        graph[name] = deps
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """The engine's modules form layers: no import circle, however long (packages' __init__ re-exports aside)."""
+    graph = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in _engine_imports().items()}
+    assert graph["segdistill.report.stats"] and "segdistill.report.records" in graph["segdistill.report.stats"]
+    cycles = []
+
+    def visit(node, path, seen):
+        for dep in graph[node]:
+            if dep == path[0]:
+                cycles.append(path + [dep])
+            elif dep not in seen and dep > path[0]:  # report each circle once, from its smallest module
+                seen.add(dep)
+                visit(dep, path + [dep], seen)
+
+    for start in sorted(graph):
+        visit(start, [start], {start})
+    cycles = [c for c in cycles if not any(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(c, c[1:]))]
+    assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
