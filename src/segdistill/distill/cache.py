@@ -219,10 +219,11 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
             f"cache.dtype float16 (or bfloat16), fewer or smaller teacher tensors in the terms, a larger "
             f"cache.max_gb if the disk has room, or teacher.outputs: online (no cache)"
         )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed job writing this folder
+        shutil.rmtree(stale)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         files = {n: f"{n}.npy" for n in names}
         offsets = {n: _row_offset(tmp / files[n], shapes[n], DTYPES[dtype]) for n in names}
