@@ -27,6 +27,20 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def patched_teacher(tiny_data, tmp_path_factory) -> str:
+    """The tiny teacher trained for 2 iterations, and its patched config (model.pretrained = those weights)."""
+    from segdistill.config import patch_teacher
+    from segdistill.trainer import Trainer, TrainSpec
+
+    teacher = str(ROOT / "tests/configs/teacher_tiny.yml")
+    out = tmp_path_factory.mktemp("teacher")
+    Trainer(TrainSpec(config=teacher, save_dir=str(out / "run"), data_root=str(tiny_data), iters=2,
+                      save_interval=2, do_eval=False)).run()
+    patch_teacher(teacher, out / "run/best_model/model.pdparams", out / "teacher.yml")
+    return str(out / "teacher.yml")
+
+
 def tiny_config(workdir: Path, **overrides) -> Path:
     """The tiny study with its config paths made absolute, written into `workdir`."""
     import yaml

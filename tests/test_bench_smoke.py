@@ -47,3 +47,23 @@ def test_bench_reports_every_configuration(tmp_path):
     # The table goes to stdout and names every configuration.
     for conf in confs.values():
         assert conf["description"] in proc.stdout
+
+
+def test_teacher_cache_bench_reports_ratios(tmp_path):
+    out = tmp_path / "cache.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "teacher_cache.py"), "--size", "32", "--batch", "2", "--iters", "2",
+           "--warmup", "0", "--paired", "2", "--rss_steps", "1",
+           "--teacher_config", str(ROOT / "tests/configs/teacher_tiny.yml"),
+           "--student_config", str(ROOT / "tests/configs/student_tiny.yml"), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert set(report["paired_median_step_s"]) == {"student", "cached_kl", "online_kl"}
+    assert all(v > 0 for v in report["paired_median_step_s"].values())
+    assert report["cached_kl_vs_student"] > 0 and isinstance(report["met"]["step"], bool)
+    assert all(v > 0 for v in report["peak_rss_mb"].values())
+    # 2 iterations x 2 images of 2 x 8 x 8 float16 logits (stored before the final upsampling)
+    assert report["cache_bytes"] == 2 * 2 * 2 * 8 * 8 * 2
+    sizes = report["bytes_per_image"]
+    assert sizes["cpu 64x64"]["bytes_per_image"]["float16"]["kl"] == 2 * 16 * 16 * 2
+    assert sizes["optic disc 512x512"]["pre_upsample"] is True

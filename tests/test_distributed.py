@@ -20,7 +20,6 @@ import segdistill.cli
 from segdistill import devices
 
 from conftest import ROOT
-from test_trainer import patched_teacher  # noqa: F401  (fixture)
 
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
@@ -29,7 +28,7 @@ def _digests(log: str) -> dict[int, str]:
     return {int(it): d for it, d in re.findall(r"\[ranks\] iteration (\d+): rank \d+ parameters sha256 (\w+)", log)}
 
 
-def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):  # noqa: F811
+def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):
     terms = tmp_path / "terms.yml"
     terms.write_text("terms:\n  - {loss: kl, weight: 3}\n"
                      "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
@@ -60,10 +59,12 @@ def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):  # n
     two = pd.read_csv(tmp_path / "two/train_log.csv")
     assert list(one.iter) == list(two.iter) == [1, 2, 3, 4]
     # Same data, same initial weights, same global batch. What still differs is BatchNorm: its statistics come
-    # from each rank's 2 images instead of 4 (PaddleSeg's multi-GPU training does the same without SyncBN). It
-    # moves the CE of the first step by < 1% and the feature term (CWD on BN-normalised ASPP output, measured 8%)
-    # more; the exact check of the sync is the parameter digests above, not these tolerances.
-    np.testing.assert_allclose(two.ce.iloc[0], one.ce.iloc[0], rtol=0.01)
+    # from each rank's 2 images instead of 4 (PaddleSeg's multi-GPU training does the same without SyncBN), and the
+    # ASPP's dropout (p=0.1), whose masks each rank draws for its own half of the batch. They move the CE of the
+    # first step by about 1% (measured 0.3-1.2% depending on the draws) and the feature term (CWD on
+    # BN-normalised ASPP output, measured 8%) more; the exact check of the sync is the parameter digests above,
+    # not these tolerances.
+    np.testing.assert_allclose(two.ce.iloc[0], one.ce.iloc[0], rtol=0.02)
     np.testing.assert_allclose(two.loss, one.loss, rtol=0.08)
 
     # Evaluation is sharded over the ranks and the confusion matrices summed: every pixel counted once.
@@ -72,3 +73,14 @@ def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):  # n
     assert list(e2.num_pixels) == list(e1.num_pixels)
     assert e1.num_pixels.iloc[0] == 6 * 32 * 32  # the 6 validation images of 32x32
     np.testing.assert_allclose(e2.miou, e1.miou, atol=0.05)
+
+    # Cached teacher outputs under DataParallel: each rank reads its slice of the global batch and passes it to
+    # the forward; a float32 cache made for 2 ranks (the teacher run per rank slice) gives the online run's log.
+    from segdistill.distill.cache import write_teacher_outputs
+
+    write_teacher_outputs(STUDENT, patched_teacher, [str(terms)], tmp_path / "cache", data_seed=1,
+                          data_root=str(tiny_data), iters=4, batch_size=2, ranks=2, dtype="float32")
+    assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "cached"), "--batch_size", "2", "--teacher_outputs",
+                                 str(tmp_path / "cache")], log_dir=tmp_path / "l3", threads=1, nprocs=2) == 0
+    assert (tmp_path / "cached/train_log.csv").read_bytes() == (tmp_path / "two/train_log.csv").read_bytes()
+    assert json.loads((tmp_path / "cached/train_summary.json").read_text())["teacher_outputs"]["mode"] == "cached"

@@ -32,17 +32,6 @@ def weights(path):
     return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
 
 
-@pytest.fixture(scope="module")
-def patched_teacher(tiny_data, tmp_path_factory):
-    from segdistill.config import patch_teacher
-
-    out = tmp_path_factory.mktemp("teacher")
-    Trainer(TrainSpec(config=TEACHER, save_dir=str(out / "run"), data_root=str(tiny_data), iters=2,
-                      save_interval=2, do_eval=False)).run()
-    patch_teacher(TEACHER, out / "run/best_model/model.pdparams", out / "teacher.yml")
-    return str(out / "teacher.yml")
-
-
 def test_same_seed_same_weights(tiny_data, tmp_path):
     a = Trainer(spec(tiny_data, tmp_path / "a", iters=3, do_eval=False)).run()
     b = Trainer(spec(tiny_data, tmp_path / "b", iters=3, do_eval=False)).run()

@@ -44,6 +44,8 @@ def test_every_job_logged_and_benchmarked(finished_study):
     assert any("distill/kl_cwd" in str(p) for p in logs)
     text = (workdir / "logs/distill/kl_cwd/seed0.log").read_text()
     assert "cwd_aspp" in text and "[eval]" in text
+    assert "no teacher is built" in text  # teacher.outputs: cached (the default)
+    assert (workdir / "benchmarks/teacher_outputs/seed0.tsv").is_file()
     assert (workdir / "benchmarks/train/teacher/seed0.tsv").is_file()
     patched = yaml.safe_load((workdir / "results/configs/teacher_seed0.yml").read_text())
     assert patched["model"]["pretrained"].endswith("results/runs/teacher/seed0/best_model/model.pdparams")
@@ -59,8 +61,37 @@ def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
     config = tiny_config(tmp_path)
     proc = run_snakemake(tmp_path, "-n", "--cores", "all", "--resources", "gpu=4", "--configfile", config)
     out = proc.stdout + proc.stderr
-    for rule in ("make_synthetic", "validate_data", "train", "patch_teacher", "distill", "evaluate", "summary"):
+    for rule in ("make_synthetic", "validate_data", "train", "patch_teacher", "teacher_outputs", "distill", "evaluate",
+                 "summary"):
         assert rule in out, rule
+
+
+def test_provenance_says_cached_or_online(finished_study):
+    import json
+
+    from segdistill.distill.cache import sha256_file
+
+    workdir, _ = finished_study
+    prov = json.loads((workdir / "results/report/provenance.json").read_text())["teacher_outputs"]
+    assert sorted(prov) == [f"distilled/{m}/seed{s}" for m in ("kl", "kl_cwd") for s in (0, 1)]
+    for run, rec in prov.items():
+        seed = run.rsplit("seed", 1)[1]
+        assert rec["mode"] == "cached" and rec["dtype"] == "float16"
+        assert rec["manifest_sha256"] == sha256_file(workdir / f"results/teacher_outputs/seed{seed}/manifest.json")
+
+
+def test_float32_cache_gives_the_online_summary(tmp_path):
+    """The tiny study with `teacher.outputs: online` and with a float32 cache: the same summary.csv, byte for byte."""
+    out = {}
+    for mode in ("online", "cached"):
+        workdir = tmp_path / mode
+        workdir.mkdir()
+        teacher = {"config": str(ROOT / "tests/configs/teacher_tiny.yml"), "per_seed": False, "outputs": mode}
+        config = tiny_config(workdir, teacher=teacher, cache={"dtype": "float32"})
+        run_snakemake(workdir, "--cores", "2", "--configfile", config)
+        out[mode] = (workdir / "results/report/summary.csv").read_bytes()
+    assert out["online"] == out["cached"]
+    assert not (tmp_path / "online/results/teacher_outputs").exists()
 
 
 def _training_pids(root_pid, save_dir_part):

@@ -1,6 +1,6 @@
 """The `segdistill` command line, for people: every subcommand calls the engine function the workflow calls.
 
-Training: train, distill-train (the tutorial's `distill_train.py` flags), patch-teacher, layers.
+Training: train, distill-train (the tutorial's `distill_train.py` flags), teacher-outputs, patch-teacher, layers.
 Data: make-synthetic, download, extract, validate-data, fetch-backbone.
 Evaluation and report: evaluate, summary, stats, cost, export, figure, provenance, overview.
 Environment: doctor (Paddle build, CUDA, devices, installed stack vs the pins).
@@ -48,6 +48,9 @@ def _training_flags(p):
     _flag(p, "class_names", nargs="+", default=None)
     _flag(p, "pretrained_cache", default=None, help="folder of downloaded backbones (default resources/pretrained)")
     _flag(p, "no_pretrained_backbone", action="store_true", help="ignore backbone `pretrained:` (train from scratch)")
+    _flag(p, "teacher_outputs", default=None,
+          help="folder written by `segdistill teacher-outputs` for this run's stream: the teacher is not built")
+    _flag(p, "data_record", default=None, help="the data validation record (validation.json), checked with the cache")
 
 
 def _spec(args, **extra):
@@ -55,7 +58,7 @@ def _spec(args, **extra):
 
     keys = ("save_dir", "data_root", "iters", "batch_size", "learning_rate", "save_interval", "log_iters",
             "keep_checkpoint_max", "seed", "num_workers", "resume_model", "do_eval", "use_vdl", "class_names",
-            "pretrained_cache", "precision", "amp_level", "data_seed")
+            "pretrained_cache", "precision", "amp_level", "data_seed", "teacher_outputs", "data_record")
     return TrainSpec(**{k: getattr(args, k) for k in keys}, pretrained_backbone=not args.no_pretrained_backbone,
                      **extra)
 
@@ -70,6 +73,9 @@ def cmd_train(args):
         terms = read_terms_file(args.distill)
     if terms is not None and not args.teacher_config:
         raise SegDistillError("--distill needs --teacher_config")
+    if args.teacher_outputs and not args.teacher_config:
+        raise SegDistillError("--teacher_outputs needs --teacher_config (its weights' SHA-256 is checked against "
+                              "the cache)")
     train(_spec(args, config=args.config, teacher_config=args.teacher_config, distill_terms=terms))
 
 
@@ -80,6 +86,16 @@ def cmd_distill_train(args):
     if not teacher:
         raise SegDistillError("--teather_config (or --teacher_config) is required")
     train(_spec(args, config=args.student_config, teacher_config=teacher))
+
+
+def cmd_teacher_outputs(args):
+    from segdistill.distill.cache import write_teacher_outputs
+
+    write_teacher_outputs(args.config, args.teacher_config, args.distill, args.out,
+                          data_seed=args.seed if args.data_seed is None else args.data_seed, data_root=args.data_root,
+                          iters=args.iters, batch_size=args.batch_size, ranks=args.ranks, dtype=args.dtype,
+                          max_gb=args.max_gb, validation=args.data_record, pretrained_cache=args.pretrained_cache,
+                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def cmd_evaluate(args):
@@ -246,6 +262,25 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "student_config", required=True)
     _training_flags(p)
     p.set_defaults(func=cmd_distill_train)
+
+    p = sub.add_parser("teacher-outputs", help="run a teacher once over a training stream and store what the "
+                                               "distillation terms take from it (train --teacher_outputs)")
+    _flag(p, "config", required=True, help="the student's PaddleSeg YAML (its data, transforms, iters, batch)")
+    _flag(p, "teacher_config", required=True, help="patched teacher YAML (model.pretrained = trained weights)")
+    _flag(p, "distill", nargs="*", default=[],
+          help="terms files of every method to serve (default: the student YAML's distill_loss)")
+    _flag(p, "out", required=True, help="folder to write (manifest.json + one .npy per tensor)")
+    _flag(p, "seed", type=int, default=0, help="the distilled runs' --seed")
+    _flag(p, "data_seed", type=int, default=None, help="the runs' --data_seed (default: --seed)")
+    _flag(p, "data_root", default=None)
+    _flag(p, "iters", type=int, default=None)
+    _flag(p, "batch_size", type=int, default=None, help="per rank, as in train")
+    _flag(p, "ranks", type=int, default=1, help="ranks of the distill runs (global batch = batch_size x ranks)")
+    _flag(p, "dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    _flag(p, "max_gb", type=float, default=8.0, help="refuse before writing when the cache would be larger")
+    _flag(p, "data_record", default=None, help="the data validation record (validation.json)")
+    _flag(p, "pretrained_cache", default=None)
+    p.set_defaults(func=cmd_teacher_outputs)
 
     p = sub.add_parser("evaluate", help="metrics of trained weights on val/test -> JSON")
     _flag(p, "config", required=True)

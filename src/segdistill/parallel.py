@@ -3,7 +3,7 @@
 Why: wrapping only the student in paddle.DataParallel all-reduces the student's gradients but not the
 connectors' (they live in the Distiller), so each rank's connectors drift apart and only rank 0's are saved.
 `StudentSide` is one Layer whose parameters are the student's and the connectors' and whose forward runs the
-whole training forward (teacher included, under no_grad); one DataParallel over it synchronises both.
+whole training forward (an online teacher included, under no_grad; cached teacher tensors come in as arguments); one DataParallel over it synchronises both.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from segdistill.paddle_env import paddle
 
 
 class StudentSide(paddle.nn.Layer):
-    """forward(images, labels) -> (student logits, {term: weighted distillation loss}) ({} without a teacher)."""
+    """forward(images, labels, teacher_feats) -> (student logits, {term: weighted distillation loss}) ({} without a
+    teacher). `teacher_feats` are the cached teacher's tensors of this batch (None: an online teacher runs here)."""
 
     def __init__(self, student, distiller=None):
         super().__init__()
@@ -26,10 +27,10 @@ class StudentSide(paddle.nn.Layer):
         # Not a sublayer: the distiller references the teacher, whose parameters must stay out of the sync.
         object.__setattr__(self, "_distiller", distiller)
 
-    def forward(self, images, labels=None):
+    def forward(self, images, labels=None, teacher_feats=None):
         if self._distiller is None:
             return self.student(images), {}
-        return self._distiller(images, labels)
+        return self._distiller(images, labels, teacher_feats)
 
 
 def parameter_digest(layer) -> str:

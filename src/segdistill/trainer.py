@@ -66,6 +66,8 @@ class TrainSpec:
     precision: str = "fp32"  # fp32 | fp16 | bf16 (PaddleSeg's --precision, plus bf16)
     amp_level: str = "O1"
     data_seed: int | None = None  # the data stream's key; None -> seed
+    teacher_outputs: str | None = None  # a teacher-outputs folder: the teacher's tensors are read, not computed
+    data_record: str | None = None  # the data validation record (validation.json), part of the data digest
     extra: dict = field(default_factory=dict)
 
 
@@ -161,7 +163,8 @@ class Trainer:
         if opt_cfg.get("type") in ("SGD", "sgd") and "momentum" in opt_cfg:
             opt_cfg["type"] = "Momentum"
         self.optimizer = self.builder.build_component(opt_cfg)(trainable, self.lr)
-        models = [trainable] + ([self.distiller.teacher] if self.distiller else [])
+        teacher = self.distiller.teacher if self.distiller else None
+        models = [trainable] + ([teacher] if teacher is not None else [])
         _, self.optimizer = self.amp.decorate(models, self.optimizer)
         self.vdl = None
         self._best_store = self.save_dir / "checkpoints_best" / "model.pdparams"
@@ -173,9 +176,25 @@ class Trainer:
             return None
         # The probe batch is the first training batch (real data, real shapes).
         images, _ = self.stream.batch(1)
+        cached = {}
+        if spec.teacher_outputs:
+            from segdistill.distill.cache import data_digest
+
+            cached = {"teacher_outputs": spec.teacher_outputs, "stream": self.stream, "iterations": self.iters,
+                      "data_sha256": data_digest(self.dic["train_dataset"], self.train_ds, spec.data_record)}
         return build_distiller(self.model, spec.config, self.dic, spec.teacher_config, spec.distill_terms,
                                data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
-                               probe_images=paddle.to_tensor(images), log=self._log)
+                               probe_images=paddle.to_tensor(images), log=self._log, **cached)
+
+    def _teacher_outputs_record(self):
+        """How the teacher's tensors came (the report's provenance): online, or cached with the manifest hash."""
+        if self.distiller is None:
+            return None
+        source = self.distiller.source
+        if not source.cached:
+            return {"mode": "online"}
+        return {"mode": "cached", "folder": str(source.folder), "manifest_sha256": source.manifest_sha256,
+                "dtype": source.manifest["dtype"]}
 
     # -- the loop -------------------------------------------------------------------------------------------
     def _resume(self) -> tuple[int, dict]:
@@ -195,12 +214,20 @@ class Trainer:
         self._log(f"resumed from {path} (iteration {meta['iteration']})")
         return meta["iteration"], meta
 
-    def step(self, images, labels):
-        """One optimisation step on a batch: (total loss, {part name: loss}); parts are `ce` and the terms.
+    def step(self, images, labels, it=None):
+        """One optimisation step on the batch of iteration `it`: (total loss, {part name: loss}); parts are `ce`
+        and the terms.
 
-        Student and (in distillation) teacher forward run under the same autocast; the losses in fp32."""
+        Student and (in distillation) an online teacher's forward run under the same autocast; the losses in fp32.
+        With cached teacher outputs the teacher's tensors of iteration `it` (this rank's slice) are read here and
+        handed to the forward as arguments (so DataParallel over StudentSide sees them as inputs)."""
+        teacher_feats = None
+        if self.distiller is not None and self.distiller.source.cached:
+            if it is None:
+                raise SegDistillError("a distill step with cached teacher outputs needs its iteration")
+            teacher_feats = self.distiller.source.features(images, it)
         with self.amp.autocast():
-            logits, distill = self.net(images, labels)
+            logits, distill = self.net(images, labels, teacher_feats)
         logits = logits if isinstance(logits, (list, tuple)) else [logits]
         parts = {}
         for i, (coef, opts) in enumerate(self.ce):
@@ -262,7 +289,7 @@ class Trainer:
         last_ckpt = None
         batches = self.stream.loader(start + 1, self.iters, spec.num_workers)
         for it, (images, labels) in zip(range(start + 1, self.iters + 1), batches):
-            loss, parts = self.step(images, labels)
+            loss, parts = self.step(images, labels, it)
             loss_value = float(loss)
             done_since += 1
             if not math.isfinite(loss_value):
@@ -318,6 +345,7 @@ class Trainer:
                    "precision": spec.precision, "amp_level": spec.amp_level, "best_miou": best_miou,
                    "best_iter": best_iter, "world_size": self.world,
                    "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
+                   "teacher_outputs": self._teacher_outputs_record(),
                    "last_checkpoint": str(last_ckpt) if last_ckpt else None}
         if self.is_main:
             # best_model/ is the workflow's declared output, which Snakemake deletes before rerunning a killed

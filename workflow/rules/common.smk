@@ -71,6 +71,13 @@ wildcard_constraints:
     run=r"(teacher|student)/seed\d+|distilled/[A-Za-z0-9_.=~-]+/seed\d+",
 
 
+def teacher_outputs_input(wildcards):
+    """A seed's cached teacher outputs (teacher.outputs: cached); nothing when the teacher runs online."""
+    if config["teacher"]["outputs"] != "cached":
+        return {}
+    return {"teacher_outputs": f"results/teacher_outputs/seed{wildcards.seed}"}
+
+
 def run_dir(run):
     return f"results/runs/{run}"
 

@@ -215,6 +215,8 @@ rule provenance:
             seed=sorted({study.teacher_seed(config, s) for s in SEEDS}),
         ),
         terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
+        # How each distilled run's teacher tensors came: cached (with the cache manifest's hash) or online.
+        summaries=expand("results/runs/{run}/train_summary.json", run=DISTILLED_RUNS),
         results=[
             rules.summary.output.csv,
             rules.stats.output[0],

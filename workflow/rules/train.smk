@@ -108,8 +108,37 @@ rule distill_terms:
         "../scripts/distill_terms.py"
 
 
+# The teacher run once over a seed's training stream (the distilled runs' data seed, global batch, iterations),
+# storing the union of every method's teacher tensors: one job serves all methods and sweep points of the seed.
+rule teacher_outputs:
+    input:
+        data=DATA_ROOT,
+        validation=rules.validate_data.output[0],
+        config=arm_config("student"),
+        teacher_config=lambda wc: f"results/configs/teacher_seed{study.teacher_seed(config, wc.seed)}.yml",
+        teacher_model=lambda wc: run_model(teacher_run(wc.seed)),
+        terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
+    output:
+        directory("results/teacher_outputs/seed{seed}"),
+    log:
+        "logs/teacher_outputs/seed{seed}.log",
+    benchmark:
+        "benchmarks/teacher_outputs/seed{seed}.tsv"
+    conda:
+        "../envs/segdistill.yaml"
+    threads: 1
+    resources:
+        gpu=min(1, config["gpus_per_job"]),
+    params:
+        cache=config["cache"],
+        ranks=max(1, config["gpus_per_job"]),
+    script:
+        "../scripts/teacher_outputs.py"
+
+
 rule distill:
     input:
+        unpack(teacher_outputs_input),
         data=DATA_ROOT,
         validation=rules.validate_data.output[0],
         config=arm_config("student"),

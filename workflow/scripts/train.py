@@ -12,5 +12,7 @@ if not p.pretrained_backbones:
     argv.append("--no_pretrained_backbone")
 if "teacher_config" in i.keys():
     argv += ["--teacher_config", i.teacher_config, "--distill", i.terms]
+if "teacher_outputs" in i.keys():
+    argv += ["--teacher_outputs", i.teacher_outputs, "--data_record", i.validation]
 run_on_devices(argv, snakemake.log[0], gpus=snakemake.resources.gpu, threads=snakemake.threads,
                launch_log_dir=f"{p.save_dir}/launch_logs")

@@ -1,12 +1,21 @@
-"""The Distiller: a frozen teacher, a student, recorders on both, connectors, and the weighted terms.
+"""The Distiller: a teacher-feature source, a student, a recorder on the student, connectors, and the terms.
 
 Why not PaddleSlim's `Distill`: it runs the teacher with autograd (its graph is built, then detached) and runs an
 extra forward of every model on its first call (measured, see docs/benchmark.md). Here the teacher runs in eval
 mode under `paddle.no_grad()`, so it holds no graph and no gradient, and only the student and the connectors
 train.
+
+Where the teacher's tensors come from is a *source*: `OnlineTeacher` runs the frozen teacher on the batch (what
+PaddleSeg does); `segdistill.distill.cache.CachedTeacher` reads them from the outputs a `teacher-outputs` job
+stored for the same keyed data stream, so the distill job never builds the teacher (docs/distillation.md).
 """
 
 from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
 
 from segdistill.distill.connectors import build_connector
 from segdistill.distill.recorder import LOGITS, Recorder, check_names
@@ -21,6 +30,47 @@ def _first(out):
     return out[0] if isinstance(out, (list, tuple)) else out
 
 
+class OnlineTeacher:
+    """The frozen teacher run on each batch, its named sublayers recorded: {name: tensor} per call."""
+
+    cached = False
+
+    def __init__(self, model, names):
+        check_names(model, names, "teacher")
+        self.model = model
+        self._rec = Recorder(model, names)
+        freeze(model)
+
+    def features(self, images, it=None) -> dict:
+        with paddle.no_grad(), self._rec as feats:
+            logits = self.model(images)
+        feats[LOGITS] = _first(logits)
+        return feats
+
+    def probe(self, images) -> dict:
+        """{name: shape} of this rank's batch, from one forward on a real batch."""
+        return {k: list(v.shape) for k, v in self.features(images).items()}
+
+
+@contextlib.contextmanager
+def isolated_rng():
+    """Generators as they were before the block. Building a model draws its initial weights from the global
+    generators; a teacher whose weights are then loaded must not shift what the student side draws afterwards
+    (connectors), so that a run with cached teacher outputs (which builds no teacher) draws exactly what a run
+    with the online teacher draws."""
+    py, np_state = random.getstate(), np.random.get_state()
+    pd_state = paddle.get_rng_state()
+    cuda = paddle.get_cuda_rng_state() if paddle.is_compiled_with_cuda() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        paddle.set_rng_state(pd_state)
+        if cuda is not None:
+            paddle.set_cuda_rng_state(cuda)
+
+
 class Distiller(paddle.nn.Layer):
     """Holds the connectors as its trainable parameters; the student and teacher are referenced, not owned.
 
@@ -30,38 +80,47 @@ class Distiller(paddle.nn.Layer):
     """
 
     def __init__(self, student, teacher, terms: list[DistillTerm], ignore_index: int = 255, student_forward=None):
+        """`teacher`: a teacher model (run online) or a teacher-feature source (`OnlineTeacher`, `CachedTeacher`)."""
         super().__init__()
         if not terms:
             raise SegDistillError("distillation needs at least one term")
         check_names(student, [t.student for t in terms], "student")
-        check_names(teacher, [t.teacher for t in terms], "teacher")
+        if isinstance(teacher, paddle.nn.Layer):
+            teacher = OnlineTeacher(teacher, [t.teacher for t in terms])
+        else:
+            teacher.check_names([t.teacher for t in terms])
+        object.__setattr__(self, "_source", teacher)
         self.terms = terms
         self.ignore_index = ignore_index
         # Kept in plain attributes (object.__setattr__) so they are not sublayers: their parameters must not
         # join the distiller's (only connectors train here; the student is optimised with them explicitly).
         object.__setattr__(self, "_student", student)
-        object.__setattr__(self, "_teacher", teacher)
         # Under data parallelism the student is called through its DataParallel wrapper (gradient sync) while
         # hooks stay on the inner layers.
         object.__setattr__(self, "_student_forward", student_forward or student)
         self.connectors = paddle.nn.LayerDict()
         self.loss_fns = [get_loss(t.loss) for t in terms]  # one per term, in term order
         self._s_rec = Recorder(student, [t.student for t in terms])
-        self._t_rec = Recorder(teacher, [t.teacher for t in terms])
-        freeze(teacher)
 
     @property
     def student(self):
         return self._student
 
     @property
+    def source(self):
+        """Where the teacher's tensors come from (`OnlineTeacher` or `CachedTeacher`)."""
+        return self._source
+
+    @property
     def teacher(self):
-        return self._teacher
+        """The teacher model when it runs online; None with cached teacher outputs (no teacher is built)."""
+        return None if self._source.cached else self._source.model
 
     def train(self, mode: bool = True):
         """Student and connectors train; the teacher stays in eval whatever the caller asks (as mmrazor's
         distillers do): its batch-norm statistics are the trained teacher's and must never move."""
-        self._teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         super().train(mode)
         self._student.train(mode)
         return self
@@ -78,12 +137,11 @@ class Distiller(paddle.nn.Layer):
         self._student.eval()  # a probe must not move the student's BN statistics
         with paddle.no_grad():
             s_feats, _ = self._student_features(images)
-            t_feats = self._teacher_features(images)
+            t_shapes = self._source.probe(images)
         if was_training:
             self._student.train()
         for i, term in enumerate(self.terms):
-            s, t = s_feats[term.student], t_feats[term.teacher]
-            s_shape, t_shape = list(s.shape), list(t.shape)
+            s_shape, t_shape = list(s_feats[term.student].shape), list(t_shapes[term.teacher])
             if len(s_shape) != 4 or len(t_shape) != 4:
                 raise SegDistillError(
                     f"distillation term '{term.name}': needs 4-D NCHW tensors, got student '{term.student}' "
@@ -111,15 +169,12 @@ class Distiller(paddle.nn.Layer):
         feats[LOGITS] = _first(logits)
         return feats, logits
 
-    def _teacher_features(self, images):
-        with paddle.no_grad(), self._t_rec as feats:
-            logits = self._teacher(images)
-        feats[LOGITS] = _first(logits)
-        return feats
+    def forward(self, images, label=None, teacher_feats=None):
+        """Returns (student logits list, {term name: weighted loss}).
 
-    def forward(self, images, label=None):
-        """Returns (student logits list, {term name: weighted loss})."""
-        t_feats = self._teacher_features(images)
+        `teacher_feats` ({name: tensor} for this batch) comes from the caller with a cached source (it knows the
+        iteration); an online source computes them here, on the batch."""
+        t_feats = teacher_feats if teacher_feats is not None else self._source.features(images)
         s_feats, logits = self._student_features(images)
         losses = {}
         for i, (term, fn) in enumerate(zip(self.terms, self.loss_fns)):
@@ -142,36 +197,45 @@ def freeze(model) -> None:
 
 
 def build_distiller(student, student_config, student_dic: dict, teacher_config, terms=None, *, data_root=None,
-                    pretrained_cache=None, probe_images=None, student_forward=None, log=None) -> Distiller:
+                    pretrained_cache=None, probe_images=None, student_forward=None, log=None,
+                    teacher_outputs=None, stream=None, iterations=None, data_sha256=None) -> Distiller:
     """A ready Distiller from a patched teacher config: what a trainer needs to distil into `student`.
 
-    - the teacher is built from `teacher_config`, whose `model.pretrained` must point at the trained teacher
-      (`segdistill patch-teacher`); its weights load strictly and cover the backbone;
+    - the teacher config's `model.pretrained` must point at the trained teacher (`segdistill patch-teacher`);
+      its weights load strictly and cover the backbone;
     - teacher and student must predict the same number of classes;
     - `terms` (raw mappings) or, when None, the student YAML's `distill_loss` (see `resolve_terms`);
-    - the teacher is frozen; `probe_images` (a real batch) checks every shape and builds the connectors, so
-      the returned distiller's parameters are final (build the optimizer after this call).
+    - online (`teacher_outputs` None): the teacher is built (its construction isolated from the global random
+      generators, see `isolated_rng`) and frozen; cached (`teacher_outputs`: a `teacher-outputs` folder): no
+      teacher is built; the folder's manifest must match this run's `stream` (the trainer's KeyedStream) and
+      `iterations`, `data_sha256` (`segdistill.distill.cache.data_digest`), the teacher weights'
+      SHA-256 and the terms' teacher names, else the field that differs is named;
+    - `probe_images` (a real batch) checks every shape and builds the connectors, so the returned distiller's
+      parameters are final (build the optimizer after this call).
 
     `student_dic` is the student's experiment dict (class count, ignore index, `distill_loss`), `data_root`
     and `pretrained_cache` apply to the teacher config as to the student's, `student_forward` is the callable
     that runs the student (its DataParallel wrapper under several ranks), `log` gets one line naming the terms.
     """
     from segdistill.config import build_model, experiment_dict, ignore_index, num_classes
+    from segdistill.distill import cache
 
     tdic = experiment_dict(teacher_config, data_root=data_root, pretrained_cache=pretrained_cache,
                            pretrained_backbone=False)  # the trained teacher's weights cover the backbone
-    if not tdic["model"].get("pretrained"):
-        raise SegDistillError(
-            f"{teacher_config}: model.pretrained is not set; point it at the trained teacher "
-            f"(`segdistill patch-teacher`) -- distilling from an untrained teacher is never what you want"
-        )
+    weights = cache.teacher_weights(tdic, teacher_config)
     t_classes, s_classes = num_classes(tdic), num_classes(student_dic)
     if t_classes != s_classes:
         raise SegDistillError(
             f"teacher {teacher_config} has num_classes {t_classes} but student {student_config} has {s_classes}"
         )
-    teacher = build_model(tdic, teacher_config)
     parsed = resolve_terms(terms, student_config, student_dic)
+    if teacher_outputs:
+        expected = {"stream": cache.stream_key(stream, iterations), "data_sha256": data_sha256,
+                    "weights": str(weights), "weights_sha256": cache.sha256_file(weights)}
+        teacher = cache.CachedTeacher(teacher_outputs, expected, rank=stream.rank)
+    else:
+        with isolated_rng():
+            teacher = build_model(tdic, teacher_config)
     distiller = Distiller(student, teacher, parsed, ignore_index(student_dic), student_forward=student_forward)
     if probe_images is not None:
         distiller.setup(probe_images)
@@ -179,4 +243,7 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
         log("distillation terms: " + "; ".join(
             f"{t.name} (loss {t.loss}, weight {t.weight}, T {t.temperature}"
             + (f", connector {t.connector})" if t.connector else ")") for t in parsed))
+        if teacher_outputs:
+            log(f"teacher outputs: cached in {teacher_outputs} ({teacher.manifest['dtype']}, manifest sha256 "
+                f"{teacher.manifest_sha256}); no teacher is built")
     return distiller

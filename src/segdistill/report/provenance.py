@@ -87,8 +87,20 @@ def machine_info() -> dict:
     return info
 
 
-def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=None) -> dict:
-    """Everything needed to say where a set of results came from."""
+def teacher_sources(summaries) -> dict:
+    """Run id -> how its teacher's tensors came ({'mode': 'online'} or 'cached' with the cache manifest's SHA-256),
+    from the distilled runs' train_summary.json (results/runs/<run>/train_summary.json)."""
+    out = {}
+    for path in summaries:
+        path = Path(path)
+        run = "/".join(path.parts[-4:-1]) if "distilled" in path.parts else str(path.parent)
+        out[run] = json.loads(path.read_text()).get("teacher_outputs") or {"mode": "online"}
+    return out
+
+
+def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=None, train_summaries=()) -> dict:
+    """Everything needed to say where a set of results came from; `train_summaries` of the distilled runs add
+    whether each one's teacher was cached or online (`teacher_sources`)."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     # The config as JSON sees it: a study config handed over by Snakemake may hold types JSON does not know.
     config = json.loads(json.dumps(dict(config), default=str))
@@ -98,6 +110,7 @@ def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=N
         "config": config,
         "config_files": {str(p): sha256_file(p) for p in config_files},
         "result_files": {str(p): sha256_file(p) for p in result_files},
+        "teacher_outputs": teacher_sources(train_summaries),
         "git": git_info(repo_dir) if repo_dir else None,
         "packages": package_versions(),
         "machine": machine_info(),

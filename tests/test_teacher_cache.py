@@ -1,0 +1,171 @@
+"""Teacher outputs computed once: a float32 cache trains exactly as the online teacher, float16 within its
+rounding, and a cache made for another stream, teacher, data or terms is refused by the field that differs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from segdistill.distill import cache
+from segdistill.errors import SegDistillError
+from segdistill.paddle_env import paddle
+from segdistill.trainer import Trainer, TrainSpec
+
+from conftest import ROOT
+
+STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
+TERMS = [{"loss": "kl", "weight": 3},
+         {"name": "cwd", "student": "head.aspp", "teacher": "head.aspp", "loss": "cwd", "weight": 3,
+          "temperature": 4, "connector": "conv1x1_bn"}]
+SEED, ITERS = 3, 4
+
+
+def weights(path):
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+
+
+def terms_file(tmp_path, terms, name="terms.yml"):
+    import yaml
+
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"terms": terms}))
+    return str(path)
+
+
+def make_cache(tmp_path, patched_teacher, data, dtype, terms=TERMS, seed=SEED, name=None, **kw):
+    out = tmp_path / (name or f"cache_{dtype}")
+    cache.write_teacher_outputs(STUDENT, patched_teacher, [terms_file(tmp_path, terms)], out, data_seed=seed,
+                                data_root=str(data), iters=ITERS, dtype=dtype, log=lambda m: None, **kw)
+    return out
+
+
+def run(tmp_path, name, data, patched_teacher, terms=TERMS, **kw):
+    spec = TrainSpec(config=STUDENT, save_dir=str(tmp_path / name), data_root=str(data), seed=SEED, iters=ITERS,
+                     save_interval=2, log_iters=1, do_eval=True, teacher_config=patched_teacher,
+                     distill_terms=terms, **kw)
+    return Trainer(spec, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def online(tiny_data, patched_teacher, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("online")
+    summary = run(tmp, "run", tiny_data, patched_teacher).run()
+    return tmp / "run", summary
+
+
+def test_float32_cache_trains_byte_identical_to_online(online, tiny_data, patched_teacher, tmp_path):
+    folder = make_cache(tmp_path, patched_teacher, tiny_data, "float32")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["stream"] == {"data_seed": SEED, "batch_size": 4, "ranks": 1, "global_batch": 4,
+                                  "iterations": ITERS}
+    # DeepLabV3P: the head's logits are stored (1/4 of 32x32) and upsampled when read
+    assert manifest["tensors"]["logits"]["shape"] == [ITERS, 4, 2, 8, 8]
+    assert manifest["tensors"]["logits"]["upsample"] == {"mode": "bilinear", "align_corners": False,
+                                                         "size": [32, 32]}
+    assert manifest["tensors"]["head.aspp"]["shape"] == [ITERS, 4, 256, 4, 4]
+    trainer = run(tmp_path, "cached", tiny_data, patched_teacher, teacher_outputs=str(folder))
+    assert trainer.distiller.teacher is None  # no teacher model in the distill job
+    summary = trainer.run()
+    ref, _ = online
+    for f in ("train_log.csv", "eval_log.csv"):
+        assert (tmp_path / "cached" / f).read_bytes() == (ref / f).read_bytes(), f
+    # Bit for bit; not the file's bytes: a .pdparams pickles parameter names, which count every model this test
+    # process built before (the workflow's jobs are separate processes).
+    got, want = weights(tmp_path / "cached/best_model/model.pdparams"), weights(ref / "best_model/model.pdparams")
+    assert list(got) == list(want)
+    assert all(got[k].dtype == want[k].dtype and got[k].tobytes() == want[k].tobytes() for k in want)
+    assert summary["teacher_outputs"]["mode"] == "cached"
+    assert summary["teacher_outputs"]["manifest_sha256"] == cache.sha256_file(folder / "manifest.json")
+    assert json.loads((ref / "train_summary.json").read_text())["teacher_outputs"] == {"mode": "online"}
+
+
+def test_float16_cache_within_rounding_and_miou(online, tiny_data, patched_teacher, tmp_path):
+    folder = make_cache(tmp_path, patched_teacher, tiny_data, "float16")
+    trainer = run(tmp_path, "online_probe", tiny_data, patched_teacher)  # an online source for the same stream
+    stored = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("logits", "head.aspp")}
+    from segdistill.distill.recorder import Recorder
+
+    teacher = trainer.distiller.teacher
+    for it in (1, ITERS):
+        images, _ = trainer.stream.batch(it)
+        with paddle.no_grad(), Recorder(teacher, ["head", "head.aspp"]) as rec:
+            logits = teacher(paddle.to_tensor(images))[0]
+        # stored = the online teacher's float32 tensors rounded to float16, exactly
+        assert np.array_equal(stored["logits"][it - 1], rec["head"].numpy().astype(np.float16))
+        assert np.array_equal(stored["head.aspp"][it - 1], rec["head.aspp"].numpy().astype(np.float16))
+        read = cached_source(folder, trainer).features(None, it)
+        want = logits.numpy()
+        # bilinear weights sum to 1: the error stays within one float16 rounding of the largest input
+        assert np.abs(read["logits"].numpy() - want).max() <= np.abs(want).max() * 2.0 ** -11 + 1e-6
+    cached = run(tmp_path, "cached16", tiny_data, patched_teacher, teacher_outputs=str(folder)).run()
+    _, ref = online
+    assert abs(cached["best_miou"] - ref["best_miou"]) <= 0.005
+
+
+def cached_source(folder, trainer):
+    """The cache read as a distill job of `trainer`'s stream reads it."""
+    from segdistill.config import read_yaml
+
+    weights = cache.teacher_weights(read_yaml(trainer.spec.teacher_config), trainer.spec.teacher_config)
+    expected = {"stream": cache.stream_key(trainer.stream, trainer.iters), "weights": str(weights),
+                "weights_sha256": cache.sha256_file(weights),
+                "data_sha256": cache.data_digest(trainer.dic["train_dataset"], trainer.train_ds)}
+    source = cache.CachedTeacher(folder, expected)
+    source.check_names(["logits", "head.aspp"])
+    return source
+
+
+def test_bfloat16_round_trip():
+    x = np.array([1.0, -2.5, 3.14159, 1e-3, 65504.0, 1.00390625, 1.01171875], dtype=np.float32)
+    back = cache._decode(cache._encode(x, "bfloat16"), "bfloat16")
+    assert np.all(np.abs(back - x) <= np.abs(x) * 2.0 ** -8)
+    # ties round to even: 1 + 2^-8 -> 1, 1 + 3*2^-8 -> 1 + 2^-6
+    assert back[5] == 1.0 and back[6] == np.float32(1.015625)
+
+
+@pytest.fixture(scope="module")
+def f16_cache(tiny_data, patched_teacher, tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("f16"), patched_teacher, tiny_data, "float16",
+                      terms=[{"loss": "kl", "weight": 3}])
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"seed": SEED + 1}, "stream.data_seed"),
+    ({"batch_size": 2}, "stream.global_batch"),
+    ({"terms": TERMS}, r"tensors: the cache has no teacher tensor\(s\) \['head.aspp'\]"),
+    ({"iters": ITERS + 2}, "stream.iterations"),
+])
+def test_mismatch_is_refused_by_field(f16_cache, tiny_data, patched_teacher, tmp_path, change, field):
+    spec = dict(config=STUDENT, save_dir=str(tmp_path / "run"), data_root=str(tiny_data), seed=SEED, iters=ITERS,
+                teacher_config=patched_teacher, distill_terms=[{"loss": "kl", "weight": 3}],
+                teacher_outputs=str(f16_cache))
+    spec.update({k if k != "terms" else "distill_terms": v for k, v in change.items()})
+    with pytest.raises(SegDistillError, match=field):
+        Trainer(TrainSpec(**spec), log=lambda m: None)
+
+
+def test_other_teacher_or_data_is_refused(f16_cache, tiny_data, patched_teacher, tmp_path):
+    import yaml
+
+    other = tmp_path / "other.pdparams"
+    state = paddle.load(yaml.safe_load(open(patched_teacher))["model"]["pretrained"])
+    key = next(iter(state))
+    state[key] = state[key] + 1
+    paddle.save(state, str(other))
+    from segdistill.config import patch_teacher
+
+    patch_teacher(str(ROOT / "tests/configs/teacher_tiny.yml"), other, tmp_path / "other.yml")
+    base = dict(config=STUDENT, save_dir=str(tmp_path / "run"), data_root=str(tiny_data), seed=SEED, iters=ITERS,
+                distill_terms=[{"loss": "kl", "weight": 3}], teacher_outputs=str(f16_cache))
+    with pytest.raises(SegDistillError, match="teacher.weights_sha256"):
+        Trainer(TrainSpec(teacher_config=str(tmp_path / "other.yml"), **base), log=lambda m: None)
+    record = tmp_path / "validation.json"
+    record.write_text("{}")
+    with pytest.raises(SegDistillError, match="data.sha256 differs"):
+        Trainer(TrainSpec(teacher_config=patched_teacher, data_record=str(record), **base), log=lambda m: None)
+
+
+def test_over_max_gb_stops_before_writing(tiny_data, patched_teacher, tmp_path):
+    with pytest.raises(SegDistillError, match=r"need 0\.\d+ GB .* over cache.max_gb 1e-06.*online"):
+        make_cache(tmp_path, patched_teacher, tiny_data, "float32", name="big", max_gb=1e-6)
+    assert not any(tmp_path.glob("*big*"))  # nothing that looks like a cache, no temporary left
