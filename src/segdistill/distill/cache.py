@@ -187,7 +187,7 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
                            ignore_index=ignore_index(sdic)) for r in range(ranks)]
     key = stream_key(streams[0], iterations)
     teacher = build_model(tdic, teacher_config)
-    from segdistill.distill.distiller import freeze
+    from segdistill.distill.teachers import freeze
     from segdistill.distill.recorder import check_names
 
     check_names(teacher, names, "teacher")
@@ -324,7 +324,7 @@ def check_manifest(manifest: dict, expected: dict, names, source) -> None:
 class CachedTeacher:
     """Teacher tensors of this rank's slice at iteration `it`, read from a teacher-outputs folder.
 
-    Same interface as `segdistill.distill.distiller.OnlineTeacher` (`features`, `probe`, `check_names`), but
+    Same interface as `segdistill.distill.teachers.OnlineTeacher` (`features`, `probe`, `check_names`), but
     `features` needs the iteration, and nothing here holds a model.
     """
 

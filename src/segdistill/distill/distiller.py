@@ -12,63 +12,14 @@ stored for the same keyed data stream, so the distill job never builds the teach
 
 from __future__ import annotations
 
-import contextlib
-import random
-
-import numpy as np
-
 from segdistill.distill.connectors import build_connector
 from segdistill.distill.recorder import LOGITS, Recorder, check_names
+from segdistill.distill.teachers import OnlineTeacher, first_output, isolated_rng
 from segdistill.distill.terms import DistillTerm, resolve_terms
 from segdistill.errors import SegDistillError
 from segdistill.losses import get_loss
 from segdistill.paddle_env import paddle
 from segdistill.precision import to_fp32
-
-
-def _first(out):
-    return out[0] if isinstance(out, (list, tuple)) else out
-
-
-class OnlineTeacher:
-    """The frozen teacher run on each batch, its named sublayers recorded: {name: tensor} per call."""
-
-    cached = False
-
-    def __init__(self, model, names):
-        check_names(model, names, "teacher")
-        self.model = model
-        self._rec = Recorder(model, names)
-        freeze(model)
-
-    def features(self, images, it=None) -> dict:
-        with paddle.no_grad(), self._rec as feats:
-            logits = self.model(images)
-        feats[LOGITS] = _first(logits)
-        return feats
-
-    def probe(self, images) -> dict:
-        """{name: shape} of this rank's batch, from one forward on a real batch."""
-        return {k: list(v.shape) for k, v in self.features(images).items()}
-
-
-@contextlib.contextmanager
-def isolated_rng():
-    """Generators as they were before the block. Building a model draws its initial weights from the global
-    generators; a teacher whose weights are then loaded must not shift what the student side draws afterwards
-    (connectors), so that a run with cached teacher outputs (which builds no teacher) draws exactly what a run
-    with the online teacher draws."""
-    py, np_state = random.getstate(), np.random.get_state()
-    pd_state = paddle.get_rng_state()
-    cuda = paddle.get_cuda_rng_state() if paddle.is_compiled_with_cuda() else None
-    try:
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(np_state)
-        paddle.set_rng_state(pd_state)
-        if cuda is not None:
-            paddle.set_cuda_rng_state(cuda)
 
 
 class Distiller(paddle.nn.Layer):
@@ -166,7 +117,7 @@ class Distiller(paddle.nn.Layer):
     def _student_features(self, images):
         with self._s_rec as feats:
             logits = self._student_forward(images)
-        feats[LOGITS] = _first(logits)
+        feats[LOGITS] = first_output(logits)
         return feats, logits
 
     def forward(self, images, label=None, teacher_feats=None):
@@ -187,13 +138,6 @@ class Distiller(paddle.nn.Layer):
                        temperature=term.temperature)
             losses[term.name] = term.weight * value
         return logits, losses
-
-
-def freeze(model) -> None:
-    """Teacher: eval mode (fixed BN statistics, no dropout) and no parameter takes a gradient."""
-    model.eval()
-    for p in model.parameters():
-        p.stop_gradient = True
 
 
 def build_distiller(student, student_config, student_dic: dict, teacher_config, terms=None, *, data_root=None,
