@@ -110,11 +110,14 @@ def test_lease_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
 
 def test_tiny_study_runs_through_sbatch_to_the_same_report(slurm_cluster, tmp_path, tiny_study):
     """The real workflow on the tiny study through SLURM: every heavy job is a COMPLETED SLURM job, and the
-    report equals the local run's (training is deterministic on CPU)."""
+    report equals the local run's (training is deterministic on CPU).
+
+    `gpus_per_job: 0`: the test node's "GPU" is /dev/null, and a job that leased a GPU refuses to train on a CPU
+    build of Paddle (tests/test_gpu_ready.py); how SLURM hands GPUs to jobs is the lease workflow's test above."""
     import pandas as pd
     from conftest import tiny_config
 
-    config = tiny_config(tmp_path)
+    config = tiny_config(tmp_path, gpus_per_job=0)
     out = run_on_slurm(ROOT / "workflow" / "Snakefile", tmp_path, "--configfile", str(config), timeout=3000)
     jobids = SUBMITTED.findall(out)
     assert len(jobids) >= 10, f"expected the training and evaluation jobs in SLURM, saw {jobids}"
