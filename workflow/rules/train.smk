@@ -62,6 +62,8 @@ rule train:
         "benchmarks/train/{arm}/seed{seed}.tsv"
     wildcard_constraints:
         arm="|".join(study.trained_arms(config)),
+    # The teacher is on the critical path (every distilled run waits for it): start it before the students.
+    priority: lambda wc: 10 if wc.arm == "teacher" else 0
     conda:
         "../envs/segdistill.yaml"
     threads: 1
