@@ -69,7 +69,7 @@ def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
 def test_provenance_says_cached_or_online(finished_study):
     import json
 
-    from segdistill.distill.cache import sha256_file
+    from segdistill.data.fetch import sha256_of as sha256_file
 
     workdir, _ = finished_study
     prov = json.loads((workdir / "results/report/provenance.json").read_text())["teacher_outputs"]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdistill.data.fetch import sha256_of
 from segdistill.distill.recorder import LOGITS, Recorder
 from segdistill.errors import SegDistillError
 
@@ -42,14 +43,6 @@ HEAD = "head"  # PaddleSeg's segmentation head: its first output is the logits b
 
 # -- what identifies a stream and its data --------------------------------------------------------------------
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_digest(train_dataset: dict, dataset, validation=None) -> str:
     """SHA-256 of what decides the training images: the student config's train data set section (type, mode,
     transforms; not where it lies), its file list (relative to the data root) and the data validation record."""
@@ -59,7 +52,7 @@ def data_digest(train_dataset: dict, dataset, validation=None) -> str:
     files = [[os.path.relpath(str(p), root) if root else str(p) for p in entry]
              for entry in (getattr(dataset, "file_list", None) or [])]
     record = {"train_dataset": section, "files": files,
-              "validation_sha256": sha256_file(validation) if validation else None}
+              "validation_sha256": sha256_of(validation) if validation else None}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -251,10 +244,10 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
         manifest = {
             "format": FORMAT,
             "teacher": {"config": str(teacher_config), "weights": str(weights),
-                        "weights_sha256": sha256_file(weights)},
+                        "weights_sha256": sha256_of(weights)},
             "data": {"sha256": data_digest(sdic["train_dataset"], dataset, validation),
                      "student_config": str(student_config),
-                     "validation_sha256": sha256_file(validation) if validation else None},
+                     "validation_sha256": sha256_of(validation) if validation else None},
             "stream": key,
             "dtype": dtype,
             "storage": "uint16 bit patterns of bfloat16" if dtype == "bfloat16" else dtype,
@@ -274,7 +267,7 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    log(f"wrote {out}: {need} bytes, manifest sha256 {sha256_file(out / MANIFEST)}")
+    log(f"wrote {out}: {need} bytes, manifest sha256 {sha256_of(out / MANIFEST)}")
     return manifest
 
 
@@ -333,7 +326,7 @@ class CachedTeacher:
     def __init__(self, folder, expected: dict, rank: int = 0):
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
-        self.manifest_sha256 = sha256_file(self.folder / MANIFEST)
+        self.manifest_sha256 = sha256_of(self.folder / MANIFEST)
         self.expected, self.rank = expected, rank
         self.batch_size = expected["stream"]["batch_size"]
         self.dtype = self.manifest["dtype"]

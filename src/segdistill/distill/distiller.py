@@ -175,7 +175,7 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
     parsed = resolve_terms(terms, student_config, student_dic)
     if teacher_outputs:
         expected = {"stream": cache.stream_key(stream, iterations), "data_sha256": data_sha256,
-                    "weights": str(weights), "weights_sha256": cache.sha256_file(weights)}
+                    "weights": str(weights), "weights_sha256": cache.sha256_of(weights)}
         teacher = cache.CachedTeacher(teacher_outputs, expected, rank=stream.rank)
     else:
         with isolated_rng():

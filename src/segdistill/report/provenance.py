@@ -12,16 +12,11 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from segdistill.data.fetch import sha256_of
+
+
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddleseg", "paddleslim", "snakemake", "numpy", "pandas", "scipy",
             "matplotlib", "opencv-python-headless", "opencv-python", "PyYAML", "docutils", "segdistill")
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_hash(config: dict) -> str:
@@ -108,8 +103,8 @@ def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=N
         "date_utc": now.replace(microsecond=0).isoformat(),
         "config_sha256": config_hash(config),
         "config": config,
-        "config_files": {str(p): sha256_file(p) for p in config_files},
-        "result_files": {str(p): sha256_file(p) for p in result_files},
+        "config_files": {str(p): sha256_of(p) for p in config_files},
+        "result_files": {str(p): sha256_of(p) for p in result_files},
         "teacher_outputs": teacher_sources(train_summaries),
         "git": git_info(repo_dir) if repo_dir else None,
         "packages": package_versions(),
