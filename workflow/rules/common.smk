@@ -87,6 +87,14 @@ def arm_config(arm):
     return study.STUDY_CONFIGS["teacher" if arm == "teacher" else "student"]
 
 
+def train_flags(wildcards):
+    """The `train` section for one arm: the teacher may evaluate on its own interval (teacher.save_interval)."""
+    flags = dict(config["train"])
+    if wildcards.arm == "teacher" and config["teacher"].get("save_interval") is not None:
+        flags["save_interval"] = config["teacher"]["save_interval"]
+    return flags
+
+
 def teacher_run(seed):
     return f"teacher/seed{study.teacher_seed(config, seed)}"
 

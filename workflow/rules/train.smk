@@ -71,7 +71,7 @@ rule train:
         gpu=config["gpus_per_job"],
     params:
         save_dir=subpath(output.model, ancestor=2),
-        train=config["train"],
+        train=train_flags,
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
     script:
