@@ -179,3 +179,13 @@ def test_provided_teacher_needs_no_teacher_backbone():
     assert study.backbone_urls(cfg) == ["https://bj.bcebos.com/paddleseg/dygraph/resnet50_vd_ssld_v2.tar.gz"]
     cfg["teacher"]["weights"] = "weights/teacher.pdparams"
     assert study.backbone_urls(cfg) == []
+
+
+def test_teacher_save_interval_applies_to_the_teacher_only(tmp_path):
+    config = folder_study(tmp_path, save_interval=50)
+    config["train"] = {"save_interval": 20, "log_iters": 10}
+    assert study.train_flags(config, "teacher") == {"save_interval": 50, "log_iters": 10}
+    assert study.train_flags(config, "student") == {"save_interval": 20, "log_iters": 10}
+    config["teacher"]["save_interval"] = None
+    assert study.train_flags(config, "teacher")["save_interval"] == 20
+    assert config["train"]["save_interval"] == 20  # the study's config is not changed

@@ -51,6 +51,14 @@ def test_every_job_logged_and_benchmarked(finished_study):
     assert patched["model"]["pretrained"].endswith("results/runs/teacher/seed0/best_model/model.pdparams")
 
 
+def test_teacher_evaluates_on_its_own_interval(finished_study):
+    workdir, _ = finished_study
+    runs = workdir / "results/runs"
+    assert list(pd.read_csv(runs / "teacher/seed0/eval_log.csv").iter) == [3, 6]  # teacher.save_interval
+    assert list(pd.read_csv(runs / "student/seed0/eval_log.csv").iter) == [2, 4]  # train.save_interval
+    assert list(pd.read_csv(runs / "distilled/kl/seed1/eval_log.csv").iter) == [2, 4]
+
+
 def test_second_run_has_nothing_to_do(finished_study):
     workdir, config = finished_study
     proc = run_snakemake(workdir, "--cores", "2", "--configfile", config, "-n")

@@ -118,6 +118,15 @@ def apply_params(terms: list[dict], params: dict, source: str) -> list[dict]:
     return terms
 
 
+def train_flags(config: dict, arm: str) -> dict:
+    """The `train` section one arm trains with: the teacher evaluates on `teacher.save_interval` when it is set
+    (a 300-iteration teacher needs far fewer val evaluations than an 80-iteration student)."""
+    flags = dict(config["train"])
+    if arm == "teacher" and config["teacher"].get("save_interval") is not None:
+        flags["save_interval"] = int(config["teacher"]["save_interval"])
+    return flags
+
+
 def teacher_seed(config: dict, seed: int) -> int:
     """The seed of the teacher run a seed distils from (a given teacher is one run, under the first seed)."""
     per_seed = config["teacher"]["per_seed"] and not teacher_weights(config)

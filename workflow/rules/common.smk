@@ -88,11 +88,7 @@ def arm_config(arm):
 
 
 def train_flags(wildcards):
-    """The `train` section for one arm: the teacher may evaluate on its own interval (teacher.save_interval)."""
-    flags = dict(config["train"])
-    if wildcards.arm == "teacher" and config["teacher"].get("save_interval") is not None:
-        flags["save_interval"] = config["teacher"]["save_interval"]
-    return flags
+    return study.train_flags(config, wildcards.arm)
 
 
 def teacher_run(seed):
