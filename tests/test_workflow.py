@@ -148,16 +148,19 @@ def test_kill_9_at_random_iterations_then_rerun_gives_same_metrics(finished_stud
     rng = random.Random()
     seed_used = rng.randrange(10**6)
     rng.seed(seed_used)
-    targets = [("teacher/seed0", "logs/train/teacher/seed0.log", 6), ("student/seed1", "logs/train/student/seed1.log", 4),
-               ("distilled/kl/seed0", "logs/distill/kl/seed0.log", 4),
-               ("distilled/kl_cwd/seed1", "logs/distill/kl_cwd/seed1.log", 4),
-               ("distilled/kl_cwd/seed0", "logs/distill/kl_cwd/seed0.log", 4)]
+    # (run, log, iterations, earliest kill). The teacher (6 iterations, a checkpoint at 3) is killed at 4 or 5, after
+    # its first checkpoint, so the resume path is exercised on every run of this test; the others anywhere.
+    targets = [("teacher/seed0", "logs/train/teacher/seed0.log", 6, 4),
+               ("student/seed1", "logs/train/student/seed1.log", 4, 1),
+               ("distilled/kl/seed0", "logs/distill/kl/seed0.log", 4, 1),
+               ("distilled/kl_cwd/seed1", "logs/distill/kl_cwd/seed1.log", 4, 1),
+               ("distilled/kl_cwd/seed0", "logs/distill/kl_cwd/seed0.log", 4, 1)]
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path),
            "--workflow-profile", "none", "--cores", "1", "--configfile", str(config), "--rerun-incomplete"]
     env = dict(os.environ, SEGDISTILL_GPU_IDS="")
     killed_at = []
-    for run, log, iters in targets:
-        it = rng.randint(1, iters - 1)
+    for run, log, iters, earliest in targets:
+        it = rng.randint(earliest, iters - 1)
         proc = subprocess.Popen(cmd + [f"results/runs/{run}/best_model/model.pdparams"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         killed_at.append((run, _kill_at_iteration(proc, tmp_path / log, f"results/runs/{run}", it)))
@@ -168,7 +171,7 @@ def test_kill_9_at_random_iterations_then_rerun_gives_same_metrics(finished_stud
     got = pd.read_csv(tmp_path / "results/report/summary.csv")
     pd.testing.assert_frame_equal(ref, got, obj=f"summary {what}")
     # Metrics of briefly trained tiny models move little; losses and weights show any divergence.
-    for run, _, _ in targets:
+    for run, _, _, _ in targets:
         a, b = reference / f"results/runs/{run}", tmp_path / f"results/runs/{run}"
         pd.testing.assert_frame_equal(pd.read_csv(a / "train_log.csv"), pd.read_csv(b / "train_log.csv"),
                                       obj=f"{run} train_log {what}")
