@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from segdistill.data.fetch import sha256_of
 from segdistill.distill import cache
 from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
@@ -75,7 +76,7 @@ def test_float32_cache_trains_byte_identical_to_online(online, tiny_data, patche
     assert list(got) == list(want)
     assert all(got[k].dtype == want[k].dtype and got[k].tobytes() == want[k].tobytes() for k in want)
     assert summary["teacher_outputs"]["mode"] == "cached"
-    assert summary["teacher_outputs"]["manifest_sha256"] == cache.sha256_of(folder / "manifest.json")
+    assert summary["teacher_outputs"]["manifest_sha256"] == sha256_of(folder / "manifest.json")
     assert json.loads((ref / "train_summary.json").read_text())["teacher_outputs"] == {"mode": "online"}
 
 
@@ -108,7 +109,7 @@ def cached_source(folder, trainer):
 
     weights = cache.teacher_weights(read_yaml(trainer.spec.teacher_config), trainer.spec.teacher_config)
     expected = {"stream": cache.stream_key(trainer.stream, trainer.iters), "weights": str(weights),
-                "weights_sha256": cache.sha256_of(weights),
+                "weights_sha256": sha256_of(weights),
                 "data_sha256": cache.data_digest(trainer.dic["train_dataset"], trainer.train_ds)}
     source = cache.CachedTeacher(folder, expected)
     source.check_names(["logits", "head.aspp"])

@@ -12,6 +12,7 @@ stored for the same keyed data stream, so the distill job never builds the teach
 
 from __future__ import annotations
 
+from segdistill.data.fetch import sha256_of
 from segdistill.distill.connectors import build_connector
 from segdistill.distill.recorder import LOGITS, Recorder, check_names
 from segdistill.distill.teachers import OnlineTeacher, first_output, isolated_rng
@@ -175,7 +176,7 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
     parsed = resolve_terms(terms, student_config, student_dic)
     if teacher_outputs:
         expected = {"stream": cache.stream_key(stream, iterations), "data_sha256": data_sha256,
-                    "weights": str(weights), "weights_sha256": cache.sha256_of(weights)}
+                    "weights": str(weights), "weights_sha256": sha256_of(weights)}
         teacher = cache.CachedTeacher(teacher_outputs, expected, rank=stream.rank)
     else:
         with isolated_rng():
