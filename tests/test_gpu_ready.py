@@ -103,13 +103,14 @@ def test_help_says_batch_size_is_per_device_and_keeps_five():
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tiny_data, tmp_path):
-    """set_state_dict skips missing keys and wrong shapes silently; resume must name them instead."""
+    """set_state_dict skips missing keys and wrong shapes silently; resume must name them instead. (Without
+    --resume_model a checkpoint of another config is not resumed at all: tests/test_trainer.py.)"""
     first = subprocess.run([*CLI, *_train_args(tiny_data, tmp_path / "run")], capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
     wider = tmp_path / "wider.yml"
     wider.write_text((ROOT / "tests/configs/student_tiny.yml").read_text().replace("aspp_out_channels: 256",
                                                                                    "aspp_out_channels: 128"))
-    args = _train_args(tiny_data, tmp_path / "run", "--iters", "4")
+    args = _train_args(tiny_data, tmp_path / "run", "--iters", "4", "--resume_model", str(tmp_path / "run/iter_2"))
     args[args.index(STUDENT)] = str(wider)
     again = subprocess.run([*CLI, *args], capture_output=True, text=True)
     assert again.returncode == 2

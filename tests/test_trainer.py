@@ -67,6 +67,35 @@ def test_resume_after_kill_equals_uninterrupted(tiny_data, tmp_path, patched_tea
     pd.testing.assert_frame_equal(lf, lr)
 
 
+def test_checkpoints_of_another_run_are_not_resumed(tiny_data, tmp_path, patched_teacher):
+    """Snakemake reruns a job whose config or teacher changed in the same folder: the old run's checkpoints must
+    not be resumed (that would hand back the old model), and the new run must equal one made in a fresh folder."""
+    def train(save_dir, weight, seed=3):
+        messages = []
+        # Parameter names restart per trainer, as in the separate processes the workflow runs (the optimizer
+        # state is keyed by them).
+        with paddle.utils.unique_name.guard():
+            Trainer(spec(tiny_data, save_dir, iters=4, seed=seed, teacher_config=patched_teacher,
+                         distill_terms=[{"loss": "kl", "weight": weight}]), log=messages.append).run()
+        return messages
+
+    run = tmp_path / "run"
+    train(run, 3)
+    messages = train(run, 1)
+    assert any("are of another run" in m for m in messages), messages
+    assert not any(m.startswith("resumed from") for m in messages)
+    train(tmp_path / "fresh", 1)
+    wr, wf = weights(run / "best_model/model.pdparams"), weights(tmp_path / "fresh/best_model/model.pdparams")
+    assert all(np.array_equal(wr[k], wf[k]) for k in wf)
+    pd.testing.assert_frame_equal(pd.read_csv(run / "train_log.csv"), pd.read_csv(tmp_path / "fresh/train_log.csv"))
+    # The folder now holds the new run's checkpoints only: the same run again resumes them.
+    assert all(json.loads((p / "state.json").read_text())["run_key"] for p in checkpoint.list_checkpoints(run))
+    again = train(run, 1)
+    assert any(m.startswith("resumed from") for m in again), again
+    other = train(run, 1, seed=4)  # another seed is another run too
+    assert any("are of another run" in m for m in other), other
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_data, tmp_path):
     run = tmp_path / "run"
     Trainer(spec(tiny_data, run, iters=4, do_eval=False)).run()

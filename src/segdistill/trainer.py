@@ -168,6 +168,29 @@ class Trainer:
         _, self.optimizer = self.amp.decorate(models, self.optimizer)
         self.vdl = None
         self._best_store = self.save_dir / "checkpoints_best" / "model.pdparams"
+        self.run_key = self._run_key()
+
+    def _run_key(self) -> str:
+        """SHA-256 of what decides this run's result: the resolved experiment (data paths aside), the training
+        data, seeds, ranks, precision, evaluation schedule and, when distilling, the terms and the teacher.
+        A checkpoint records it; one of another key (a config or teacher changed since) is never resumed."""
+        import hashlib
+        import json
+
+        from segdistill.distill.cache import data_digest
+
+        paths = ("dataset_root", "train_path", "val_path", "test_path")
+        dic = {k: ({kk: vv for kk, vv in v.items() if kk not in paths} if isinstance(v, dict) else v)
+               for k, v in self.dic.items()}
+        spec = self.spec
+        identity = {"experiment": dic, "train_data": data_digest(self.dic["train_dataset"], self.train_ds,
+                                                                 spec.data_record),
+                    "val_data": [list(map(str, e)) for e in (getattr(self.val_ds, "file_list", None) or [])],
+                    "seed": spec.seed, "data_seed": self.data_seed, "world": self.world,
+                    "precision": spec.precision, "amp_level": spec.amp_level, "do_eval": spec.do_eval,
+                    "save_interval": spec.save_interval,
+                    "distill": getattr(self.distiller, "identity", None) if self.distiller else None}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
     # -- distillation ---------------------------------------------------------------------------------------
     def _build_distiller(self):
@@ -204,8 +227,14 @@ class Trainer:
             if meta is None:
                 raise SegDistillError(f"--resume_model {source}: not a checkpoint folder")
             path = source
+            if meta.get("run_key") != self.run_key:
+                self._log(f"note: --resume_model {source} was written by a run with another config, data, seed "
+                          f"or teacher; resuming it as asked")
         else:
             path, meta = checkpoint.latest_valid(self.save_dir, self._log)
+            if path is not None and meta.get("run_key") != self.run_key:
+                self._discard_other_run(path)
+                path, meta = None, None
         if path is None:
             return 0, {"best_miou": -1.0, "best_iter": 0, "train_log": [], "eval_log": []}
         checkpoint.load(path, self.trainable, self.optimizer)
@@ -213,6 +242,18 @@ class Trainer:
         self.amp.set_state_dict(meta.get("amp", {}))
         self._log(f"resumed from {path} (iteration {meta['iteration']})")
         return meta["iteration"], meta
+
+    def _discard_other_run(self, newest: Path) -> None:
+        """The checkpoints in save_dir are of another run (Snakemake reruns a job whose config, data or teacher
+        changed; killed runs leave checkpoints behind): resuming them would return the old run's model. They
+        and the old best-model copy are removed, so pruning and a later resume see this run's checkpoints only."""
+        self._log(f"checkpoints in {self.save_dir} (newest {newest.name}) are of another run (its config, data, "
+                  f"seed or teacher differ from this one's): not resumed, removed; training from iteration 0")
+        if not self.is_main:
+            return
+        for path in checkpoint.list_checkpoints(self.save_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        self._best_store.unlink(missing_ok=True)
 
     def step(self, images, labels, it=None):
         """One optimisation step on the batch of iteration `it`: (total loss, {part name: loss}); parts are `ce`
@@ -333,7 +374,8 @@ class Trainer:
                 if self.world > 1:
                     self._check_ranks_agree(it)
                 if self.is_main:
-                    state = {"best_miou": best_miou, "best_iter": best_iter, "train_log": train_log,
+                    state = {"run_key": self.run_key, "best_miou": best_miou, "best_iter": best_iter,
+                             "train_log": train_log,
                              "eval_log": eval_log, "lr_scheduler": self.lr.state_dict(), "amp": self.amp.state_dict()}
                     last_ckpt = checkpoint.save(self.save_dir, it, self.trainable, self.optimizer, state,
                                                 spec.keep_checkpoint_max)
