@@ -174,7 +174,7 @@ def test_parsing_imports_no_paddle(tmp_path):
         assert proc.returncode == 0 and "imported while parsing" not in out, out[-3000:]
 
 
-@pytest.mark.parametrize("name, distilled", [("config.yaml", 8), ("kl_cwd.yaml", 16), ("stride16.yaml", 8)])
+@pytest.mark.parametrize("name, distilled", [("config.yaml", 8), ("kl_cwd.yaml", 16), ("stride8.yaml", 8)])
 def test_shipped_studies_parse_and_plan(name, distilled):
     """Every study in config/ is whole and plans the default study's chain (8 seeds, one shared teacher)."""
     proc = run_snakemake(ROOT, "-n", "--configfile", ROOT / "config" / name, "--cores", "2")
