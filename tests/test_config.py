@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from segdistill import study
-from segdistill.config import build_model, experiment_dict, load_weights, patch_teacher, read_yaml
+from segdistill.config import base_files, build_model, experiment_dict, load_weights, patch_teacher, read_yaml
 from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
 
@@ -141,3 +141,16 @@ def test_layers_lists_every_sublayer_with_its_shape():
     assert "[1, 2, 32, 32]" in lines["logits"]
     model = build_model(experiment_dict(STUDENT), STUDENT)
     assert set(lines) == {n for n, _ in model.named_sublayers()} | {"logits"}
+
+
+def test_base_files_follow_the_inheritance_chain(tmp_path):
+    """The workflow lists a YAML's `_base_` files as inputs, so editing only a base file reruns its readers."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yml").write_text("batch_size: 4\niters: 80\n")
+    (tmp_path / "sub/mid.yml").write_text("_base_: ../root.yml\niters: 60\n")
+    (tmp_path / "sub/leaf.yml").write_text("_base_: mid.yml\nbatch_size: 2\n")
+    assert base_files(tmp_path / "sub/leaf.yml") == [tmp_path / "sub/mid.yml", tmp_path / "sub/../root.yml"]
+    assert read_yaml(tmp_path / "sub/leaf.yml") == {"batch_size": 2, "iters": 60}
+    assert base_files(tmp_path / "root.yml") == []
+    shipped = ROOT / "config/paddleseg/cpu/deeplabv3p_resnet18_os16_synthetic_64x64_student.yml"
+    assert [p.name for p in base_files(shipped)] == ["deeplabv3p_resnet18_os8_synthetic_64x64_student.yml"]

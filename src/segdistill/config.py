@@ -43,6 +43,24 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return dic
 
 
+def base_files(path: str | os.PathLike) -> list[Path]:
+    """The `_base_` files a YAML inherits from, nearest first (the workflow lists them as inputs, so that editing
+    only a base file reruns what reads the YAML)."""
+    out, path, seen = [], Path(path), set()
+    while path.is_file() and path not in seen:
+        seen.add(path)
+        try:
+            with open(path) as fh:
+                base = (yaml.safe_load(fh) or {}).get("_base_")
+        except (yaml.YAMLError, AttributeError):
+            break  # read_yaml names the fault when the YAML is read
+        if not base:
+            break
+        path = path.parent / base
+        out.append(path)
+    return out
+
+
 def _deep_update(base: dict, new: dict) -> None:
     # PaddleSeg semantics: nested mappings merge unless the child says `_inherited_: False`.
     for key, value in new.items():

@@ -43,6 +43,7 @@ sys.path.insert(0, ENGINE_PATH)
 os.environ.setdefault("SEGDISTILL_SOURCE", ENGINE_PIP)
 
 from segdistill import study
+from segdistill.config import base_files
 from segdistill.errors import SegDistillError
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))

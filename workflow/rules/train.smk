@@ -4,6 +4,8 @@ rule study_configs:
     input:
         teacher=config["teacher"]["config"],
         student=config["student"]["config"],
+        # PaddleSeg's `_base_` files they inherit from: editing only a base file reruns this job too.
+        bases=base_files(config["teacher"]["config"]) + base_files(config["student"]["config"]),
     output:
         teacher=study.STUDY_CONFIGS["teacher"],
         student=study.STUDY_CONFIGS["student"],
