@@ -83,6 +83,11 @@ def run_dir(run):
     return f"results/runs/{run}"
 
 
+def yaml_bases():
+    """The `_base_` files the teacher and student YAMLs inherit from (inputs of study_configs)."""
+    return [p for arm in ("teacher", "student") for p in base_files(config[arm]["config"])]
+
+
 def arm_config(arm):
     """The study's copy of the arm's PaddleSeg YAML (data set filled in, see study.experiment)."""
     return study.STUDY_CONFIGS["teacher" if arm == "teacher" else "student"]

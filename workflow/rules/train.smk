@@ -5,7 +5,7 @@ rule study_configs:
         teacher=config["teacher"]["config"],
         student=config["student"]["config"],
         # PaddleSeg's `_base_` files they inherit from: editing only a base file reruns this job too.
-        bases=base_files(config["teacher"]["config"]) + base_files(config["student"]["config"]),
+        bases=yaml_bases(),
     output:
         teacher=study.STUDY_CONFIGS["teacher"],
         student=study.STUDY_CONFIGS["student"],
