@@ -4,6 +4,7 @@ workflow, plus only a user config); and the study-file rules that need no traini
 
 import hashlib
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -180,3 +181,6 @@ def test_shipped_studies_parse_and_plan(name, distilled):
     proc = run_snakemake(ROOT, "-n", "--configfile", ROOT / "config" / name, "--cores", "2")
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["train"] == 9 and counts["teacher_outputs"] == 8 and counts["distill"] == distilled
+    if name == "config.yaml":  # its YAMLs inherit the stride-8 ones: those are inputs too, so edits to them rerun
+        inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)
+        assert "deeplabv3p_resnet18_os8_synthetic_64x64_student.yml" in inputs, inputs
