@@ -375,8 +375,8 @@ class Trainer:
                     self._check_ranks_agree(it)
                 if self.is_main:
                     state = {"run_key": self.run_key, "best_miou": best_miou, "best_iter": best_iter,
-                             "train_log": train_log,
-                             "eval_log": eval_log, "lr_scheduler": self.lr.state_dict(), "amp": self.amp.state_dict()}
+                             "train_log": train_log, "eval_log": eval_log, "lr_scheduler": self.lr.state_dict(),
+                             "amp": self.amp.state_dict()}
                     last_ckpt = checkpoint.save(self.save_dir, it, self.trainable, self.optimizer, state,
                                                 spec.keep_checkpoint_max)
                     # Fault-injection hook for the kill tests: die right after a given checkpoint is written.

@@ -185,10 +185,12 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
             teacher = build_model(tdic, teacher_config)
     distiller = Distiller(student, teacher, parsed, ignore_index(student_dic), student_forward=student_forward)
     # What of the teacher side decides the trained student (a checkpoint of another identity is not resumed).
-    distiller.identity = {"terms": [asdict(t) for t in parsed], "teacher_model": {k: v for k, v in tdic["model"].items() if k != "pretrained"},
-                          "teacher_weights_sha256": sha256_of(weights),
-                          "teacher_outputs": ({"manifest_sha256": teacher.manifest_sha256} if teacher_outputs
-                                              else "online")}
+    distiller.identity = {
+        "terms": [asdict(t) for t in parsed],
+        "teacher_model": {k: v for k, v in tdic["model"].items() if k != "pretrained"},  # weights: by digest
+        "teacher_weights_sha256": sha256_of(weights),
+        "teacher_outputs": {"manifest_sha256": teacher.manifest_sha256} if teacher_outputs else "online",
+    }
     if probe_images is not None:
         distiller.setup(probe_images)
     if log is not None:
