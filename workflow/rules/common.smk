@@ -85,7 +85,9 @@ def run_dir(run):
 
 def yaml_bases():
     """The `_base_` files the teacher and student YAMLs inherit from (inputs of study_configs)."""
-    return [p for arm in ("teacher", "student") for p in base_files(config[arm]["config"])]
+    return [
+        p for arm in ("teacher", "student") for p in base_files(config[arm]["config"])
+    ]
 
 
 def arm_config(arm):
