@@ -21,11 +21,12 @@ import yaml
 from segdistill.errors import SegDistillError
 
 DATASET_KEYS = ("train_dataset", "val_dataset")
+# Where a data set section says its files lie: not part of what the data is (see distill.cache.data_digest).
+DATA_PATH_KEYS = ("dataset_root", "train_path", "val_path", "test_path")
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping, resolving PaddleSeg's `_base_` inheritance; errors name the file."""
-    path = Path(path)
+def _read_one(path: Path) -> dict:
+    """One YAML file as a mapping (its `_base_` key untouched); errors name the file."""
     if not path.is_file():
         raise SegDistillError(f"config file not found: {path}")
     try:
@@ -35,6 +36,13 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise SegDistillError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(dic, dict):
         raise SegDistillError(f"{path}: expected a mapping at the top level, got {type(dic).__name__}")
+    return dic
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping, resolving PaddleSeg's `_base_` inheritance; errors name the file."""
+    path = Path(path)
+    dic = _read_one(path)
     base = dic.pop("_base_", None)
     if base:
         merged = read_yaml(path.parent / base)
@@ -46,17 +54,11 @@ def read_yaml(path: str | os.PathLike) -> dict:
 def base_files(path: str | os.PathLike) -> list[Path]:
     """The `_base_` files a YAML inherits from, nearest first (the workflow lists them as inputs, so that editing
     only a base file reruns what reads the YAML)."""
-    out, path, seen = [], Path(path), set()
-    while path.is_file() and path not in seen:
-        seen.add(path)
-        try:
-            with open(path) as fh:
-                base = (yaml.safe_load(fh) or {}).get("_base_")
-        except (yaml.YAMLError, AttributeError):
-            break  # read_yaml names the fault when the YAML is read
-        if not base:
-            break
+    out, path = [], Path(path)
+    while base := _read_one(path).get("_base_"):
         path = path.parent / base
+        if path in out:
+            raise SegDistillError(f"{path}: `_base_` inheritance loops back to this file")
         out.append(path)
     return out
 

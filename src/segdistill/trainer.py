@@ -26,7 +26,8 @@ import numpy as np
 
 from segdistill import checkpoint
 from segdistill.atomic import replacing, write_json
-from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes
+from segdistill.config import DATA_PATH_KEYS, build, build_model, experiment_dict, ignore_index, num_classes
+from segdistill.distill.cache import data_digest
 from segdistill.data.stream import KeyedStream
 from segdistill.distill import build_distiller
 from segdistill.doctor import check_devices
@@ -149,6 +150,8 @@ class Trainer:
         self.data_seed = spec.seed if spec.data_seed is None else spec.data_seed
         self.stream = KeyedStream(self.train_ds, self.batch_size, self.data_seed, self.rank, self.world,
                                   num_classes=self.num_classes, ignore_index=self.ignore_index)
+        # What decides the training images (the cache checks it; the run key includes it).
+        self.train_data_sha256 = data_digest(self.dic["train_dataset"], self.train_ds, spec.data_record)
         self.distiller = self._build_distiller()
         # One Layer holding the student and the connectors: one DataParallel all-reduces the gradients of both.
         # It is the one object a step asks for (logits, losses), with or without a teacher.
@@ -177,14 +180,10 @@ class Trainer:
         import hashlib
         import json
 
-        from segdistill.distill.cache import data_digest
-
-        paths = ("dataset_root", "train_path", "val_path", "test_path")
-        dic = {k: ({kk: vv for kk, vv in v.items() if kk not in paths} if isinstance(v, dict) else v)
+        dic = {k: ({kk: vv for kk, vv in v.items() if kk not in DATA_PATH_KEYS} if isinstance(v, dict) else v)
                for k, v in self.dic.items()}
         spec = self.spec
-        identity = {"experiment": dic, "train_data": data_digest(self.dic["train_dataset"], self.train_ds,
-                                                                 spec.data_record),
+        identity = {"experiment": dic, "train_data": self.train_data_sha256,
                     "val_data": [list(map(str, e)) for e in (getattr(self.val_ds, "file_list", None) or [])],
                     "seed": spec.seed, "data_seed": self.data_seed, "world": self.world,
                     "precision": spec.precision, "amp_level": spec.amp_level, "do_eval": spec.do_eval,
@@ -201,10 +200,8 @@ class Trainer:
         images, _ = self.stream.batch(1)
         cached = {}
         if spec.teacher_outputs:
-            from segdistill.distill.cache import data_digest
-
             cached = {"teacher_outputs": spec.teacher_outputs, "stream": self.stream, "iterations": self.iters,
-                      "data_sha256": data_digest(self.dic["train_dataset"], self.train_ds, spec.data_record)}
+                      "data_sha256": self.train_data_sha256}
         return build_distiller(self.model, spec.config, self.dic, spec.teacher_config, spec.distill_terms,
                                data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
                                probe_images=paddle.to_tensor(images), log=self._log, **cached)

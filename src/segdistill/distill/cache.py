@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdistill.config import DATA_PATH_KEYS
 from segdistill.data.fetch import sha256_of
 from segdistill.distill.recorder import LOGITS, Recorder
 from segdistill.errors import SegDistillError
@@ -46,8 +47,7 @@ HEAD = "head"  # PaddleSeg's segmentation head: its first output is the logits b
 def data_digest(train_dataset: dict, dataset, validation=None) -> str:
     """SHA-256 of what decides the training images: the student config's train data set section (type, mode,
     transforms; not where it lies), its file list (relative to the data root) and the data validation record."""
-    section = {k: v for k, v in train_dataset.items() if k not in ("dataset_root", "train_path", "val_path",
-                                                                   "test_path")}
+    section = {k: v for k, v in train_dataset.items() if k not in DATA_PATH_KEYS}
     root = str(getattr(dataset, "dataset_root", None) or train_dataset.get("dataset_root") or "")
     files = [[os.path.relpath(str(p), root) if root else str(p) for p in entry]
              for entry in (getattr(dataset, "file_list", None) or [])]

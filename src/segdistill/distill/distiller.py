@@ -176,9 +176,10 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
             f"teacher {teacher_config} has num_classes {t_classes} but student {student_config} has {s_classes}"
         )
     parsed = resolve_terms(terms, student_config, student_dic)
+    weights_sha256 = sha256_of(weights)
     if teacher_outputs:
         expected = {"stream": cache.stream_key(stream, iterations), "data_sha256": data_sha256,
-                    "weights": str(weights), "weights_sha256": sha256_of(weights)}
+                    "weights": str(weights), "weights_sha256": weights_sha256}
         teacher = cache.CachedTeacher(teacher_outputs, expected, rank=stream.rank)
     else:
         with isolated_rng():
@@ -188,7 +189,7 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
     distiller.identity = {
         "terms": [asdict(t) for t in parsed],
         "teacher_model": {k: v for k, v in tdic["model"].items() if k != "pretrained"},  # weights: by digest
-        "teacher_weights_sha256": sha256_of(weights),
+        "teacher_weights_sha256": weights_sha256,
         "teacher_outputs": {"manifest_sha256": teacher.manifest_sha256} if teacher_outputs else "online",
     }
     if probe_images is not None:
