@@ -220,8 +220,6 @@ TRAINER_TERMS = {
 
 def _trainer_step(name: str, work: Path, spec: dict):
     """(b), (d), (e): segdistill's own Trainer.step, without a teacher or distilling with TRAINER_TERMS[name]."""
-    import segdistill.trainer as trainer_mod
-
     trainer = _trainer(work, spec, TRAINER_TERMS[name])
     images, labels = _batch(work, spec)
 
@@ -229,7 +227,7 @@ def _trainer_step(name: str, work: Path, spec: dict):
         loss, _ = trainer.step(images, labels)
         return float(loss)
 
-    parts = {"student_fwd": [(trainer.model, "forward")], "ce": [(trainer_mod, "cross_entropy")],
+    parts = {"student_fwd": [(trainer.model, "forward")], "ce": [(trainer, "task_loss")],
              "optimizer": [(trainer.optimizer, "step"), (trainer.optimizer, "clear_grad")]}
     d = trainer.distiller
     if d is not None:

@@ -146,3 +146,121 @@ def numeric_grad(f, x, eps=1e-6):
         x[idx] = old
         g[idx] = (up - down) / (2 * eps)
     return g
+
+
+# ---- task losses (PaddleSeg's formulas, from their docstrings and papers) -------------------------------------
+
+
+def softmax_channels(x):
+    """Softmax over axis 1 of an N x C x H x W array."""
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def one_hot(label, c):
+    """N x H x W ids (ignored ones anywhere) -> N x C x H x W, zero where the id is not in [0, C)."""
+    return np.stack([(label == k).astype(np.float64) for k in range(c)], axis=1)
+
+
+def ohem_ref(logits, label, ignore_index=255, thresh=0.7, min_kept=10000):
+    """Mean CE over the hard pixels: probability of the true class below max(thresh, min_kept-th smallest)."""
+    p = softmax_channels(logits.astype(np.float64))
+    lab = label.reshape(-1)
+    probs = np.transpose(p, (0, 2, 3, 1)).reshape(-1, p.shape[1])
+    valid = lab != ignore_index
+    p_true = np.where(valid, probs[np.arange(lab.size), np.where(valid, lab, 0)], np.nan)
+    kept = valid.copy()
+    if 0 < valid.sum() and min_kept < valid.sum():
+        t = thresh
+        if min_kept > 0:
+            t = max(t, np.sort(p_true[valid])[min_kept - 1])
+        kept = valid & (np.nan_to_num(p_true, nan=2.0) < t)
+    ce = -np.log(np.where(kept, p_true, 1.0))
+    return ce.sum() / lab.size / (kept.mean() + 1e-5)
+
+
+def dice_ref(logits, label, ignore_index=255, weight=None, smooth=1.0):
+    """(1/C) sum_c w_c mean_n [1 - (2 sum p*y + s) / (sum p + sum y + s + 1e-8)] over non-ignored pixels."""
+    n, c = logits.shape[:2]
+    p = softmax_channels(logits.astype(np.float64))
+    mask = (label != ignore_index)[:, None].astype(np.float64)
+    y = one_hot(np.where(label == ignore_index, 0, label), c)
+    total = 0.0
+    for k in range(c):
+        pk, yk = (p[:, k:k + 1] * mask).reshape(n, -1), (y[:, k:k + 1] * mask).reshape(n, -1)
+        d = 1 - (2 * (pk * yk).sum(1) + smooth) / ((pk + yk).sum(1) + smooth + 1e-8)
+        total += d.mean() * (1.0 if weight is None else weight[k])
+    return total / c
+
+
+def bce_ref(logits, label, ignore_index=255, weight=None, pos_weight=None):
+    """Binary CE with logits against one-hot labels, masked, mean / (mask mean + 1e-10); 'dynamic' weights."""
+    x = logits.astype(np.float64)
+    c = x.shape[1]
+    mask = (label != ignore_index)[:, None].astype(np.float64)
+    lab = np.where(label == ignore_index, 0, label)
+    y = lab[:, None].astype(np.float64) if c == 1 else one_hot(lab, c)
+    pos, neg = (y == 1).sum(), (y == 0).sum()
+    w = 1.0
+    if weight == "dynamic":
+        w = 2 * neg / (pos + neg + 1e-10) * y + 2 * pos / (pos + neg + 1e-10) * (1 - y)
+    pw = 2 * neg / (pos + neg + 1e-10) if pos_weight == "dynamic" else pos_weight
+    log_sig, log_one_minus = -np.logaddexp(0, -x), -np.logaddexp(0, x)
+    elem = -(y * log_sig * (1.0 if pw is None else pw) + (1 - y) * log_one_minus) * w
+    return (elem * mask).mean() / (mask.mean() + 1e-10)
+
+
+def lovasz_softmax_ref(logits, label, ignore_index=255, classes="present"):
+    """Berman et al. 2018, Alg. 1: per class, errors |y - p| sorted descending, dotted with the Jaccard gradient."""
+    c = logits.shape[1]
+    p = np.transpose(softmax_channels(logits.astype(np.float64)), (0, 2, 3, 1)).reshape(-1, c)
+    lab = label.reshape(-1)
+    p, lab = p[lab != ignore_index], lab[lab != ignore_index]
+    losses = []
+    for k in (range(c) if classes in ("all", "present") else classes):
+        fg = (lab == k).astype(np.float64)
+        if classes == "present" and fg.sum() == 0:
+            continue
+        err = np.abs(fg - p[:, k])
+        order = np.argsort(-err, kind="stable")
+        fg_sorted = fg[order]
+        gts = fg_sorted.sum()
+        jaccard = 1 - (gts - np.cumsum(fg_sorted)) / (gts + np.cumsum(1 - fg_sorted))
+        jaccard[1:] = jaccard[1:] - jaccard[:-1]
+        losses.append(float(err[order] @ jaccard))
+    return float(np.mean(losses))
+
+
+def _laplacian(label, stride):
+    """3x3 Laplacian [-1 x8, 8 centre] of a float N x H x W map, zero padding 1, at `stride`."""
+    n, h, w = label.shape
+    pad = np.pad(label, ((0, 0), (1, 1), (1, 1)))
+    out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
+    out = np.zeros((n, out_h, out_w))
+    for i in range(out_h):
+        for j in range(out_w):
+            win = pad[:, i * stride:i * stride + 3, j * stride:j * stride + 3]
+            out[:, i, j] = 9 * win[:, 1, 1] - win.sum(axis=(1, 2))
+    return out
+
+
+def detail_aggregate_ref(logits, label, fuse_kernel):
+    """STDC's detail loss: boundary targets from Laplacians at strides 1, 2, 4 (nearest upsampled, > 0.1),
+    fused by the 1x1 `fuse_kernel` (3 weights) and thresholded at 0.1; BCE with logits + (1 - Dice(sigmoid))."""
+    lab = label.astype(np.float64)
+    h, w = lab.shape[1:]
+    maps = []
+    for s in (1, 2, 4):
+        m = np.clip(_laplacian(lab, s), 0, None)
+        if s > 1:
+            m = nearest_resize(m, h, w)
+        maps.append((m > 0.1).astype(np.float64))
+    fused = sum(k * m for k, m in zip(fuse_kernel, maps))
+    target = (fused > 0.1).astype(np.float64)[:, None]
+    x = logits.astype(np.float64)
+    bce = np.mean(np.logaddexp(0, x) - x * target)
+    sig = 1 / (1 + np.exp(-x))
+    n = x.shape[0]
+    inter = (sig * target).reshape(n, -1).sum(1)
+    dice = 1 - (2 * inter + 1) / (sig.reshape(n, -1).sum(1) + target.reshape(n, -1).sum(1) + 1)
+    return bce + dice.mean()

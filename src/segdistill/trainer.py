@@ -33,7 +33,7 @@ from segdistill.distill import build_distiller
 from segdistill.doctor import check_devices
 from segdistill.errors import SegDistillError
 from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
-from segdistill.losses import cross_entropy
+from segdistill.losses.task import task_losses
 from segdistill.paddle_env import paddle
 from segdistill.parallel import StudentSide, parameter_digest
 from segdistill.precision import Amp, to_fp32
@@ -78,38 +78,6 @@ def seed_everything(seed: int) -> None:
     paddle.seed(seed)
 
 
-CE_OPTIONS = {"type", "weight", "avg_non_ignore", "top_k_percent_pixels", "ignore_index"}
-
-
-def _ce_losses(loss_cfg: dict, source) -> list:
-    """The YAML `loss:` block as (coef, options) pairs; only cross-entropy is supported on current Paddle.
-
-    The options are PaddleSeg's CrossEntropyLoss arguments that segdistill implements (`weight`, `avg_non_ignore`,
-    `top_k_percent_pixels`); any other is refused by name rather than silently ignored.
-    """
-    types, coefs = loss_cfg.get("types") or [], loss_cfg.get("coef") or []
-    if len(types) != len(coefs):
-        raise SegDistillError(f"{source}: loss.types has {len(types)} entries but loss.coef has {len(coefs)}")
-    out = []
-    for i, (t, c) in enumerate(zip(types, coefs)):
-        if t.get("type") != "CrossEntropyLoss":
-            raise SegDistillError(f"{source}: loss type '{t.get('type')}' is not supported (use CrossEntropyLoss)")
-        unknown = sorted(set(t) - CE_OPTIONS)
-        if unknown:
-            raise SegDistillError(
-                f"{source}: loss.types[{i}] CrossEntropyLoss option(s) {unknown} are not supported "
-                f"(supported: weight, avg_non_ignore, top_k_percent_pixels)")
-        weight = t.get("weight")
-        if weight is not None and not isinstance(weight, (list, tuple)):
-            raise SegDistillError(f"{source}: loss.types[{i}].weight must be a list of class weights, got {weight!r}")
-        top_k = float(t.get("top_k_percent_pixels", 1.0))
-        if not 0.0 < top_k <= 1.0:
-            raise SegDistillError(f"{source}: loss.types[{i}].top_k_percent_pixels must be in (0, 1], got {top_k}")
-        out.append((float(c), {"weight": weight, "avg_non_ignore": bool(t.get("avg_non_ignore", True)),
-                               "top_k_percent_pixels": top_k}))
-    return out
-
-
 class Trainer:
     def __init__(self, spec: TrainSpec, log=None):
         import paddle.distributed as dist
@@ -141,7 +109,7 @@ class Trainer:
         seed_everything(spec.seed)
         self.builder = build(self.dic, spec.config)
         self.model = build_model(self.dic, spec.config)
-        self.ce = _ce_losses(self.dic["loss"], spec.config)
+        self.task_loss = task_losses(self.dic["loss"], spec.config, self.ignore_index)  # PaddleSeg's `loss:`
         try:
             self.train_ds = self.builder.train_dataset
             self.val_ds = self.builder.val_dataset if spec.do_eval else None
@@ -253,8 +221,8 @@ class Trainer:
         self._best_store.unlink(missing_ok=True)
 
     def step(self, images, labels, it=None):
-        """One optimisation step on the batch of iteration `it`: (total loss, {part name: loss}); parts are `ce`
-        and the terms.
+        """One optimisation step on the batch of iteration `it`: (total loss, {part name: loss}); parts are the
+        task losses (`ce`, `ce_1`, ... by loss type and output, segdistill.losses.task) and the terms.
 
         Student and (in distillation) an online teacher's forward run under the same autocast; the losses in fp32.
         With cached teacher outputs the teacher's tensors of iteration `it` (this rank's slice) are read here and
@@ -267,11 +235,7 @@ class Trainer:
         with self.amp.autocast():
             logits, distill = self.net(images, labels, teacher_feats)
         logits = logits if isinstance(logits, (list, tuple)) else [logits]
-        parts = {}
-        for i, (coef, opts) in enumerate(self.ce):
-            # Labels were range-checked on the host by the stream: no device-to-host copy here.
-            parts["ce" if i == 0 else f"ce_{i}"] = coef * cross_entropy(
-                to_fp32(logits[i]), labels, ignore_index=self.ignore_index, check_labels=False, **opts)
+        parts = self.task_loss([to_fp32(x) for x in logits], labels)
         parts.update(distill)
         loss = paddle.add_n(list(parts.values())) if len(parts) > 1 else next(iter(parts.values()))
         self.amp.minimize(loss, self.optimizer)
