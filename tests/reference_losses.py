@@ -264,3 +264,121 @@ def detail_aggregate_ref(logits, label, fuse_kernel):
     inter = (sig * target).reshape(n, -1).sum(1)
     dice = 1 - (2 * inter + 1) / (sig.reshape(n, -1).sum(1) + target.reshape(n, -1).sum(1) + 1)
     return bce + dice.mean()
+
+# ---- the field's methods (docs/methods.md), written from the formulas in the losses' docstrings ----------------
+
+
+def standardize(z):
+    """Per pixel (axis 1), (z - mean) / (sample std + 1e-7)."""
+    mean = z.mean(axis=1, keepdims=True)
+    std = np.sqrt(((z - mean) ** 2).sum(axis=1, keepdims=True) / (z.shape[1] - 1))
+    return (z - mean) / (std + 1e-7)
+
+
+def pearson(x, y):
+    """Pearson correlation of two 1-D vectors, 1e-8 added to the product of the centred norms."""
+    x, y = x - x.mean(), y - y.mean()
+    return float(x @ y / (np.sqrt(x @ x) * np.sqrt(y @ y) + 1e-8))
+
+
+def dist_ref(s, t, beta=1.0, gamma=1.0, temperature=1.0):
+    """tau^2 (beta (1 - mean_i pearson(rows)) + gamma (1 - mean_c pearson(columns))), rows = pixels."""
+    n, c, h, w = s.shape
+    tau = float(temperature)
+    p_s = np.array([softmax(s[a, :, i, j] / tau) for a in range(n) for i in range(h) for j in range(w)])
+    p_t = np.array([softmax(t[a, :, i, j] / tau) for a in range(n) for i in range(h) for j in range(w)])
+    inter = 1 - np.mean([pearson(p_s[r], p_t[r]) for r in range(p_s.shape[0])])
+    intra = 1 - np.mean([pearson(p_s[:, k], p_t[:, k]) for k in range(c)])
+    return tau * tau * (beta * inter + gamma * intra)
+
+
+def max_pool_ceil(f, k):
+    """N x C x H x W -> N x C x ceil(H/k) x ceil(W/k), each output the max of its (possibly cut) k x k window."""
+    n, c, h, w = f.shape
+    oh, ow = -(-h // k), -(-w // k)
+    out = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            out[:, :, i, j] = f[:, :, i * k:(i + 1) * k, j * k:(j + 1) * k].max(axis=(2, 3))
+    return out
+
+
+def skd_pairwise_ref(s, t, pool=2):
+    """Mean over N * HW' * HW' of (A_S - A_T)^2, A = F^T F of max-pooled, (|v| + 1e-8)-normalised pixels."""
+    def affinity(f):
+        f = max_pool_ceil(f, pool) if pool > 1 else f
+        n, c = f.shape[:2]
+        out = []
+        for a in range(n):
+            vecs = f[a].reshape(c, -1).T  # HW' x C
+            vecs = vecs / (np.sqrt((vecs ** 2).sum(axis=1, keepdims=True)) + 1e-8)
+            out.append(vecs @ vecs.T)
+        return np.array(out)
+
+    return float(np.mean((affinity(s) - affinity(t)) ** 2))
+
+
+def cirkd_pixel_ref(s, t, temperature=0.1, pool=1):
+    """1/N^2 sum_(i,j) 1/HW sum_rows KL(softmax(T_ij[m]/tau) || softmax(S_ij[m]/tau)), unit-norm pixels."""
+    def units(f):
+        f = max_pool_ceil(f, pool) if pool > 1 else f
+        n, c = f.shape[:2]
+        vecs = f.reshape(n, c, -1).transpose(0, 2, 1)  # N x HW x C
+        return vecs / np.maximum(np.sqrt((vecs ** 2).sum(axis=2, keepdims=True)), 1e-12)
+
+    u_s, u_t = units(s), units(t)
+    n, hw = u_s.shape[:2]
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            sim_s, sim_t = u_s[i] @ u_s[j].T, u_t[i] @ u_t[j].T
+            total += sum(kl(softmax(sim_t[m] / temperature), softmax(sim_s[m] / temperature))
+                         for m in range(hw)) / hw
+    return total / (n * n)
+
+
+def ifvd_ref(s, t, label, ignore_index=255):
+    """Mean over non-ignored pixels of (cos_S - cos_T)^2, cos to the pixel's class prototype of its own image."""
+    n, _, h, w = s.shape
+    label = _label3(label)
+    if label.shape[1:] != (h, w):
+        label = nearest_resize(label, h, w)
+
+    def cosines(f):
+        out = {}
+        for a in range(n):
+            for k in set(label[a].ravel().tolist()) - {ignore_index}:
+                where = label[a] == k
+                proto = f[a][:, where].sum(axis=1) / (where.sum() + 1e-6)
+                for i, j in zip(*np.nonzero(where)):
+                    v = f[a, :, i, j]
+                    out[a, i, j] = v @ proto / max(np.sqrt(v @ v) * np.sqrt(proto @ proto), 1e-8)
+        return out
+
+    cs, ct = cosines(s), cosines(t)
+    return float(np.mean([(cs[p] - ct[p]) ** 2 for p in cs])) if cs else 0.0
+
+
+def conv3x3(x, weight, bias):
+    """N x Cin x H x W, weight Cout x Cin x 3 x 3 -> N x Cout x H x W (zero padding 1, stride 1)."""
+    n, _, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, weight.shape[0], h, w))
+    for di in range(3):
+        for dj in range(3):
+            out += np.einsum("ncij,oc->noij", padded[:, :, di:di + h, dj:dj + w], weight[:, :, di, dj])
+    return out + bias[None, :, None, None]
+
+
+def mgd_mask_ref(keys, h, w, lambda_mask):
+    """0 where u > 1 - lambda, u = default_rng(key).random((H, W)) per image."""
+    return np.array([(np.random.default_rng(list(k)).random((h, w)) <= 1 - lambda_mask) for k in keys],
+                    dtype=np.float64)[:, None]
+
+
+def mgd_ref(s, t, params, keys, alpha=2e-5, lambda_mask=0.75):
+    """alpha * sum (T - G(S * M))^2 / N, G = conv3x3 -> ReLU -> conv3x3 with params (w1, b1, w2, b2)."""
+    w1, b1, w2, b2 = params
+    masked = s * mgd_mask_ref(keys, s.shape[2], s.shape[3], lambda_mask)
+    rebuilt = conv3x3(np.maximum(conv3x3(masked, w1, b1), 0), w2, b2)
+    return alpha * float(((rebuilt - t) ** 2).sum()) / s.shape[0]

@@ -72,3 +72,80 @@ def test_terms_fall_back_to_the_student_yaml_distill_loss():
     assert [(t.loss, t.weight) for t in explicit] == [("mse", 2.0)]
     with pytest.raises(SegDistillError, match=r"distill.kl.terms: no terms given and student.yml has no"):
         resolve_terms(None, "student.yml", {}, "distill.kl.terms")
+
+
+# ---- a term's options ---------------------------------------------------------------------------------------
+
+
+def test_term_options_reach_the_loss_and_a_new_loss_needs_no_other_edit():
+    from segdistill.losses import get_loss, register
+
+    seen = {}
+
+    @register("scaled_mse_for_test")
+    def scaled(student, teacher, label=None, ignore_index=255, factor=1.0):
+        seen["factor"] = factor
+        return factor * ((student - teacher) ** 2).mean()
+
+    student, teacher = Net(), Net()
+    terms = resolve_terms([{"loss": "dist", "options": {"beta": 2.0, "gamma": 0.5, "temperature": 3}},
+                           {"loss": "scaled_mse_for_test", "options": {"factor": 7.5}}], "s.yml")
+    d = Distiller(student, teacher, terms)
+    x = paddle.rand([2, 3, 8, 8])
+    d.setup(x)
+    d.eval()  # BN in eval: the direct call below sees the same student outputs
+    _, losses = d(x)
+    s, t = student(x)[0], teacher(x)[0]
+    want = get_loss("dist")(s, t, beta=2.0, gamma=0.5, temperature=3.0)
+    assert float(losses["dist:logits"]) == pytest.approx(float(want), rel=1e-6)
+    assert float(want) != pytest.approx(float(get_loss("dist")(s, t)), rel=1e-3)  # the options matter
+    assert seen["factor"] == 7.5 and terms[1].temperature is None
+
+
+def test_unknown_option_names_the_term_and_the_option():
+    with pytest.raises(SegDistillError) as err:
+        resolve_terms([{"loss": "kl"}, {"name": "rel", "loss": "dist", "options": {"gama": 2}}], "study.yaml",
+                      source="distill.dist.terms")
+    msg = str(err.value)
+    assert "distill.dist.terms[1] (term 'rel').options" in msg and "'gama'" in msg and "did you mean gamma" in msg
+    assert "beta (default 1.0)" in msg
+    with pytest.raises(SegDistillError, match=r"term 'ifvd:logits'.*no option 'temperature'"):
+        resolve_terms([{"loss": "ifvd", "temperature": 2}], "s.yml")
+    with pytest.raises(SegDistillError, match="temperature is given twice"):
+        resolve_terms([{"loss": "cwd", "temperature": 2, "options": {"temperature": 3}}], "s.yml")
+    with pytest.raises(SegDistillError, match=r"options: expected a mapping"):
+        resolve_terms([{"loss": "cwd", "options": [1]}], "s.yml")
+
+
+def test_temperature_key_is_the_options_temperature():
+    a, b, c = resolve_terms([{"loss": "cwd", "temperature": 4}, {"loss": "kl", "options": {"temperature": 4}},
+                             {"loss": "cirkd_pixel"}], "s.yml")
+    assert a.options == {"temperature": 4.0} and b.options == {"temperature": 4.0}
+    assert a.temperature == b.temperature == 4.0
+    assert c.options == {} and c.temperature == 0.1  # unset: the loss's own default, not 1
+
+
+class FakeStream:
+    """What the distiller asks a keyed stream: its seed and this rank's (iteration, global position, index)."""
+
+    seed = 5
+
+    def keys(self, it):
+        return [(it, 2 + j, 0) for j in range(2)]
+
+
+def test_mgd_generator_trains_beside_the_connectors_and_its_mask_follows_the_iteration():
+    student, teacher = Net(), Net()
+    terms = resolve_terms([{"name": "mgd", "student": "stem", "teacher": "stem", "loss": "mgd",
+                            "options": {"alpha": 1.0}}], "s.yml")
+    d = Distiller(student, teacher, terms, stream=FakeStream())
+    x = paddle.rand([2, 3, 8, 8])
+    d.setup(x)
+    d.eval()
+    names = [n for n, _ in d.named_parameters()]
+    assert names and all(n.startswith("connectors.module0.") for n in names)  # the generator, not the student's
+    assert not any("module" in n for n, _ in student.named_parameters())
+    one, again, other = (float(d(x, it=it)[1]["mgd"]) for it in (3, 3, 4))
+    assert one == again != other
+    with pytest.raises(SegDistillError, match="term 'mgd'.*needs the keyed stream and the iteration"):
+        d(x)

@@ -302,3 +302,188 @@ def test_temperature_rules():
     for name in ("kl", "cwd"):
         with pytest.raises(SegDistillError, match="temperature must be > 0"):
             get_loss(name)(a, b, temperature=0)
+
+
+# ---- the field's methods: dist, skd_pairwise, cirkd_pixel, ifvd, mgd, kl standardize ---------------------------
+
+KEYS3 = [[7, 1, 4, 0], [7, 1, 4, 1], [7, 1, 4, 2]]
+
+
+def _generator(cin, cout, dtype, seed=0):
+    """MGD's generator in `dtype`, and its parameters as numpy (w1, b1, w2, b2)."""
+    from segdistill.distill.connectors import build_connector
+
+    paddle.seed(seed)
+    old = paddle.get_default_dtype()
+    paddle.set_default_dtype(dtype)
+    try:
+        gen = build_connector("mgd_generator", cin, cout, "test")
+    finally:
+        paddle.set_default_dtype(old)
+    params = (gen.conv1.weight, gen.conv1.bias, gen.conv2.weight, gen.conv2.bias)
+    return gen, tuple(p.numpy().astype(np.float64) for p in params)
+
+
+def _method_ref(name, s, t, label, options, gen_params=None):
+    opts = dict(options)
+    if name == "kl":
+        standardize = opts.pop("standardize", False)
+        f = ref.standardize if standardize else (lambda z: z)
+        return ref.kl_ref(f(s), f(t), label, IGNORE, opts.get("temperature", 1.0))
+    if name == "ifvd":
+        return ref.ifvd_ref(s, t, label, IGNORE)
+    if name == "mgd":
+        return ref.mgd_ref(s, t, gen_params, KEYS3[:s.shape[0]], **opts)
+    return {"dist": ref.dist_ref, "skd_pairwise": ref.skd_pairwise_ref, "cirkd_pixel": ref.cirkd_pixel_ref}[name](
+        s, t, **opts)
+
+
+# (loss, student shape, teacher shape, options, label?); odd and unequal H, W; channels differ where allowed
+METHOD_CASES = [
+    ("kl", (2, 3, 4, 5), (2, 3, 4, 5), {"standardize": True}, True),
+    ("kl", (3, 4, 3, 5), (3, 4, 3, 5), {"standardize": True, "temperature": 2.0}, False),
+    ("dist", (2, 3, 4, 5), (2, 3, 4, 5), {}, False),
+    ("dist", (3, 4, 3, 5), (3, 4, 3, 5), {"beta": 2.0, "gamma": 0.5, "temperature": 4.0}, True),
+    ("skd_pairwise", (2, 3, 5, 7), (2, 4, 5, 7), {}, False),
+    ("skd_pairwise", (2, 3, 4, 5), (2, 3, 4, 5), {"pool": 1}, True),
+    ("skd_pairwise", (1, 2, 7, 3), (1, 5, 7, 3), {"pool": 3}, False),
+    ("cirkd_pixel", (3, 3, 3, 5), (3, 4, 3, 5), {}, False),
+    ("cirkd_pixel", (2, 3, 5, 3), (2, 3, 5, 3), {"temperature": 1.0, "pool": 2}, True),
+    ("ifvd", (2, 3, 4, 5), (2, 4, 4, 5), {}, True),
+    ("ifvd", (3, 4, 3, 5), (3, 4, 3, 5), {}, True),
+    ("mgd", (2, 3, 3, 5), (2, 4, 3, 5), {}, False),
+    ("mgd", (3, 4, 5, 3), (3, 4, 5, 3), {"alpha": 0.01, "lambda_mask": 0.5}, True),
+]
+
+
+def _method_data(name, s_shape, t_shape, with_label, seed):
+    rng = np.random.default_rng(seed)
+    s, t = rng.normal(scale=2.0, size=s_shape), rng.normal(scale=2.0, size=t_shape)
+    label = None
+    if with_label or name == "ifvd":
+        n, _, h, w = s_shape
+        label = rng.integers(0, 3, size=(n, 2 * h + 1, 2 * w - 1))  # resized to the feature size, nearest
+        label[rng.random(label.shape) < 0.3] = IGNORE
+    return s, t, label
+
+
+def _call(name, student, teacher, label, options, gen=None):
+    ctx = {"module": gen, "keys": KEYS3[:int(student.shape[0])]} if name == "mgd" else {}
+    return get_loss(name)(student, teacher, label=None if label is None else paddle.to_tensor(label),
+                          ignore_index=IGNORE, **options, **ctx)
+
+
+@pytest.mark.parametrize("name,s_shape,t_shape,options,with_label", METHOD_CASES)
+@pytest.mark.parametrize("dtype,rtol", [("float32", 1e-4), ("float64", 1e-10)])
+def test_method_value_matches_reference(name, s_shape, t_shape, options, with_label, dtype, rtol):
+    s, t, label = _method_data(name, s_shape, t_shape, with_label, seed=sum(s_shape) + len(name))
+    gen, params = _generator(s_shape[1], t_shape[1], dtype) if name == "mgd" else (None, None)
+    expected = _method_ref(name, s, t, label, options, params)
+    out = _call(name, paddle.to_tensor(s.astype(dtype)), paddle.to_tensor(t.astype(dtype)), label, options, gen)
+    assert out.shape == [] and str(out.dtype).endswith(dtype)
+    assert abs(expected) > 1e-6  # not a comparison of two zeros
+    assert float(out) == pytest.approx(expected, rel=rtol, abs=1e-12)
+
+
+@pytest.mark.parametrize("name,s_shape,t_shape,options,with_label", METHOD_CASES)
+def test_method_gradient_matches_finite_differences(name, s_shape, t_shape, options, with_label):
+    s, t, label = _method_data(name, s_shape, t_shape, with_label, seed=3 + len(name))
+    gen, params = _generator(s_shape[1], t_shape[1], "float64") if name == "mgd" else (None, None)
+    student = paddle.to_tensor(s, stop_gradient=False)
+    teacher = paddle.to_tensor(t, stop_gradient=False)
+    _call(name, student, teacher, label, options, gen).backward()
+    numeric = ref.numeric_grad(lambda x: _method_ref(name, x, t, label, options, params), s)
+    assert np.abs(numeric).max() > 1e-6
+    np.testing.assert_allclose(student.grad.numpy(), numeric, rtol=1e-5, atol=1e-9)
+    assert teacher.grad is None
+    if gen is not None:  # the generator trains
+        assert float(gen.conv1.weight.grad.abs().sum()) > 0
+
+
+def test_ifvd_ignored_pixels_change_nothing_and_all_ignored_is_zero():
+    s, t, label = _method_data("ifvd", (2, 3, 4, 5), (2, 3, 4, 5), True, seed=5)
+    label = label[:, :4, :5]  # at the feature size, so "ignored" is per feature pixel
+    ignored = label == IGNORE
+    assert ignored.any() and (~ignored).any()
+    student = paddle.to_tensor(s, stop_gradient=False)
+    value = _call("ifvd", student, paddle.to_tensor(t), label, {})
+    value.backward()
+    grad = student.grad.numpy().transpose(0, 2, 3, 1)
+    assert np.all(grad[ignored] == 0) and np.abs(grad[~ignored]).max() > 0
+    s2 = s.copy().transpose(0, 2, 3, 1)
+    s2[ignored] += 10.0
+    moved = _call("ifvd", paddle.to_tensor(s2.transpose(0, 3, 1, 2)), paddle.to_tensor(t), label, {})
+    assert float(moved) == pytest.approx(float(value), rel=1e-12)
+    student = paddle.to_tensor(s, stop_gradient=False)
+    zero = _call("ifvd", student, paddle.to_tensor(t), np.full_like(label, IGNORE), {})
+    zero.backward()
+    assert float(zero) == 0.0 and np.all(np.isfinite(student.grad.numpy()))
+    with pytest.raises(SegDistillError, match="'ifvd' needs the label"):
+        get_loss("ifvd")(paddle.to_tensor(s), paddle.to_tensor(t))
+
+
+def test_kl_standardize_ignores_each_pixels_logit_scale_and_shift():
+    s, t, label = _data((2, 3, 4, 5), seed=21)
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.5, 3.0, size=(2, 1, 4, 5))
+    shift = rng.normal(size=(2, 1, 4, 5))
+    kl = get_loss("kl")
+    a = kl(paddle.to_tensor(s), paddle.to_tensor(t), label=paddle.to_tensor(label), standardize=True)
+    b = kl(paddle.to_tensor(s * scale + shift), paddle.to_tensor(t), label=paddle.to_tensor(label), standardize=True)
+    assert float(a) == pytest.approx(float(b), rel=1e-6)
+    plain = kl(paddle.to_tensor(s * scale + shift), paddle.to_tensor(t), label=paddle.to_tensor(label))
+    assert float(plain) != pytest.approx(float(a), rel=1e-2)  # without it the scale matters
+
+
+def test_mgd_mask_is_keyed_and_drops_its_ratio():
+    from segdistill.losses.mgd import mgd_mask
+
+    a = mgd_mask([[1, 2, 3]] * 2 + [[1, 2, 4]], 64, 64, 0.75)
+    assert a.shape == (3, 1, 64, 64) and set(np.unique(a)) == {0.0, 1.0}
+    assert np.array_equal(a[0], a[1]) and not np.array_equal(a[0], a[2])  # the key decides, nothing else
+    assert 1 - a.mean() == pytest.approx(0.75, abs=0.02)
+    s, t, _ = _method_data("mgd", (3, 4, 5, 3), (3, 4, 5, 3), False, seed=1)
+    s, t = s.astype("float32"), t.astype("float32")
+    gen, _ = _generator(4, 4, "float32")
+    mgd = get_loss("mgd")
+    other = [[9, 9, 9, i] for i in range(3)]
+    one = mgd(paddle.to_tensor(s), paddle.to_tensor(t), module=gen, keys=KEYS3)
+    again = mgd(paddle.to_tensor(s), paddle.to_tensor(t), module=gen, keys=KEYS3)
+    moved = mgd(paddle.to_tensor(s), paddle.to_tensor(t), module=gen, keys=other)
+    assert float(one) == float(again) != float(moved)
+    with pytest.raises(SegDistillError, match="needs its generator"):
+        mgd(paddle.to_tensor(s), paddle.to_tensor(t))
+    with pytest.raises(SegDistillError, match=r"lambda_mask must be in \[0, 1\)"):
+        mgd(paddle.to_tensor(s), paddle.to_tensor(t), module=gen, keys=KEYS3, lambda_mask=1.0)
+
+
+def test_methods_registered_with_their_options():
+    from segdistill.losses import options
+
+    assert options("dist") == {"beta": 1.0, "gamma": 1.0, "temperature": 1.0}
+    assert options("skd_pairwise") == {"pool": 2}
+    assert options("cirkd_pixel") == {"temperature": 0.1, "pool": 1}
+    assert options("ifvd") == {}
+    assert options("mgd") == {"alpha": 2e-5, "lambda_mask": 0.75}  # module, keys: context, not options
+    assert options("kl") == {"temperature": 1.0, "standardize": False}
+    with pytest.raises(SegDistillError, match="pool must be a whole number"):
+        get_loss("skd_pairwise")(paddle.zeros([1, 2, 3, 3]), paddle.zeros([1, 2, 3, 3]), pool=1.5)
+    with pytest.raises(SegDistillError, match=r"'skd_pairwise'.*\[1, 2, 3, 3\].*\[1, 2, 3, 4\]"):
+        get_loss("skd_pairwise")(paddle.zeros([1, 2, 3, 3]), paddle.zeros([1, 2, 3, 4]))
+    with pytest.raises(SegDistillError, match="channels differ|differs"):
+        get_loss("dist")(paddle.zeros([1, 2, 3, 3]), paddle.zeros([1, 3, 3, 3]))
+
+
+def test_check_options_refuses_unknown_names_and_wrong_types():
+    from segdistill.losses import check_options
+
+    assert check_options("dist", {"beta": 2}, "t") == {"beta": 2}
+    with pytest.raises(SegDistillError) as err:
+        check_options("dist", {"betta": 2}, "distill.terms[0] (term 'x').options")
+    msg = str(err.value)
+    assert "distill.terms[0] (term 'x').options" in msg and "'betta'" in msg and "did you mean beta" in msg
+    assert all(k in msg for k in ("beta (default 1.0)", "gamma", "temperature"))
+    with pytest.raises(SegDistillError, match="must be a bool"):
+        check_options("kl", {"standardize": "yes"}, "t")
+    with pytest.raises(SegDistillError, match="has no option 'module'"):
+        check_options("mgd", {"module": None}, "t")

@@ -16,8 +16,9 @@ from segdistill.paddle_env import paddle
 
 
 class StudentSide(paddle.nn.Layer):
-    """forward(images, labels, teacher_feats) -> (student logits, {term: weighted distillation loss}) ({} without a
-    teacher). `teacher_feats` are the cached teacher's tensors of this batch (None: an online teacher runs here)."""
+    """forward(images, labels, teacher_feats, it) -> (student logits, {term: weighted distillation loss}) ({}
+    without a teacher). `teacher_feats` are the cached teacher's tensors of this batch (None: an online teacher
+    runs here); `it` the iteration (for losses that draw random numbers, keyed by it)."""
 
     def __init__(self, student, distiller=None):
         super().__init__()
@@ -27,10 +28,10 @@ class StudentSide(paddle.nn.Layer):
         # Not a sublayer: the distiller references the teacher, whose parameters must stay out of the sync.
         object.__setattr__(self, "_distiller", distiller)
 
-    def forward(self, images, labels=None, teacher_feats=None):
+    def forward(self, images, labels=None, teacher_feats=None, it=None):
         if self._distiller is None:
             return self.student(images), {}
-        return self._distiller(images, labels, teacher_feats)
+        return self._distiller(images, labels, teacher_feats, it)
 
 
 def parameter_digest(layer) -> str:

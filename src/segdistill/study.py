@@ -114,7 +114,10 @@ def apply_params(terms: list[dict], params: dict, source: str) -> list[dict]:
             raise SegDistillError(f"{source}: '{key}' names no term (terms: {', '.join(map(str, names))})")
         for t in terms:
             if not term_name or t.get("name") == term_name:
-                t[field] = value
+                if "temperature" in (t.get("options") or {}) and field == "temperature":  # where the term keeps it
+                    t["options"] = {**t["options"], "temperature": value}
+                else:
+                    t[field] = value
     return terms
 
 

@@ -168,11 +168,11 @@ class Trainer:
         images, _ = self.stream.batch(1)
         cached = {}
         if spec.teacher_outputs:
-            cached = {"teacher_outputs": spec.teacher_outputs, "stream": self.stream, "iterations": self.iters,
+            cached = {"teacher_outputs": spec.teacher_outputs, "iterations": self.iters,
                       "data_sha256": self.train_data_sha256}
         return build_distiller(self.model, spec.config, self.dic, spec.teacher_config, spec.distill_terms,
                                data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
-                               probe_images=paddle.to_tensor(images), log=self._log, **cached)
+                               probe_images=paddle.to_tensor(images), log=self._log, stream=self.stream, **cached)
 
     def _teacher_outputs_record(self):
         """How the teacher's tensors came (the report's provenance): online, or cached with the manifest hash."""
@@ -233,7 +233,7 @@ class Trainer:
                 raise SegDistillError("a distill step with cached teacher outputs needs its iteration")
             teacher_feats = self.distiller.source.features(images, it)
         with self.amp.autocast():
-            logits, distill = self.net(images, labels, teacher_feats)
+            logits, distill = self.net(images, labels, teacher_feats, it)
         logits = logits if isinstance(logits, (list, tuple)) else [logits]
         parts = self.task_loss([to_fp32(x) for x in logits], labels)
         parts.update(distill)

@@ -1,6 +1,8 @@
 """Connectors: map a student tensor to the teacher's channel count so a loss can compare them.
 
 They are trained with the student (their parameters join the student's optimizer) and discarded at export.
+A loss's own trainable part (MGD's generator) is built from here too, by the name the loss registers
+(`segdistill.losses.register(name, module=...)`), and lives and trains beside the connectors.
 """
 
 from __future__ import annotations
@@ -24,8 +26,22 @@ class Conv1x1(nn.Layer):
         return self.bn(x) if self.bn is not None else x
 
 
+class MGDGenerator(nn.Layer):
+    """MGD's generator (Yang et al., ECCV 2022): 3x3 conv, ReLU, 3x3 conv, padding 1; the first maps the input's
+    channels to the teacher's (the authors' code: teacher channels throughout, after a 1x1 alignment)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2D(in_channels, out_channels, 3, padding=1)
+        self.conv2 = nn.Conv2D(out_channels, out_channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(nn.functional.relu(self.conv1(x)))
+
+
 CONNECTORS = {"conv1x1": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=False),
-              "conv1x1_bn": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=True)}
+              "conv1x1_bn": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=True),
+              "mgd_generator": lambda cin, cout, **kw: MGDGenerator(cin, cout)}
 
 
 def build_connector(spec, in_channels: int, out_channels: int, term_name: str):

@@ -24,6 +24,8 @@ from segdistill.losses import get_loss
 from segdistill.paddle_env import paddle
 from segdistill.precision import to_fp32
 
+_KEY_WORD = 0x6D67  # first word of the keys handed to keyed losses: their own stream, apart from the data's
+
 
 class Distiller(paddle.nn.Layer):
     """Holds the connectors as its trainable parameters; the student and teacher are referenced, not owned.
@@ -33,8 +35,10 @@ class Distiller(paddle.nn.Layer):
     all of that from a teacher config.
     """
 
-    def __init__(self, student, teacher, terms: list[DistillTerm], ignore_index: int = 255, student_forward=None):
-        """`teacher`: a teacher model (run online) or a teacher-feature source (`OnlineTeacher`, `CachedTeacher`)."""
+    def __init__(self, student, teacher, terms: list[DistillTerm], ignore_index: int = 255, student_forward=None,
+                 stream=None):
+        """`teacher`: a teacher model (run online) or a teacher-feature source (`OnlineTeacher`, `CachedTeacher`);
+        `stream`: the run's KeyedStream (keys for losses that draw random numbers, e.g. MGD's mask)."""
         super().__init__()
         if not terms:
             raise SegDistillError("distillation needs at least one term")
@@ -46,6 +50,7 @@ class Distiller(paddle.nn.Layer):
         object.__setattr__(self, "_source", teacher)
         self.terms = terms
         self.ignore_index = ignore_index
+        self.stream = stream
         # Kept in plain attributes (object.__setattr__) so they are not sublayers: their parameters must not
         # join the distiller's (only connectors train here; the student is optimised with them explicitly).
         object.__setattr__(self, "_student", student)
@@ -109,7 +114,11 @@ class Distiller(paddle.nn.Layer):
                 )
             if term.connector:
                 self.connectors[str(i)] = build_connector(term.connector, s_shape[1], t_shape[1], term.name)
-            elif s_shape[1] != t_shape[1]:
+            fn = self.loss_fns[i]
+            if fn.module_factory:  # the loss's own trainable part (MGD's generator), fed the connector's output
+                cin = t_shape[1] if term.connector else s_shape[1]
+                self.connectors[f"module{i}"] = build_connector(fn.module_factory, cin, t_shape[1], term.name)
+            elif not term.connector and s_shape[1] != t_shape[1] and not fn.any_channels:
                 raise SegDistillError(
                     f"distillation term '{term.name}': channels differ, student '{term.student}' {s_shape} vs "
                     f"teacher '{term.teacher}' {t_shape}; add `connector: conv1x1` to the term to learn a "
@@ -123,11 +132,24 @@ class Distiller(paddle.nn.Layer):
         feats[LOGITS] = first_output(logits)
         return feats, logits
 
-    def forward(self, images, label=None, teacher_feats=None):
+    def _context(self, i: int, fn, it) -> dict:
+        """What term i's loss takes besides its options: its trainable module, and for a loss that draws random
+        numbers one key per image from the keyed stream, the iteration, the image's global position and i."""
+        ctx = {}
+        if fn.module_factory:
+            ctx["module"] = self.connectors[f"module{i}"]
+        if fn.keyed:
+            if it is None or self.stream is None:
+                raise SegDistillError(f"distillation term '{self.terms[i].name}': loss '{self.terms[i].loss}' "
+                                      "draws random numbers per image; it needs the keyed stream and the iteration")
+            ctx["keys"] = [[_KEY_WORD, int(self.stream.seed), int(k[0]), int(k[1]), i] for k in self.stream.keys(it)]
+        return ctx
+
+    def forward(self, images, label=None, teacher_feats=None, it=None):
         """Returns (student logits list, {term name: weighted loss}).
 
         `teacher_feats` ({name: tensor} for this batch) comes from the caller with a cached source (it knows the
-        iteration); an online source computes them here, on the batch."""
+        iteration); an online source computes them here, on the batch. `it`: the iteration (keyed losses)."""
         t_feats = teacher_feats if teacher_feats is not None else self._source.features(images)
         s_feats, logits = self._student_features(images)
         losses = {}
@@ -137,8 +159,8 @@ class Distiller(paddle.nn.Layer):
                 s = self.connectors[str(i)](s)
             t = t_feats[term.teacher]
             # In fp32 whatever autocast produced (segdistill.precision).
-            value = fn(to_fp32(s), to_fp32(t), label=label, ignore_index=self.ignore_index,
-                       temperature=term.temperature)
+            value = fn(to_fp32(s), to_fp32(t), label=label, ignore_index=self.ignore_index, **term.options,
+                       **self._context(i, fn, it))
             losses[term.name] = term.weight * value
         return logits, losses
 
@@ -184,7 +206,8 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
     else:
         with isolated_rng():
             teacher = build_model(tdic, teacher_config)
-    distiller = Distiller(student, teacher, parsed, ignore_index(student_dic), student_forward=student_forward)
+    distiller = Distiller(student, teacher, parsed, ignore_index(student_dic), student_forward=student_forward,
+                          stream=stream)
     # What of the teacher side decides the trained student (a checkpoint of another identity is not resumed).
     distiller.identity = {
         "terms": [asdict(t) for t in parsed],
@@ -196,7 +219,8 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
         distiller.setup(probe_images)
     if log is not None:
         log("distillation terms: " + "; ".join(
-            f"{t.name} (loss {t.loss}, weight {t.weight}, T {t.temperature}"
+            f"{t.name} (loss {t.loss}, weight {t.weight}"
+            + "".join(f", {k} {v}" for k, v in t.options.items())
             + (f", connector {t.connector})" if t.connector else ")") for t in parsed))
         if teacher_outputs:
             log(f"teacher outputs: cached in {teacher_outputs} ({teacher.manifest['dtype']}, manifest sha256 "

@@ -1,4 +1,12 @@
-"""Distillation terms as declared in YAML: which tensors to compare, with which loss, weight and temperature."""
+"""Distillation terms as declared in YAML: which tensors to compare, with which loss, weight and options.
+
+A term's `options:` are its loss's own keyword arguments (`segdistill.losses.options(loss)` lists them with their
+defaults); they are checked here, so a new loss with new hyperparameters needs no edit to this parser, the
+schema or the distiller. `temperature:` at the term's top level is kept as a shorthand for
+`options: {temperature: ...}` (PaddleSeg's and the tutorial's spelling): it is moved into the options, giving
+both is an error, and a loss without a temperature refuses it like any unknown option. Unset options take the
+loss's defaults (e.g. cirkd_pixel's temperature 0.1).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from typing import Any
 
 from segdistill.errors import SegDistillError
 
-TERM_KEYS = {"name", "student", "teacher", "loss", "weight", "temperature", "connector"}
+TERM_KEYS = {"name", "student", "teacher", "loss", "weight", "temperature", "connector", "options"}
 
 # PaddleSeg `distill_loss` types (tutorial student YAML) -> our loss names.
 PADDLESEG_LOSSES = {"KLLoss": "kl", "MSELoss": "mse", "CWDLoss": "cwd", "SegChannelwiseLoss": "channelwise_legacy"}
@@ -19,37 +27,60 @@ class DistillTerm:
     teacher: str = "logits"
     loss: str = "kl"
     weight: float = 1.0
-    temperature: float = 1.0
     connector: Any = None
     name: str = field(default="")
+    options: dict = field(default_factory=dict)  # the loss's keyword arguments; unset ones take its defaults
 
     def __post_init__(self):
         if not self.name:
             self.name = f"{self.loss}:{self.student}" if self.student == self.teacher else (
                 f"{self.loss}:{self.student}->{self.teacher}")
 
+    @property
+    def temperature(self) -> float | None:
+        """The temperature the loss runs at: the option, else the loss's default (None: it has none)."""
+        from segdistill.losses import options
+
+        return self.options.get("temperature", options(self.loss).get("temperature"))
+
+
+def _term(item: dict, where: str) -> DistillTerm:
+    """One term mapping -> DistillTerm, its options checked against its loss; `temperature:` moved into them."""
+    from segdistill.losses import available, check_options
+
+    unknown = set(item) - TERM_KEYS
+    if unknown:
+        raise SegDistillError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TERM_KEYS)}")
+    item = dict(item)
+    opts = item.pop("options", None) or {}
+    if not isinstance(opts, dict):
+        raise SegDistillError(f"{where}.options: expected a mapping of option names to values, got {opts!r}")
+    opts = dict(opts)
+    if "temperature" in item:
+        if "temperature" in opts:
+            raise SegDistillError(f"{where}: temperature is given twice (as a key and in options); keep one")
+        opts["temperature"] = item.pop("temperature")
+    term = DistillTerm(**item)
+    if term.loss not in available():
+        raise SegDistillError(f"{where}.loss: unknown loss '{term.loss}' (known: {', '.join(available())})")
+    term.options = check_options(term.loss, opts, f"{where} (term '{term.name}').options")
+    if "temperature" in term.options:
+        if not float(term.options["temperature"]) > 0:
+            raise SegDistillError(f"{where}.temperature: must be > 0, got {term.options['temperature']}")
+        term.options["temperature"] = float(term.options["temperature"])
+    term.weight = float(term.weight)
+    return term
+
 
 def parse_terms(raw, source: str = "distill.terms") -> list[DistillTerm]:
     """Validate a list of term mappings (from the study config or a standalone YAML)."""
-    from segdistill.losses import available
-
     if not isinstance(raw, list) or not raw:
         raise SegDistillError(f"{source}: expected a non-empty list of distillation terms")
     terms = []
     for i, item in enumerate(raw):
-        where = f"{source}[{i}]"
         if not isinstance(item, dict):
-            raise SegDistillError(f"{where}: expected a mapping, got {item!r}")
-        unknown = set(item) - TERM_KEYS
-        if unknown:
-            raise SegDistillError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TERM_KEYS)}")
-        term = DistillTerm(**item)
-        if term.loss not in available():
-            raise SegDistillError(f"{where}.loss: unknown loss '{term.loss}' (known: {', '.join(available())})")
-        if not float(term.temperature) > 0:
-            raise SegDistillError(f"{where}.temperature: must be > 0, got {term.temperature}")
-        term.weight, term.temperature = float(term.weight), float(term.temperature)
-        terms.append(term)
+            raise SegDistillError(f"{source}[{i}]: expected a mapping, got {item!r}")
+        terms.append(_term(item, f"{source}[{i}]"))
     names = [t.name for t in terms]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:

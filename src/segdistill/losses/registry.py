@@ -2,30 +2,80 @@
 
 A distillation loss is a plain function
 
-    fn(student, teacher, label=None, ignore_index=255, temperature=1.0) -> 0-D paddle Tensor
+    fn(student, teacher, label=None, ignore_index=255, *, <options with defaults>) -> 0-D paddle Tensor
 
-on NCHW float tensors of equal shape. Configs name losses by their registered name; `get_loss` turns a name
-into the function and explains unknown names.
+on NCHW float tensors (equal shapes, or equal N, H, W for a loss registered with `any_channels`). Its keyword
+parameters with defaults, other than `label`, `ignore_index` and the context below, are its *options*: what a
+distillation term's `options:` may set (`options`, `check_options`), so a new loss with its own hyperparameters
+is one file. Configs name losses by their registered name; `get_loss` turns a name into the function and
+explains unknown names.
+
+Context the distiller supplies (never options): `module=` the loss's trainable part, the connector named by
+`register(name, module=...)` (segdistill.distill.connectors), built for (student channels, teacher channels) and
+trained with the student like a connector (MGD's generator); `keys=` one list of ints per image of the batch, from the keyed data stream and the iteration, for a
+loss registered `keyed=True` that draws random numbers (MGD's mask), so a run is reproducible and resumable.
 """
+
+import difflib
+import inspect
 
 from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
 
 _REGISTRY = {}
+NOT_OPTIONS = ("label", "ignore_index", "module", "keys")
 
 
-def register(name):
-    """Decorator: make the function available as `get_loss(name)`."""
+def register(name, *, module=None, keyed=False, any_channels=False):
+    """Decorator: make the function available as `get_loss(name)`.
+
+    `module`: connector name of the loss's trainable part (passed back as `module=`); `keyed`: the loss takes
+    `keys=` (random draws); `any_channels`: student and teacher may differ in channels (relation-based losses).
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"loss name must be a non-empty string, got {name!r}")
 
     def deco(fn):
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise ValueError(f"loss name {name!r} is registered twice")
+        fn.module_factory, fn.keyed, fn.any_channels = module, keyed, any_channels
         _REGISTRY[name] = fn
         return fn
 
     return deco
+
+
+def options(name) -> dict:
+    """{option: default} of the loss `name`: its keyword parameters with defaults, context excluded."""
+    params = list(inspect.signature(get_loss(name)).parameters.values())[2:]  # after student, teacher
+    return {p.name: p.default for p in params
+            if p.name not in NOT_OPTIONS and p.default is not inspect.Parameter.empty}
+
+
+def _type_ok(value, default) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return default is None or isinstance(value, type(default))
+
+
+def check_options(name, given: dict, where: str) -> dict:
+    """`given` checked against the options loss `name` declares: unknown names are refused with the known ones
+    listed (and the closest suggested), a value of another type than the default's too. Returns a copy."""
+    if not isinstance(given, dict):
+        raise SegDistillError(f"{where}: options must be a mapping of option names to values, got {given!r}")
+    known = options(name)
+    for key, value in given.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            listed = ", ".join(f"{k} (default {v!r})" for k, v in known.items()) or "none"
+            raise SegDistillError(f"{where}: loss '{name}' has no option '{key}'{hint} Its options: {listed}")
+        if not _type_ok(value, known[key]):
+            raise SegDistillError(f"{where}: option '{key}' of loss '{name}' must be a {type(known[key]).__name__} "
+                                  f"like its default {known[key]!r}, got {value!r}")
+    return dict(given)
 
 
 def get_loss(name):
@@ -45,12 +95,14 @@ def available():
 # ---- shared input checks -------------------------------------------------------------------------------------
 
 
-def check_pair(loss_name, student, teacher):
-    """Both tensors NCHW floating point with equal shapes; returns the detached teacher."""
+def check_pair(loss_name, student, teacher, any_channels=False):
+    """Both tensors NCHW floating point with equal shapes (equal N, H, W with `any_channels`); returns the
+    detached teacher."""
     s_shape, t_shape = list(student.shape), list(teacher.shape)
-    if len(s_shape) != 4:
-        raise SegDistillError(f"loss {loss_name!r} needs NCHW tensors; the student tensor has shape {s_shape}")
-    if s_shape != t_shape:
+    if len(s_shape) != 4 or len(t_shape) != 4:
+        raise SegDistillError(f"loss {loss_name!r} needs NCHW tensors; the student tensor has shape {s_shape}, "
+                              f"the teacher's {t_shape}")
+    if (s_shape[:1] + s_shape[2:] != t_shape[:1] + t_shape[2:]) if any_channels else s_shape != t_shape:
         raise SegDistillError(
             f"loss {loss_name!r}: student shape {s_shape} differs from teacher shape {t_shape}; "
             "pick layers of equal shape or add a connector"
