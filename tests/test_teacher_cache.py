@@ -80,6 +80,42 @@ def test_float32_cache_trains_byte_identical_to_online(online, tiny_data, patche
     assert json.loads((ref / "train_summary.json").read_text())["teacher_outputs"] == {"mode": "online"}
 
 
+# The field's methods (docs/methods.md), one term each; skd_pairwise across channel counts (256 -> 512).
+METHOD_TERMS = [
+    {"name": "dist", "loss": "dist"},
+    {"name": "kl_std", "loss": "kl", "options": {"standardize": True, "temperature": 2}},
+    {"name": "skd", "student": "backbone.bb_2_1", "teacher": "backbone.bb_3_1", "loss": "skd_pairwise"},
+    {"name": "ifvd", "student": "head.aspp", "teacher": "head.aspp", "loss": "ifvd", "weight": 10},
+    {"name": "cirkd", "student": "head.aspp", "teacher": "head.aspp", "loss": "cirkd_pixel"},
+    {"name": "mgd", "student": "head.aspp", "teacher": "head.aspp", "loss": "mgd", "options": {"alpha": 1e-3}},
+]
+
+
+def test_float32_cache_trains_the_field_methods_byte_identical_to_online(tiny_data, patched_teacher, tmp_path):
+    folder = make_cache(tmp_path, patched_teacher, tiny_data, "float32", terms=METHOD_TERMS)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["tensors"]) == {"logits", "backbone.bb_3_1", "head.aspp"}  # what the terms need
+    online = run(tmp_path, "online", tiny_data, patched_teacher, terms=METHOD_TERMS)
+    on = online.run()
+    cached = run(tmp_path, "cached", tiny_data, patched_teacher, terms=METHOD_TERMS, teacher_outputs=str(folder))
+    assert cached.distiller.teacher is None
+    off = cached.run()
+    logs = [(tmp_path / d / "train_log.csv").read_text() for d in ("online", "cached")]
+    assert logs[0] == logs[1]
+    import csv
+
+    rows = list(csv.DictReader(logs[0].splitlines()))
+    for name in ("dist", "kl_std", "skd", "ifvd", "cirkd", "mgd"):  # every term took part, with a finite value
+        assert all(np.isfinite(float(r[name])) and float(r[name]) > 0 for r in rows), name
+    got, want = (weights(tmp_path / d / "best_model/model.pdparams") for d in ("cached", "online"))
+    assert list(got) == list(want) and all(got[k].tobytes() == want[k].tobytes() for k in want)
+    # MGD's generator is in the checkpoint beside the student (it resumes), not in the student's weights
+    state = weights(tmp_path / f"cached/iter_{ITERS}/model.pdparams")
+    assert any(".connectors.module5.conv1.weight" in k for k in state), list(state)[-5:]
+    assert not any("module5" in k for k in got)
+    assert on["best_miou"] == off["best_miou"]
+
+
 def test_float16_cache_within_rounding_and_miou(online, tiny_data, patched_teacher, tmp_path):
     folder = make_cache(tmp_path, patched_teacher, tiny_data, "float16")
     trainer = run(tmp_path, "online_probe", tiny_data, patched_teacher)  # an online source for the same stream

@@ -45,7 +45,9 @@ def test_resume_after_kill_equals_uninterrupted(tiny_data, tmp_path, patched_tea
     terms = tmp_path / "terms.yml"
     terms.write_text("terms:\n  - {loss: kl, weight: 3}\n"
                      "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
-                     " connector: conv1x1_bn}\n")
+                     " connector: conv1x1_bn}\n"
+                     # MGD: a trained generator and a random mask per iteration, both resumed exactly
+                     "  - {name: mgd, student: head.aspp, teacher: head.aspp, loss: mgd, options: {alpha: 0.001}}\n")
     args = ["train", "--config", STUDENT, "--teacher_config", patched_teacher, "--distill", str(terms),
             "--data_root", str(tiny_data), "--seed", "5", "--save_interval", "2", "--log_iters", "1", "--do_eval"]
     cli = [sys.executable, "-m", "segdistill.cli"]
