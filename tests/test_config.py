@@ -116,6 +116,11 @@ def test_study_rejects_unknown_loss_and_bad_sweep():
     with pytest.raises(SegDistillError, match=r"distill.kl_cwd.terms\[1\].loss: unknown loss 'nope'"):
         study.check(bad)
     bad = copy.deepcopy(cfg)
+    bad["distill"]["kl_cwd"]["terms"][1]["options"] = {"tau": 4}
+    with pytest.raises(SegDistillError, match=r"distill.kl_cwd.terms\[1\] \(term 'cwd_aspp'\).options: loss 'cwd' "
+                                              r"has no option 'tau'.*Its options: temperature"):
+        study.check(bad)
+    bad = copy.deepcopy(cfg)
     bad["sweep"] = {"method": "kl_cwd", "grid": {"cwd_aspp.alpha": [1]}}
     with pytest.raises(SegDistillError, match="must end in weight or temperature"):
         study.methods(bad)

@@ -175,12 +175,25 @@ def test_parsing_imports_no_paddle(tmp_path):
         assert proc.returncode == 0 and "imported while parsing" not in out, out[-3000:]
 
 
-@pytest.mark.parametrize("name, distilled", [("config.yaml", 8), ("kl_cwd.yaml", 16), ("stride8.yaml", 8)])
+METHOD_ARMS = ["kl", "kl_std", "cwd", "dist", "skd", "ifvd", "cirkd", "mgd"]
+METHOD_LOSSES = [("kl", False), ("kl", True), ("cwd", False), ("dist", False), ("skd_pairwise", False),
+                 ("ifvd", False), ("cirkd_pixel", False), ("mgd", False)]
+
+
+@pytest.mark.parametrize("name, distilled", [("config.yaml", 8), ("kl_cwd.yaml", 16), ("stride8.yaml", 8),
+                                            ("methods.yaml", 64)])
 def test_shipped_studies_parse_and_plan(name, distilled):
     """Every study in config/ is whole and plans the default study's chain (8 seeds, one shared teacher)."""
     proc = run_snakemake(ROOT, "-n", "--configfile", ROOT / "config" / name, "--cores", "2")
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["train"] == 9 and counts["teacher_outputs"] == 8 and counts["distill"] == distilled
+    if name == "methods.yaml":  # one arm per method of docs/methods.md, each distilling every seed
+        arms = re.findall(r"rule distill:\n(?:.*\n)*?\s+wildcards: method=(\w+), seed=\d+", proc.stdout)
+        assert {a: arms.count(a) for a in set(arms)} == {a: 8 for a in METHOD_ARMS}
+        study = yaml.safe_load((ROOT / "config" / name).read_text())["distill"]
+        used = {(t["loss"], bool((t.get("options") or {}).get("standardize"))) for arm in study.values()
+                for t in arm["terms"]}
+        assert used == set(METHOD_LOSSES)
     if name == "config.yaml":  # its YAMLs inherit the stride-8 ones: those are inputs too, so edits to them rerun
         inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)
         assert "deeplabv3p_resnet18_os8_synthetic_64x64_student.yml" in inputs, inputs
