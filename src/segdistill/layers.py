@@ -1,4 +1,5 @@
-"""`segdistill layers`: every sublayer with its output shape, so users pick distillation tensors by name."""
+"""`segdistill layers`: every sublayer with its output shape, and the model's outputs (`logits`, `logits.1`, ...) in
+eval and train mode, so users pick distillation tensors by name."""
 
 from __future__ import annotations
 
@@ -34,8 +35,28 @@ def layer_shapes(model, size: tuple[int, int]) -> list[tuple[str, str, list, int
     for name, layer in model.named_sublayers():
         n_params = sum(int(p.size) for p in layer.parameters())
         rows.append((name, type(layer).__name__, shapes.get(name, "not called"), n_params))
-    first = logits[0] if isinstance(logits, (list, tuple)) else logits
-    rows.append(("logits", "output", list(first.shape), 0))
+    rows.extend(output_rows(model, size, logits))
+    return rows
+
+
+def output_rows(model, size, eval_out) -> list[tuple[str, str, list, int]]:
+    """The model's outputs (`logits`, `logits.1`, ...) with shapes: in eval mode (what a teacher gives) and in
+    train mode (a student's auxiliary heads too). The train-mode forward takes 2 images (batch norm needs more
+    than one value per channel) and leaves the model in eval mode."""
+    from segdistill.distill.recorder import model_outputs
+
+    evals = model_outputs(eval_out)
+    model.train()
+    try:
+        with paddle.no_grad():
+            trains = model_outputs(model(paddle.zeros([2, 3, *size])))
+    finally:
+        model.eval()
+    rows = []
+    for name, t in trains.items():
+        shape = [1, *t.shape[1:]]
+        rows.append((name, "output (eval and train)" if name in evals else "output (train only)", shape, 0))
+    rows.extend((n, "output (eval only)", list(t.shape), 0) for n, t in evals.items() if n not in trains)
     return rows
 
 
@@ -46,7 +67,8 @@ def list_layers(config: str, size: tuple[int, int] | None = None, depth: int | N
         dic["model"]["backbone"]["pretrained"] = None  # shapes do not need weights
     model = build_model(dic, config)
     size = size or _input_size(dic)
-    rows = [r for r in layer_shapes(model, size) if depth is None or r[0].count(".") <= depth]
+    rows = [r for r in layer_shapes(model, size)
+            if depth is None or r[0].count(".") <= depth or r[1].startswith("output")]
     width = max(len(r[0]) for r in rows)
     lines = [f"# {config}: {type(model).__name__}, input 1x3x{size[0]}x{size[1]}",
              f"{'name':<{width}}  {'type':<24} {'output shape':<22} params"]

@@ -33,7 +33,7 @@ import numpy as np
 
 from segdistill.config import DATA_PATH_KEYS
 from segdistill.data.fetch import sha256_of
-from segdistill.distill.recorder import LOGITS, Recorder
+from segdistill.distill.recorder import LOGITS, Recorder, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
 
 FORMAT = 1
@@ -187,14 +187,16 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
     freeze(teacher)
     probe = paddle.to_tensor(streams[0].batch(1)[0])
     rule = logits_rule(teacher, probe) if LOGITS in names else None
-    record = [n for n in names if n != LOGITS] + ([HEAD] if rule and HEAD not in names else [])
+    record = [n for n in names if output_index(n) is None] + ([HEAD] if rule and HEAD not in names else [])
     recorder = Recorder(teacher, record)
 
     def tensors(images) -> dict:
         with paddle.no_grad(), recorder as feats:
-            logits = teacher(images)
-        if LOGITS in names:
-            feats[LOGITS] = feats[HEAD] if rule else (logits[0] if isinstance(logits, (list, tuple)) else logits)
+            outputs = model_outputs(teacher(images))
+        check_outputs(outputs, names, "teacher", "eval")
+        feats.update({n: outputs[n] for n in names if n in outputs})
+        if rule:
+            feats[LOGITS] = feats[HEAD]
         return {n: feats[n] for n in names}
 
     first = tensors(probe)

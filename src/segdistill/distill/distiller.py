@@ -16,8 +16,8 @@ from dataclasses import asdict
 
 from segdistill.data.fetch import sha256_of
 from segdistill.distill.connectors import build_connector
-from segdistill.distill.recorder import LOGITS, Recorder, check_names
-from segdistill.distill.teachers import OnlineTeacher, first_output, isolated_rng
+from segdistill.distill.recorder import Recorder, check_names, check_outputs, model_outputs, output_index
+from segdistill.distill.teachers import OnlineTeacher, isolated_rng
 from segdistill.distill.terms import DistillTerm, resolve_terms
 from segdistill.errors import SegDistillError
 from segdistill.losses import get_loss
@@ -92,13 +92,9 @@ class Distiller(paddle.nn.Layer):
     # -- set-up ---------------------------------------------------------------------------------------------
     def setup(self, images) -> None:
         """Shapes on the first batch: build connectors where channels differ by request, else explain the fix."""
-        was_training = self._student.training
-        self._student.eval()  # a probe must not move the student's BN statistics
+        s_feats = self._probe_student(images)
         with paddle.no_grad():
-            s_feats, _ = self._student_features(images)
             t_shapes = self._source.probe(images)
-        if was_training:
-            self._student.train()
         for i, term in enumerate(self.terms):
             s_shape, t_shape = list(s_feats[term.student].shape), list(t_shapes[term.teacher])
             if len(s_shape) != 4 or len(t_shape) != 4:
@@ -125,11 +121,29 @@ class Distiller(paddle.nn.Layer):
                     f"{s_shape[1]}->{t_shape[1]} projection"
                 )
 
+    def _probe_student(self, images) -> dict:
+        """The student's tensors on a real batch, leaving its state as it was. In eval mode, unless a term takes
+        an auxiliary output (`logits.N`, produced in train mode only): then in train mode, with the BN statistics
+        restored and the random generators isolated (dropout) afterwards."""
+        was_training = self._student.training
+        aux = any((output_index(t.student) or 0) > 0 for t in self.terms)
+        saved = {k: v.clone() for k, v in self._student.state_dict().items()} if aux else None
+        self._student.train(aux)  # train(False) is eval
+        with paddle.no_grad(), isolated_rng():
+            s_feats, _ = self._student_features(images)
+        if saved is not None:
+            self._student.set_state_dict(saved)
+        self._student.train(was_training)
+        check_outputs(s_feats, [t.student for t in self.terms], "student", "train" if aux else "eval")
+        return s_feats
+
     # -- forward --------------------------------------------------------------------------------------------
     def _student_features(self, images):
         with self._s_rec as feats:
             logits = self._student_forward(images)
-        feats[LOGITS] = first_output(logits)
+        outputs = model_outputs(logits)
+        feats.update(outputs)
+        check_outputs(outputs, [t.student for t in self.terms], "student", "train" if self.training else "eval")
         return feats, logits
 
     def _context(self, i: int, fn, it) -> dict:

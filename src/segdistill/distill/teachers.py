@@ -12,13 +12,8 @@ import random
 
 import numpy as np
 
-from segdistill.distill.recorder import LOGITS, Recorder, check_names
+from segdistill.distill.recorder import Recorder, check_names, check_outputs, model_outputs, output_index
 from segdistill.paddle_env import paddle
-
-
-def first_output(out):
-    """The first output of a PaddleSeg model (it returns a list of logits; the first is the prediction)."""
-    return out[0] if isinstance(out, (list, tuple)) else out
 
 
 class OnlineTeacher:
@@ -29,13 +24,15 @@ class OnlineTeacher:
     def __init__(self, model, names):
         check_names(model, names, "teacher")
         self.model = model
+        self._outputs = [n for n in dict.fromkeys(names) if output_index(n) is not None]
         self._rec = Recorder(model, names)
         freeze(model)
 
     def features(self, images, it=None) -> dict:
         with paddle.no_grad(), self._rec as feats:
-            logits = self.model(images)
-        feats[LOGITS] = first_output(logits)
+            outputs = model_outputs(self.model(images))
+        check_outputs(outputs, self._outputs, "teacher", "eval")  # the probe's call fails before training
+        feats.update({n: outputs[n] for n in self._outputs})
         return feats
 
     def probe(self, images) -> dict:

@@ -89,16 +89,26 @@ def parse_terms(raw, source: str = "distill.terms") -> list[DistillTerm]:
 
 
 def terms_from_paddleseg(distill_loss: dict, source: str = "distill_loss") -> list[DistillTerm]:
-    """The tutorial's `distill_loss: {types: [{type: KLLoss}], coef: [3]}` as logits-to-logits terms."""
-    types, coefs = distill_loss.get("types") or [], distill_loss.get("coef") or []
-    if len(types) != len(coefs):
-        raise SegDistillError(f"{source}: 'types' has {len(types)} entries but 'coef' has {len(coefs)}")
+    """PaddleSeg's `distill_loss: {types: [...], coef: [...]}` as output-to-output terms, with its `loss:` rules
+    (segdistill.losses.task.expand_types): entry i compares the student's output i with the teacher's output i
+    (`logits`, `logits.1`, ...), as PaddleSeg's distill_loss_computation does."""
+    from segdistill.distill.recorder import output_name
+    from segdistill.losses.task import expand_types
+
+    types, coefs = expand_types(distill_loss, source)
     raw = []
-    for t, c in zip(types, coefs):
+    for i, (t, c) in enumerate(zip(types, coefs)):
         kind = t.get("type")
         if kind not in PADDLESEG_LOSSES:
-            raise SegDistillError(f"{source}: unsupported type '{kind}' (supported: {', '.join(PADDLESEG_LOSSES)})")
-        raw.append({"loss": PADDLESEG_LOSSES[kind], "weight": c, "temperature": t.get("temperature", 1.0)})
+            raise SegDistillError(f"{source}.types[{i}]: unsupported type '{kind}' (supported: "
+                                  f"{', '.join(PADDLESEG_LOSSES)})")
+        unknown = sorted(set(t) - {"type", "temperature", "ignore_index"})
+        if unknown:
+            raise SegDistillError(f"{source}.types[{i}]: {kind} option(s) {unknown} are not supported "
+                                  f"(supported: temperature)")
+        out = output_name(i)
+        raw.append({"student": out, "teacher": out, "loss": PADDLESEG_LOSSES[kind], "weight": c,
+                    "temperature": t.get("temperature", 1.0)})
     return parse_terms(raw, source)
 
 
