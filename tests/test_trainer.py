@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -90,12 +91,35 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_data, tmp_path, patched
     wr, wf = weights(run / "best_model/model.pdparams"), weights(tmp_path / "fresh/best_model/model.pdparams")
     assert all(np.array_equal(wr[k], wf[k]) for k in wf)
     pd.testing.assert_frame_equal(pd.read_csv(run / "train_log.csv"), pd.read_csv(tmp_path / "fresh/train_log.csv"))
-    # The folder now holds the new run's checkpoints only: the same run again resumes them.
+    # The folder now holds the new run's checkpoints only.
     assert all(json.loads((p / "state.json").read_text())["run_key"] for p in checkpoint.list_checkpoints(run))
-    again = train(run, 1)
-    assert any(m.startswith("resumed from") for m in again), again
     other = train(run, 1, seed=4)  # another seed is another run too
     assert any("are of another run" in m for m in other), other
+
+
+def test_a_finished_run_is_trained_again_not_resumed(tiny_data, tmp_path):
+    """A rerun of a finished run (Snakemake --forcerun, same config) trains from iteration 0 and says why; one
+    stopped before its last iteration resumes."""
+    run = tmp_path / "run"
+
+    def train():
+        messages = []
+        with paddle.utils.unique_name.guard():  # parameter names as in the separate processes of the workflow
+            Trainer(spec(tiny_data, run, iters=4, do_eval=False), log=messages.append).run()
+        return messages
+
+    train()
+    first = weights(run / "best_model/model.pdparams")
+    messages = train()
+    assert any("are of a run that finished (iteration 4 of 4)" in m and "training from iteration 0" in m
+               for m in messages), messages
+    assert not any(m.startswith("resumed from") for m in messages)
+    assert any(m.startswith("[train] iter 1/4") for m in messages)
+    again = weights(run / "best_model/model.pdparams")
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    shutil.rmtree(run / "iter_4")  # as if killed after iteration 2's checkpoint
+    messages = train()
+    assert any(m.startswith("resumed from") and "iteration 2" in m for m in messages), messages
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_data, tmp_path):

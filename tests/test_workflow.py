@@ -65,6 +65,25 @@ def test_second_run_has_nothing_to_do(finished_study):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_forcerun_trains_again(finished_study, tmp_path):
+    """`--forcerun distill` on a finished study retrains the run from iteration 0 (its log says why) instead of
+    resuming the final checkpoint; the result equals the first run's."""
+    import shutil
+
+    reference, _ = finished_study
+    work = tmp_path / "study"
+    shutil.copytree(reference, work, symlinks=True)
+    config = tiny_config(work)
+    target = "results/runs/distilled/kl/seed0/best_model/model.pdparams"
+    run_snakemake(work, "--cores", "1", "--configfile", config, "--forcerun", "distill", target)
+    rerun = (work / "logs/distill/kl/seed0.log").read_text()  # Snakemake starts the job's log afresh
+    assert "are of a run that finished (iteration 4 of 4)" in rerun and "training from iteration 0" in rerun, rerun
+    assert "[train] iter 1/4" in rerun and "resumed from" not in rerun
+    wa = paddle.load(str(reference / target))
+    wb = paddle.load(str(work / target))
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
 def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
     config = tiny_config(tmp_path)
     proc = run_snakemake(tmp_path, "-n", "--cores", "all", "--resources", "gpu=4", "--configfile", config)

@@ -2,8 +2,9 @@
 
 Iteration-based like PaddleSeg: evaluate every `save_interval`, keep `best_model`, checkpoints (model, optimizer,
 scheduler, iteration, RNG state) pruned to `keep_checkpoint_max`, a log line every `log_iters`. It resumes from
-the newest valid checkpoint in its own `save_dir`, so a killed job loses at most `save_interval` iterations and
-ends with the same numbers as an uninterrupted run (CPU, same seed). The data come from a keyed stream
+the newest valid checkpoint in its own `save_dir` when that run stopped before its last iteration, so a killed job
+loses at most `save_interval` iterations and ends with the same numbers as an uninterrupted run (CPU, same seed);
+a finished run is never resumed (a rerun trains again). The data come from a keyed stream
 (segdistill.data.stream): the batch at iteration `it` is a pure function of (data, transforms, data seed, it), so
 resuming needs no saved loader state and the number of loader workers changes nothing. `batch_size` is per rank,
 as in PaddleSeg: with several ranks (paddle.distributed.launch) the global batch is batch_size x ranks, every rank
@@ -198,7 +199,13 @@ class Trainer:
         else:
             path, meta = checkpoint.latest_valid(self.save_dir, self._log)
             if path is not None and meta.get("run_key") != self.run_key:
-                self._discard_other_run(path)
+                self._discard(path, "are of another run (its config, data, seed or teacher differ from this one's)")
+                path, meta = None, None
+            elif path is not None and meta["iteration"] >= self.iters:
+                # Only a run stopped before its last iteration resumes: the job is rerun on purpose (--forcerun,
+                # a rerun Snakemake decided on), and resuming would hand back the old model untrained.
+                self._discard(path, f"are of a run that finished (iteration {meta['iteration']} of {self.iters}); "
+                                    f"this job was rerun, so it trains again")
                 path, meta = None, None
         if path is None:
             return 0, {"best_miou": -1.0, "best_iter": 0, "train_log": [], "eval_log": []}
@@ -208,12 +215,13 @@ class Trainer:
         self._log(f"resumed from {path} (iteration {meta['iteration']})")
         return meta["iteration"], meta
 
-    def _discard_other_run(self, newest: Path) -> None:
-        """The checkpoints in save_dir are of another run (Snakemake reruns a job whose config, data or teacher
-        changed; killed runs leave checkpoints behind): resuming them would return the old run's model. They
-        and the old best-model copy are removed, so pruning and a later resume see this run's checkpoints only."""
-        self._log(f"checkpoints in {self.save_dir} (newest {newest.name}) are of another run (its config, data, "
-                  f"seed or teacher differ from this one's): not resumed, removed; training from iteration 0")
+    def _discard(self, newest: Path, why: str) -> None:
+        """The checkpoints in save_dir are not to be resumed: of another run (Snakemake reruns a job whose config,
+        data or teacher changed; killed runs leave checkpoints behind) or of a finished one (the job is rerun).
+        Resuming them would return the old run's model. They and the old best-model copy are removed, so pruning
+        and a later resume see this run's checkpoints only."""
+        self._log(f"checkpoints in {self.save_dir} (newest {newest.name}) {why}: not resumed, removed; "
+                  f"training from iteration 0")
         if not self.is_main:
             return
         for path in checkpoint.list_checkpoints(self.save_dir):
