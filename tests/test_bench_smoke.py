@@ -67,3 +67,28 @@ def test_teacher_cache_bench_reports_ratios(tmp_path):
     sizes = report["bytes_per_image"]
     assert sizes["cpu 64x64"]["bytes_per_image"]["float16"]["kl"] == 2 * 16 * 16 * 2
     assert sizes["optic disc 512x512"]["pre_upsample"] is True
+
+
+def test_methods_bench_reports_every_arm_against_the_student(tmp_path):
+    """bench/methods_step.py at test size on a two-arm copy of config/methods.yaml (its terms, tiny models)."""
+    import yaml
+
+    study = yaml.safe_load((ROOT / "config/methods.yaml").read_text())
+    study["teacher"]["config"] = str(ROOT / "tests/configs/teacher_tiny.yml")
+    study["student"]["config"] = str(ROOT / "tests/configs/student_tiny.yml")
+    study["distill"] = {k: study["distill"][k] for k in ("ifvd", "mgd")}
+    path = tmp_path / "methods.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "bench/methods_step.py"), "--study", str(path), "--size", "32", "--batch", "2",
+           "--steps", "1", "--warmup", "1", "--paired", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    confs = report["configurations"]
+    assert list(confs) == ["student", "ifvd", "mgd"]
+    assert confs["student"]["step_vs_student"] == 1.0 and confs["student"]["rss_vs_student"] == 1.0
+    for name, conf in confs.items():
+        assert all(math.isfinite(conf[k]) and conf[k] > 0 for k in conf), name
+        assert len(report["paired_step_times_s"][name]) == 2
+    assert "| mgd | mgd on head.aspp |" in proc.stdout

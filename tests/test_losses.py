@@ -483,6 +483,9 @@ def test_check_options_refuses_unknown_names_and_wrong_types():
     msg = str(err.value)
     assert "distill.terms[0] (term 'x').options" in msg and "'betta'" in msg and "did you mean beta" in msg
     assert all(k in msg for k in ("beta (default 1.0)", "gamma", "temperature"))
+    assert check_options("mgd", {"alpha": "2e-5"}, "t") == {"alpha": 2e-5}  # PyYAML reads 2e-5 as a string
+    with pytest.raises(SegDistillError, match="must be a float"):
+        check_options("mgd", {"alpha": "small"}, "t")
     with pytest.raises(SegDistillError, match="must be a bool"):
         check_options("kl", {"standardize": "yes"}, "t")
     with pytest.raises(SegDistillError, match="has no option 'module'"):

@@ -66,7 +66,14 @@ def check_options(name, given: dict, where: str) -> dict:
     if not isinstance(given, dict):
         raise SegDistillError(f"{where}: options must be a mapping of option names to values, got {given!r}")
     known = options(name)
+    given = dict(given)
     for key, value in given.items():
+        if isinstance(value, str) and isinstance(known.get(key), float):
+            # YAML 1.1 (PyYAML) reads `2e-5` (no dot) as a string; a number was meant
+            try:
+                given[key] = value = float(value)
+            except ValueError:
+                pass
         if key not in known:
             close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -75,7 +82,7 @@ def check_options(name, given: dict, where: str) -> dict:
         if not _type_ok(value, known[key]):
             raise SegDistillError(f"{where}: option '{key}' of loss '{name}' must be a {type(known[key]).__name__} "
                                   f"like its default {known[key]!r}, got {value!r}")
-    return dict(given)
+    return given
 
 
 def get_loss(name):

@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""What each distillation method of config/methods.yaml costs: its distill step and peak RSS against the student's.
+
+Every arm of the methods study (its terms, read from the study file, so the two never disagree) runs as
+segdistill's `Trainer.step` with the teacher's tensors read from a float32 teacher-outputs cache (as the study
+runs them: no teacher forward in the distill step), on one fixed batch, next to `student` (Trainer.step without a
+teacher). Two measurements:
+
+- paired step time: all configurations built in one process and stepped round-robin, `--paired` rounds, so every
+  ratio compares steps taken moments apart (background load hits them alike); the report gives each method's
+  median step, and the median over rounds of (method step / student step of the same round);
+- peak RSS: each configuration alone in a fresh process for `--steps` steps; the peak is the child's ru_maxrss
+  (wait4), and the parent imports nothing heavy (a child started by exec inherits its parent's peak as a floor).
+
+    python bench/methods_step.py --size 64 --batch 4 --steps 10 --paired 20 --out bench_methods_step.json
+
+Configs: the study's (`--study`, default config/methods.yaml) teacher and student YAMLs, resized to `--size`,
+backbones without pretrained weights and a random teacher (speed and memory do not depend on weight values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDENT = "student"  # the configuration without a teacher
+
+
+def _helpers():
+    """bench/distill_step.py's set-up (configs, data, random teacher, patched config), shared, not copied."""
+    spec = importlib.util.spec_from_file_location("distill_step", Path(__file__).with_name("distill_step.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _study_terms(study: Path) -> dict:
+    import yaml
+
+    cfg = yaml.safe_load(study.read_text())
+    return {arm: spec["terms"] for arm, spec in cfg["distill"].items()}
+
+
+# -- child side -------------------------------------------------------------------------------------------------
+
+def _prepare(work: Path, spec: dict) -> dict:
+    from segdistill.config import write_yaml
+    from segdistill.distill import cache
+
+    versions = _helpers()._prepare(work, spec)
+    terms = work / "terms.yml"
+    write_yaml({"terms": [t for ts in spec["arms"].values() for t in ts]}, terms)
+    cache.write_teacher_outputs(str(work / "student.yml"), str(work / "teacher_patched.yml"), [str(terms)],
+                                work / "cache", data_seed=spec["seed"], data_root=str(work / "data"), iters=1,
+                                batch_size=spec["batch"], dtype="float32", log=lambda m: None)
+    return versions
+
+
+def _step(name: str, work: Path, spec: dict):
+    """A zero-argument callable doing one Trainer.step of configuration `name` on the first batch."""
+    from segdistill.paddle_env import paddle
+    from segdistill.trainer import Trainer, TrainSpec, seed_everything
+
+    seed_everything(spec["seed"])
+    kw = {}
+    if name != STUDENT:
+        kw = {"teacher_config": str(work / "teacher_patched.yml"), "distill_terms": spec["arms"][name],
+              "teacher_outputs": str(work / "cache")}
+    trainer = Trainer(TrainSpec(config=str(work / "student.yml"), save_dir=str(work / f"run_{name}"),
+                                seed=spec["seed"], data_root=str(work / "data"), batch_size=spec["batch"], iters=1,
+                                do_eval=False, pretrained_backbone=False, **kw), log=lambda m: None)
+    trainer.net.train()
+    images, labels = (paddle.to_tensor(a) for a in trainer.stream.batch(1))
+
+    def step():
+        loss, _ = trainer.step(images, labels, it=1)
+        value = float(loss)
+        if value != value:
+            raise RuntimeError(f"{name}: the step returned NaN")
+        return value
+
+    return step
+
+
+def _paired(work: Path, spec: dict) -> dict:
+    names = [STUDENT, *spec["arms"]]
+    steps = {n: _step(n, work, spec) for n in names}
+    for _ in range(spec["warmup"]):
+        for fn in steps.values():
+            fn()
+    times = {n: [] for n in names}
+    for _ in range(spec["paired"]):
+        for n, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            times[n].append(time.perf_counter() - t0)
+    return {"step_times_s": times}
+
+
+def _alone(name: str, work: Path, spec: dict) -> dict:
+    step = _step(name, work, spec)
+    times = []
+    for _ in range(spec["warmup"] + spec["steps"]):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"step_times_s": times[spec["warmup"]:]}
+
+
+def run_child(name: str, work: Path, result: Path) -> None:
+    spec = json.loads((work / "spec.json").read_text())
+    out = (_prepare(work, spec) if name == "prepare" else _paired(work, spec) if name == "paired"
+           else _alone(name, work, spec))
+    result.write_text(json.dumps(out))
+
+
+# -- parent side: stdlib only -----------------------------------------------------------------------------------
+
+def _child(name: str, work: Path, timeout: float) -> tuple[dict, int]:
+    """Run one child; (its result, its peak RSS in kB from wait4)."""
+    result, log = work / f"result_{name}.json", work / f"log_{name}.txt"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", name, "--work", str(work),
+                                 "--child-result", str(result)], stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT))
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            raise RuntimeError(f"{name} took longer than {timeout:.0f} s; log: {log}")
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or not result.exists():
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{log.read_text()[-3000:]}")
+    return json.loads(result.read_text()), usage.ru_maxrss
+
+
+def summarise(paired: dict, peaks: dict) -> dict:
+    times = paired["step_times_s"]
+    base = times[STUDENT]
+    out = {}
+    for name, ts in times.items():
+        per_round = [t / b for t, b in zip(ts, base)]
+        out[name] = {"median_step_s": round(statistics.median(ts), 5),
+                     "step_vs_student": round(statistics.median(per_round), 3),
+                     "peak_rss_mb": round(peaks[name] / 1024.0, 1),
+                     "rss_vs_student": round(peaks[name] / peaks[STUDENT], 3)}
+    return out
+
+
+def table(confs: dict, terms: dict) -> str:
+    rows = ["| configuration | terms | median step (s) | step / student step | peak RSS (MB) | RSS / student |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, c in confs.items():
+        what = "; ".join(f"{t['loss']} on {t.get('student', 'logits')}" for t in terms.get(name, [])) or "no teacher"
+        rows.append(f"| {name} | {what} | {c['median_step_s']:.3f} | {c['step_vs_student']:.2f} | "
+                    f"{c['peak_rss_mb']:.0f} | {c['rss_vs_student']:.2f} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--study", default=str(ROOT / "config/methods.yaml"), help="study file: its arms and YAMLs")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=10, help="steps per configuration alone (peak RSS)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--paired", type=int, default=20, help="round-robin rounds over all configurations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--out", default="bench_methods_step.json")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--work", help=argparse.SUPPRESS)
+    p.add_argument("--child-result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        run_child(args.child, Path(args.work), Path(args.child_result))
+        return 0
+    import yaml  # light; the parent must not import paddle
+
+    study = Path(args.study)
+    cfg = yaml.safe_load(study.read_text())
+    terms = _study_terms(study)
+    with tempfile.TemporaryDirectory(prefix="bench_methods_") as tmp:
+        work = Path(tmp)
+        spec = {"size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+                "paired": args.paired, "seed": args.seed, "arms": terms,
+                # a study's paths are relative to the workflow's folder, the repository root
+                **{f"{role}_config": str(ROOT / cfg[role]["config"]) for role in ("teacher", "student")}}
+        (work / "spec.json").write_text(json.dumps(spec))
+        load_before = os.getloadavg()
+        versions, _ = _child("prepare", work, args.timeout)
+        peaks = {}
+        for name in [STUDENT, *terms]:
+            _, peaks[name] = _child(name, work, args.timeout)
+            print(f"{name}: peak RSS {peaks[name] / 1024:.0f} MB", file=sys.stderr, flush=True)
+        paired, _ = _child("paired", work, args.timeout)
+    confs = summarise(paired, peaks)
+    report = {"settings": {k: v for k, v in spec.items() if k != "arms"}, "study": str(study), "versions": versions,
+              "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+              "configurations": confs, "terms": terms, "paired_step_times_s": paired["step_times_s"]}
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(table(confs, terms))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
