@@ -18,20 +18,32 @@ from conftest import ROOT
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
 
-def rec(path, run, miou, model="m.pdparams", arm="distilled"):
-    path.write_text(json.dumps({"run": run, "arm": arm, "config": STUDENT, "model": str(model),
-                                "splits": {"test": {"miou": miou}}}))
+def _m(miou):
+    return {"miou": miou, "acc": 0.9, "kappa": 0.5, "dice": 0.6, "class_iou": {}, "class_dice": {}}
+
+
+def rec(path, run, val, test=None, model="m.pdparams", arm="distilled"):
+    """An evaluation record with its val mIoU (which chooses) and test mIoU (default: val)."""
+    method = run.split("/")[1] if arm == "distilled" else "none"
+    splits = {"val": _m(val), "test": _m(val if test is None else test)}
+    path.write_text(json.dumps({"run": run, "arm": arm, "method": method, "seed": int(run.rsplit("seed", 1)[1]),
+                                "config": STUDENT, "model": str(model), "splits": splits}))
     return path
 
 
-def test_pick_best_highest_test_miou_ties_by_name(tmp_path):
-    paths = [rec(tmp_path / "a.json", "distilled/kl/seed1", 0.7), rec(tmp_path / "b.json", "distilled/kl/seed0", 0.7),
-             rec(tmp_path / "c.json", "distilled/cwd/seed0", 0.6),
+def test_pick_best_chooses_on_val_ties_by_name(tmp_path):
+    # val: kl has the best mean (0.7), its seeds tie -> seed0; cwd/seed1 is the best test run and is not chosen.
+    paths = [rec(tmp_path / "a.json", "distilled/kl/seed1", 0.7, 0.5),
+             rec(tmp_path / "b.json", "distilled/kl/seed0", 0.7, 0.6),
+             rec(tmp_path / "c.json", "distilled/cwd/seed0", 0.6, 0.7),
+             rec(tmp_path / "e.json", "distilled/cwd/seed1", 0.65, 0.95),
              rec(tmp_path / "d.json", "student/seed0", 0.9, arm="student")]
     best = export.pick_best(paths)
-    assert best["run"] == "distilled/kl/seed0" and best["miou"] == 0.7 and best["eval"] == str(paths[1])
-    with pytest.raises(SegDistillError, match="no distilled run"):
-        export.pick_best(paths[3:])
+    assert best["run"] == "distilled/kl/seed0" and best["eval"] == str(paths[1])
+    assert best["chosen_on"] == "val" and best["selection_miou"] == 0.7
+    assert best["split"] == "test" and best["miou"] == 0.6
+    with pytest.raises(SegDistillError, match="no distilled run with a 'val' mIoU"):
+        export.pick_best(paths[4:])
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +58,8 @@ def two_students(tmp_path_factory):
         path = d / f"seed{seed}.pdparams"
         checkpoint.save_weights(model, path)
         out.append(path)
-    evals = [rec(d / "e1.json", "distilled/kl/seed1", 0.55, out[0]), rec(d / "e2.json", "distilled/kl/seed2", 0.61, out[1])]
+    evals = [rec(d / "e1.json", "distilled/kl/seed1", 0.55, model=out[0]),
+             rec(d / "e2.json", "distilled/kl/seed2", 0.61, model=out[1])]
     return d, out, evals
 
 
@@ -54,7 +67,7 @@ def test_export_matches_evaluated_model(two_students, tiny_data, tmp_path):
     _, weights, evals = two_students
     out_dir, out_json = tmp_path / "export/best_student", tmp_path / "export/export.json"
     res = export.export_best(evals, out_dir, out_json, data_root=tiny_data)
-    assert res["run"] == "distilled/kl/seed2" and res["weights"] == str(weights[1])
+    assert res["run"] == "distilled/kl/seed2" and res["weights"] == str(weights[1]) and res["chosen_on"] == "val"
     assert json.loads(out_json.read_text()) == res
     assert res["max_abs_diff"] <= 1e-4 and res["label_agreement"] == 1.0
     assert res["input_spec"] == [None, 3, 32, 32] and res["batch_shape"] == [4, 3, 32, 32]

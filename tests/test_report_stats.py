@@ -67,14 +67,19 @@ def test_parse_method_names_of_sweep_points():
         stats.parse_method("kl~oops")
 
 
-def record(run, miou, acc=0.9, kappa=0.5, dice=0.6, split="test"):
+def _split(miou, acc=0.9, kappa=0.5, dice=0.6):
+    return {"miou": miou, "acc": acc, "kappa": kappa, "dice": dice, "num_pixels": 100,
+            "class_iou": {"bg": miou + 0.1, "disc": miou - 0.1}, "class_dice": {"bg": dice, "disc": dice}}
+
+
+def record(run, miou, acc=0.9, kappa=0.5, dice=0.6, split="test", val=None):
+    """An evaluation record as `segdistill evaluate` writes it; `val`: the run's val mIoU, if evaluated."""
     arm, *rest = run.split("/")
     method = rest[0] if arm == "distilled" else "none"
     seed = int(run.rsplit("seed", 1)[1])
+    splits = {split: _split(miou, acc, kappa, dice)} | ({"val": _split(val)} if val is not None else {})
     return {"run": run, "arm": arm, "method": method, "seed": seed, "config": "x.yml", "model": f"{run}.pdparams",
-            "splits": {split: {"miou": miou, "acc": acc, "kappa": kappa, "dice": dice, "num_pixels": 100,
-                               "class_iou": {"bg": miou + 0.1, "disc": miou - 0.1},
-                               "class_dice": {"bg": dice, "disc": dice}}}}
+            "splits": splits}
 
 
 def write_records(tmp_path, recs):
@@ -86,30 +91,51 @@ def write_records(tmp_path, recs):
     return paths
 
 
+# test mIoU, val mIoU. On val: kl 0.60, kl~weight=1 0.655, kl~weight=3 0.65; on test kl~weight=3 has the
+# best mean (0.75) and the best single run (0.80), which must not matter.
 SWEEP = [
-    record("teacher/seed0", 0.80),
-    record("student/seed0", 0.60), record("student/seed1", 0.70),
-    record("distilled/kl/seed0", 0.62), record("distilled/kl/seed1", 0.71),
-    record("distilled/kl~weight=1/seed0", 0.66), record("distilled/kl~weight=1/seed1", 0.74),
-    record("distilled/kl~weight=3/seed0", 0.75), record("distilled/kl~weight=3/seed1", 0.64),
+    record("teacher/seed0", 0.80, val=0.8),
+    record("student/seed0", 0.60, val=0.6), record("student/seed1", 0.70, val=0.6),
+    record("distilled/kl/seed0", 0.62, val=0.6), record("distilled/kl/seed1", 0.71, val=0.6),
+    record("distilled/kl~weight=1/seed0", 0.66, val=0.64), record("distilled/kl~weight=1/seed1", 0.74, val=0.67),
+    record("distilled/kl~weight=3/seed0", 0.80, val=0.70), record("distilled/kl~weight=3/seed1", 0.70, val=0.60),
 ]
 
 
-def test_best_setting_is_highest_mean_and_best_run_highest_single(tmp_path):
+def test_best_setting_and_run_are_chosen_on_val_not_test(tmp_path):
     df = rows_from_evals(write_records(tmp_path, SWEEP))
     best = stats.best_setting(df, "test")
-    # means: kl 0.665, kl~weight=1 0.70, kl~weight=3 0.695 -> weight=1, though weight=3 has the best single run
     assert best["method"] == "kl~weight=1" and best["base"] == "kl" and best["params"] == {"weight": 1.0}
-    assert best["mean"] == pytest.approx(0.70) and best["n"] == 2 and best["candidates"] == 3
-    assert stats.best_run(df, "test") == {"run": "distilled/kl~weight=3/seed0", "metric": "miou",
-                                          "value": pytest.approx(0.75)}
+    assert best["chosen_on"] == "val" and best["selection"]["mean"] == pytest.approx(0.655)
+    assert best["split"] == "test" and best["mean"] == pytest.approx(0.70) and best["n"] == 2
+    assert best["candidates"] == 3
+    # The exported run: the chosen arm's best val run (seed1, val 0.67), not the best test run of any arm.
+    assert stats.best_run(df, best["method"], "test") == {
+        "run": "distilled/kl~weight=1/seed1", "method": "kl~weight=1", "metric": "miou", "chosen_on": "val",
+        "selection_value": pytest.approx(0.67), "split": "test", "value": pytest.approx(0.74)}
+    # Changing test numbers changes no choice; changing val numbers does.
+    shuffled = df.copy()
+    shuffled.loc[shuffled.split == "test", "miou"] = shuffled.loc[shuffled.split == "test", "miou"].values[::-1]
+    assert stats.best_setting(shuffled)["method"] == "kl~weight=1"
+    assert stats.best_run(shuffled, "kl~weight=1")["run"] == "distilled/kl~weight=1/seed1"
+    bumped = df.copy()
+    bumped.loc[(bumped.split == "val") & (bumped.method == "kl"), "miou"] = 0.9
+    assert stats.best_setting(bumped)["method"] == "kl"
 
 
 def test_best_setting_tie_goes_to_first_name(tmp_path):
-    recs = [record("student/seed0", 0.5), record("distilled/b/seed0", 0.7), record("distilled/a/seed0", 0.7)]
+    recs = [record("student/seed0", 0.5, val=0.5), record("distilled/b/seed0", 0.7, val=0.7),
+            record("distilled/a/seed0", 0.7, val=0.7)]
     df = rows_from_evals(write_records(tmp_path, recs))
     assert stats.best_setting(df)["method"] == "a"
-    assert stats.best_run(df)["run"] == "distilled/a/seed0"
+    assert stats.best_run(df, "a")["run"] == "distilled/a/seed0"
+
+
+def test_no_val_evaluation_chooses_nothing(tmp_path):
+    recs = [record("student/seed0", 0.5), record("distilled/a/seed0", 0.7)]
+    data = stats.stats_json(rows_from_evals(write_records(tmp_path, recs)))
+    assert data["best_setting"] is None and data["best_run"] is None
+    assert "no setting is chosen" in markdown(rows_from_evals(write_records(tmp_path, recs)), data)
 
 
 def test_stats_json_by_hand(tmp_path):
@@ -132,18 +158,23 @@ def test_stats_json_by_hand(tmp_path):
     half = T975_DOF1 * math.sqrt(0.00005) / math.sqrt(2)
     assert g["ci_low"] == pytest.approx(0.015 - half) and g["ci_high"] == pytest.approx(0.015 + half)
     assert gains[("kl", "acc")]["mean"] == pytest.approx(0.0)
-    assert data["best_setting"]["method"] == "kl~weight=1"
-    assert data["best_run"]["run"] == "distilled/kl~weight=3/seed0"
+    assert data["best_setting"]["method"] == "kl~weight=1" and data["best_setting"]["chosen_on"] == "val"
+    assert data["best_run"]["run"] == "distilled/kl~weight=1/seed1"
+    # Three arms: one family of three comparisons with the student, three method pairs.
+    assert data["family"]["members"] == 3 and data["pairs_family"] == 3
+    assert gains[("kl", "miou")]["adjusted"]["confidence"] == pytest.approx(1 - 0.05 / 3)
+    assert "adjusted" not in gains[("kl", "acc")]  # secondary metrics stay unadjusted
 
 
 def test_one_seed_shows_no_interval_in_json_and_markdown(tmp_path):
-    recs = [record("teacher/seed0", 0.8), record("student/seed0", 0.60), record("distilled/kl/seed0", 0.63)]
+    recs = [record("teacher/seed0", 0.8, val=0.8), record("student/seed0", 0.60, val=0.6),
+            record("distilled/kl/seed0", 0.63, val=0.6)]
     paths = write_records(tmp_path, recs)
     data = stats.write_stats(paths, tmp_path / "stats.json")
     g = next(g for g in data["gains"] if g["metric"] == "miou")
     assert g["n"] == 1 and g["mean"] == pytest.approx(0.03)
     assert g["ci_low"] is None and g["ci_high"] is None and g["std"] is None
-    md = markdown(rows_from_evals(paths), "test")
+    md = markdown(rows_from_evals(paths), data)
     assert "| kl | 1 | +3.00 | n/a (n < 2) | n/a |" in md
     assert md.splitlines()[0] == ("- kl: +3.00 mIoU points on test (n = 1): one seed has no interval: no verdict "
                                   "(run at least 2 seeds; 5 or more to detect 1-2 points)")
@@ -213,12 +244,12 @@ def test_verdicts_head_the_summary_and_val_is_labelled(tmp_path):
         p.write_text(json.dumps(r))
         paths.append(p)
     df = rows_from_evals(sorted(set(paths)))
-    md = markdown(df, "test")
+    md = markdown(df, stats.stats_json(df, "test"))
     assert md.startswith("- kl: +3.00 mIoU points on test (95% CI ")
     assert "## val (used to select checkpoints)" in md
     data = stats.study_stats(df, "test")
     assert data["split"] == "test" and not data["biased"] and data["selection"]["split"] == "val"
     assert [v["verdict"] for v in data["verdicts"]] == ["gain"]
-    biased = markdown(df, "val")
+    biased = markdown(df, stats.stats_json(df, "val"))
     assert biased.startswith("**Biased numbers:**") and "`val`" in biased.splitlines()[0]
     assert stats.study_stats(df, "val")["biased"] is True

@@ -9,7 +9,6 @@ weights; the maximum absolute logit difference must be at most `tol`. Nothing is
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ import numpy as np
 
 from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
+from segdistill.report.records import HEADLINE_SPLIT, SELECTION_SPLIT, read_record, rows_from_records
 
 TOLERANCE = 1e-4
 
@@ -35,27 +35,26 @@ class LogitsOnly(paddle.nn.Layer):
         return out[0] if isinstance(out, (list, tuple)) else out
 
 
-def pick_best(eval_paths, split: str = "test") -> dict:
-    """The evaluated distilled run with the highest `split` mIoU: {run, miou, model, config, eval}."""
-    best = None
-    for path in eval_paths:
-        try:
-            rec = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SegDistillError(f"{path}: unreadable evaluation record ({exc})") from None
-        if rec.get("arm") != "distilled":
-            continue
-        m = (rec.get("splits") or {}).get(split, {}).get("miou")
-        if m is None or math.isnan(m):
-            continue
-        # Highest mIoU; ties go to the run id that sorts first, so the choice is reproducible.
-        key = (-m, rec["run"])
-        if best is None or key < best[0]:
-            best = (key, {"run": rec["run"], "miou": m, "model": rec["model"], "config": rec["config"],
-                          "eval": str(path)})
-    if best is None:
-        raise SegDistillError(f"no distilled run with a '{split}' mIoU among {len(list(eval_paths))} record(s)")
-    return best[1]
+def pick_best(eval_paths, split: str = HEADLINE_SPLIT) -> dict:
+    """The run to deploy, chosen on the selection split (val), as stats.json's `best_setting` / `best_run`: the
+    distilled arm with the best mean val mIoU, then that arm's run with the best val mIoU. `split` (the headline
+    split) takes no part in the choice; the run's number on it is reported. {run, miou, model, config, eval, ...}"""
+    from segdistill.report.stats import best_run, best_setting
+
+    eval_paths = list(eval_paths)
+    recs = [read_record(p) for p in eval_paths]
+    distilled = [(p, r) for p, r in zip(eval_paths, recs) if r.get("arm") == "distilled"]
+    df = rows_from_records(r for _, r in distilled) if distilled else None
+    setting = best_setting(df, split) if df is not None else None
+    run = best_run(df, setting["method"], split) if setting else None
+    if run is None:
+        raise SegDistillError(f"no distilled run with a '{SELECTION_SPLIT}' mIoU among {len(eval_paths)} "
+                              f"record(s): the exported run is chosen on {SELECTION_SPLIT} (add it to "
+                              f"evaluate.splits)")
+    path, rec = next((p, r) for p, r in distilled if r["run"] == run["run"])
+    return {"run": run["run"], "method": setting["method"], "chosen_on": SELECTION_SPLIT,
+            "selection_miou": run["selection_value"], "split": split, "miou": run["value"], "model": rec["model"],
+            "config": rec["config"], "eval": str(path)}
 
 
 def val_batch(dic, config, split: str = "val", size: int = 4) -> np.ndarray:
@@ -140,7 +139,7 @@ def _deploy_yaml(dic, files, shape_hw) -> dict:
                        "input_shape": [-1, 3, *shape_hw], "output_op": "none", "output_dtype": "float32"}}
 
 
-def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = "test", batch_size: int = 4,
+def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = HEADLINE_SPLIT, batch_size: int = 4,
                 tol: float = TOLERANCE) -> dict:
     """Pick the best distilled run, export it to `out_dir`, verify it and write `out_json`."""
     import yaml
@@ -173,7 +172,8 @@ def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = "tes
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    record = {"run": best["run"], "split": split, "miou": best["miou"], "weights": best["model"],
+    record = {"run": best["run"], "method": best["method"], "chosen_on": best["chosen_on"],
+              "selection_miou": best["selection_miou"], "split": split, "miou": best["miou"], "weights": best["model"],
               "config": best["config"], "export_dir": str(out_dir), "files": files, "input_spec": [None, 3, *hw],
               "tolerance": tol, "paddle": paddle.__version__, **parity}
     path = Path(out_json)

@@ -12,19 +12,31 @@ import pandas as pd
 from segdistill.errors import SegDistillError
 
 METRICS = ("miou", "acc", "kappa", "dice")
+# The metric every verdict, family of comparisons, choice and figure is about; the others are secondary.
+HEADLINE_METRIC = "miou"
+# The default of `report.split` (the schema's default; tests/test_report_stats.py checks they agree).
+HEADLINE_SPLIT = "test"
 # The trainer keeps each run's best checkpoint by its mIoU on the val split (PaddleSeg's `val_dataset`), so
 # numbers on that split are biased upward; headlines belong on a split that took no part in any choice.
 SELECTION_SPLIT = "val"
 
 
+def read_record(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SegDistillError(f"{path}: unreadable evaluation record ({exc})") from None
+
+
 def rows_from_evals(paths) -> pd.DataFrame:
     """One row per run and split from the per-run evaluation JSONs (`segdistill evaluate`), in a fixed order."""
+    return rows_from_records(read_record(p) for p in paths)
+
+
+def rows_from_records(records) -> pd.DataFrame:
+    """`rows_from_evals` for evaluation records already in memory (the same dicts the JSON files hold)."""
     rows = []
-    for path in paths:
-        try:
-            rec = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SegDistillError(f"{path}: unreadable evaluation record ({exc})") from None
+    for rec in records:
         for split, m in rec["splits"].items():
             row = {"run": rec.get("run"), "arm": rec.get("arm"), "method": rec.get("method", "none"),
                    "seed": rec.get("seed"), "split": split, **{k: m[k] for k in METRICS}}

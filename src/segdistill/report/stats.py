@@ -14,11 +14,11 @@ import numpy as np
 
 from segdistill.atomic import write_json
 from segdistill.errors import SegDistillError
-from segdistill.report.records import SELECTION_SPLIT, metric_columns, pts, rows_from_evals, split_label
-
-
-def _finite(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x)) and math.isfinite(float(x))
+from segdistill.report.family import adjust, diff_test, interval_side, method_pairs, ranking
+from segdistill.report.family import finite as _finite
+from segdistill.report.records import (HEADLINE_METRIC, HEADLINE_SPLIT, METRICS, SELECTION_SPLIT, metric_columns,
+                                       pts, rows_from_evals, split_label)
+from segdistill.report.robustness import power_line, robustness
 
 
 def mean_std(values) -> tuple[float, float, int]:
@@ -43,30 +43,11 @@ def mean_interval(values, confidence: float = 0.95) -> tuple[float, float]:
 
 def paired_gain(distilled: dict, student: dict, confidence: float = 0.95) -> dict:
     """Gain distilled − student over the seeds both have (with finite values): the mean paired difference, a
-    two-sided paired t-test (scipy.stats.ttest_rel) with its p-value and confidence interval. With n < 2 there
-    is no interval (NaN, shown as "n/a")."""
-    from scipy import stats as st
-
+    two-sided paired t-test with its p-value and confidence interval (family.diff_test: scipy's t-test on the
+    differences, which is scipy.stats.ttest_rel). With n < 2 there is no interval (NaN, shown as "n/a")."""
     seeds = sorted(s for s in set(distilled) & set(student) if _finite(distilled[s]) and _finite(student[s]))
-    dv = np.asarray([float(distilled[s]) for s in seeds])
-    sv = np.asarray([float(student[s]) for s in seeds])
-    d = dv - sv
-    n = len(d)
-    out = {"n": n, "seeds": seeds, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-           "p_value": math.nan, "confidence": confidence, "diffs": [float(x) for x in d]}
-    if n == 0:
-        return out
-    out["mean"] = float(d.mean())
-    if n >= 2:
-        sd = float(d.std(ddof=1))
-        out["std"] = sd
-        if sd == 0.0:  # identical differences: the t statistic is infinite (or undefined for a zero mean)
-            out.update(ci_low=out["mean"], ci_high=out["mean"], p_value=0.0 if out["mean"] else 1.0)
-        else:
-            res = st.ttest_rel(dv, sv)
-            ci = res.confidence_interval(confidence)
-            out.update(ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(res.pvalue))
-    return out
+    d = [float(distilled[s]) - float(student[s]) for s in seeds]
+    return {"seeds": seeds, **diff_test(d, confidence), "diffs": d}
 
 
 VERDICT_WORDS = {
@@ -79,30 +60,36 @@ VERDICT_WORDS = {
 
 
 def verdict(g: dict) -> str:
-    """Where the gain's interval lies: above 0 -> gain, below 0 -> loss, across 0 -> no evidence."""
+    """Where the gain's interval lies: above 0 -> gain, below 0 -> loss, across 0 -> no evidence. The interval
+    is the family-adjusted one when the gain has it (every headline-metric gain in stats.json does)."""
     if g["n"] == 0:
         return "no data"
-    if g["n"] < 2 or not (_finite(g.get("ci_low")) and _finite(g.get("ci_high"))):
-        return "undetermined"
-    if g["ci_low"] > 0:
-        return "gain"
-    if g["ci_high"] < 0:
-        return "loss"
-    return "no evidence"
+    side = interval_side(g.get("adjusted") or g) if g["n"] >= 2 else None
+    return {"above": "gain", "below": "loss", "across": "no evidence", None: "undetermined"}[side]
 
 
 def verdict_sentence(method: str, g: dict, split: str, metric: str = "mIoU") -> str:
-    """`kl: +2.10 mIoU points on test (95% CI +0.60 to +3.60, n = 5, p = 0.004): a gain`."""
+    """`kl: +2.10 mIoU points on test (95% CI +0.60 to +3.60, n = 5, p = 0.004): a gain`; with k > 1 arms the
+    interval is the simultaneous one and the p-value Holm's: `(simultaneous 95% CI ... for 12 arms, ..., Holm
+    p = 0.03)`."""
     kind = verdict(g)
     if kind == "no data":
         return f"{method}: {VERDICT_WORDS[kind]}"
     if kind == "undetermined":
         return f"{method}: {pts(g['mean'])} {metric} points on {split} (n = {g['n']}): {VERDICT_WORDS[kind]}"
-    conf = round(100 * g.get("confidence", 0.95))
-    p = g.get("p_value")
-    ptxt = f", p = {p:.2g}" if _finite(p) and p >= 0.001 else (", p < 0.001" if _finite(p) else "")
-    return (f"{method}: {pts(g['mean'])} {metric} points on {split} ({conf}% CI {pts(g['ci_low'])} to "
-            f"{pts(g['ci_high'])}, n = {g['n']}{ptxt}): {VERDICT_WORDS[kind]}")
+    adj = g.get("adjusted") or {}
+    k = adj.get("family_size", 1)
+    src = adj if k > 1 else g
+    conf = round(100 * (1 - k * (1 - src.get("confidence", 0.95))))  # the family's level: 1 − k · (α/k)
+    p = src.get("p_value")
+    ptxt = f"p = {p:.2g}" if _finite(p) and p >= 0.001 else ("p < 0.001" if _finite(p) else "")
+    if k > 1:
+        head, ptxt = f"simultaneous {conf}% CI", (f", Holm {ptxt}" if ptxt else "")
+        fam = f" for {k} arms"
+    else:
+        head, ptxt, fam = f"{conf}% CI", (f", {ptxt}" if ptxt else ""), ""
+    return (f"{method}: {pts(g['mean'])} {metric} points on {split} ({head} {pts(src['ci_low'])} to "
+            f"{pts(src['ci_high'])}{fam}, n = {g['n']}{ptxt}): {VERDICT_WORDS[kind]}")
 
 
 def parse_method(name: str) -> tuple[str, dict]:
@@ -134,8 +121,8 @@ def arm_table(df, split: str) -> list[dict]:
     return out
 
 
-def gain_table(df, split: str, metrics=("miou", "acc", "kappa", "dice"), confidence: float = 0.95) -> list[dict]:
-    """The paired gain of each distilled method over the student, per metric."""
+def gain_table(df, split: str, metrics=METRICS, confidence: float = 0.95) -> list[dict]:
+    """The paired gain of each distilled method over the student, per metric (unadjusted, per comparison)."""
     sub = df[df["split"] == split]
     stu = sub[sub["arm"] == "student"]
     out = []
@@ -149,46 +136,77 @@ def gain_table(df, split: str, metrics=("miou", "acc", "kappa", "dice"), confide
     return out
 
 
-def best_setting(df, split: str = "test", metric: str = "miou") -> dict | None:
-    """The distilled method (sweep point or named method) with the highest mean `metric`; ties go to the name
-    that sorts first, so the choice is reproducible."""
+def arm_means(df, split: str, metric: str = HEADLINE_METRIC) -> dict[str, tuple[float, float, int]]:
+    """Distilled method -> (mean, std, n) of `metric` on `split`."""
     sub = df[(df["split"] == split) & (df["arm"] == "distilled")]
-    cands = []
-    for method, g in sub.groupby("method"):
-        mean, std, n = mean_std(g[metric].tolist())
-        if n:
-            cands.append((-mean, method, std, n))
+    return {m: mean_std(g[metric].tolist()) for m, g in sub.groupby("method", sort=False)}
+
+
+def best_setting(df, split: str = HEADLINE_SPLIT, metric: str = HEADLINE_METRIC) -> dict | None:
+    """The distilled method (sweep point or named method) with the highest mean `metric` on the selection
+    split (val), reported with its numbers on `split`. Ties go to the name that sorts first, so the choice is
+    reproducible. The headline split takes no part: choosing on it would bias the winner's headline upward.
+    None when val was not evaluated (`evaluate.splits` without val): then there is nothing to choose on."""
+    cands = sorted((-mean, method, std, n) for method, (mean, std, n) in arm_means(df, SELECTION_SPLIT, metric).items()
+                   if n)
     if not cands:
         return None
-    neg, method, std, n = min(cands)
+    neg, method, std, n = cands[0]
     base, params = parse_method(method)
-    return {"method": method, "base": base, "params": params, "metric": metric, "mean": -neg, "std": std, "n": n,
-            "candidates": len(cands)}
+    head = arm_means(df, split, metric).get(method, (math.nan, math.nan, 0))
+    return {"method": method, "base": base, "params": params, "metric": metric, "chosen_on": SELECTION_SPLIT,
+            "selection": {"split": SELECTION_SPLIT, "mean": -neg, "std": std, "n": n},
+            "split": split, "mean": head[0], "std": head[1], "n": head[2], "candidates": len(cands)}
 
 
-def best_run(df, split: str = "test", metric: str = "miou") -> dict | None:
-    """The single distilled run with the highest `metric` (ties: the run id that sorts first)."""
-    sub = df[(df["split"] == split) & (df["arm"] == "distilled")]
-    cands = [(-float(v), str(r)) for r, v in zip(sub["run"], sub[metric]) if _finite(v)]
+def best_run(df, method: str, split: str = HEADLINE_SPLIT, metric: str = HEADLINE_METRIC) -> dict | None:
+    """The run of distilled `method` with the highest `metric` on the selection split (val; ties: the run id
+    that sorts first), with its `split` number: the run that is exported."""
+    sel = df[(df["split"] == SELECTION_SPLIT) & (df["arm"] == "distilled") & (df["method"] == method)]
+    cands = sorted((-float(v), str(r)) for r, v in zip(sel["run"], sel[metric]) if _finite(v))
     if not cands:
         return None
-    neg, run = min(cands)
-    return {"run": run, "metric": metric, "value": -neg}
+    neg, run = cands[0]
+    head = df[(df["split"] == split) & (df["run"] == run)][metric]
+    return {"run": run, "method": method, "metric": metric, "chosen_on": SELECTION_SPLIT, "selection_value": -neg,
+            "split": split, "value": float(head.iloc[0]) if len(head) else math.nan}
 
 
-def verdicts(gains: list[dict], split: str, metric: str = "miou") -> list[dict]:
+def verdicts(gains: list[dict], split: str, metric: str = HEADLINE_METRIC) -> list[dict]:
     """One verdict per distilled method on `metric`: {method, verdict, sentence}."""
     return [{"method": g["method"], "verdict": verdict(g), "sentence": verdict_sentence(g["method"], g, split)}
             for g in gains if g["metric"] == metric]
 
 
-def study_stats(df, split: str = "test", confidence: float = 0.95) -> dict:
-    """Headline statistics on `split`; the checkpoint-selection split's arms and gains ride along, labelled."""
+def many_arms(df, gains: list[dict], split: str, alpha: float, min_effect: float | None) -> dict:
+    """The family of arm-vs-student tests (adjusting `gains` in place), method-vs-method pairs with a ranking,
+    the robustness checks and the power line, all on the headline metric."""
+    head = [g for g in gains if g["metric"] == HEADLINE_METRIC]
+    k = adjust(head, alpha)
+    sub = df[(df["split"] == split) & (df["arm"] == "distilled")]
+    per_method = {m: dict(zip(g["seed"].astype(int), g[HEADLINE_METRIC])) for m, g in sub.groupby("method", sort=False)}
+    pairs = method_pairs(per_method, alpha) if len(per_method) > 1 else []
+    means = {m: v[0] for m, v in arm_means(df, split).items()}
+    return {"family": {"members": k, "alpha": alpha, "metric": HEADLINE_METRIC, "p_adjust": "holm",
+                       "intervals": "bonferroni", "confidence_each": 1 - alpha / max(k, 1),
+                       "note": "gains[].ci_low/ci_high/p_value are unadjusted (per comparison); gains[].adjusted "
+                               "holds the family-wise numbers the verdicts use (headline metric only)"},
+            "pairs": pairs, "pairs_family": pairs[0]["adjusted"]["family_size"] if pairs else 0,
+            "ranking": ranking(means, pairs) if pairs else [],
+            "robustness": robustness(head, alpha),
+            "power": [power_line(g, alpha, min_effect) for g in head]}
+
+
+def study_stats(df, split: str = HEADLINE_SPLIT, confidence: float = 0.95, min_effect: float | None = None) -> dict:
+    """Headline statistics on `split`; the checkpoint-selection split's arms and gains ride along, labelled.
+    `min_effect`: the gain (fraction of mIoU) the power line plans seeds for; None = each arm's observed mean."""
     if split not in set(df["split"]):
         raise SegDistillError(
             f"no evaluation on the '{split}' split in the summary (report.split must be one of evaluate.splits)"
         )
     gains = gain_table(df, split, confidence=confidence)
+    arms = many_arms(df, gains, split, 1 - confidence, min_effect)
+    best = best_setting(df, split)
     out = {
         "split": split,
         "selection_split": SELECTION_SPLIT,
@@ -198,8 +216,9 @@ def study_stats(df, split: str = "test", confidence: float = 0.95) -> dict:
         "verdicts": verdicts(gains, split),
         "arms": arm_table(df, split),
         "gains": gains,
-        "best_setting": best_setting(df, split),
-        "best_run": best_run(df, split),
+        **arms,
+        "best_setting": best,
+        "best_run": best_run(df, best["method"], split) if best else None,
     }
     if split != SELECTION_SPLIT and SELECTION_SPLIT in set(df["split"]):
         out["selection"] = {"split": SELECTION_SPLIT, "label": split_label(SELECTION_SPLIT),
@@ -221,9 +240,17 @@ def _clean(obj):
     return obj
 
 
-def write_stats(eval_paths, out_json, split: str = "test", confidence: float = 0.95) -> dict:
+def stats_json(df, split: str = HEADLINE_SPLIT, confidence: float = 0.95, min_effect: float | None = None) -> dict:
+    """`study_stats` as stats.json holds it (NaN -> null). `min_effect` in mIoU points (report.min_effect), as
+    the report prints gains; None = each arm's observed mean gain."""
+    effect = None if min_effect is None else float(min_effect) / 100
+    return _clean(study_stats(df, split, confidence, effect))
+
+
+def write_stats(eval_paths, out_json, split: str = HEADLINE_SPLIT, confidence: float = 0.95,
+                min_effect: float | None = None) -> dict:
     """stats.json from the per-run evaluation records (full precision, not the rounded CSV)."""
-    result = _clean(study_stats(rows_from_evals(eval_paths), split, confidence))
+    result = stats_json(rows_from_evals(eval_paths), split, confidence, min_effect)
     write_json(out_json, result, allow_nan=False)
     return result
 

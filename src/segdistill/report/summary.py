@@ -1,5 +1,6 @@
 """summary.csv (one row per run and split) and summary.md: the verdicts first, then the tables of the report
-split, then the checkpoint-selection split (val) as a labelled side table."""
+split, then the checkpoint-selection split (val) as a labelled side table. summary.md is rendered from
+stats.json; nothing here computes a statistic."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pandas as pd
 
 from segdistill.atomic import write_text
 from segdistill.errors import SegDistillError
-from segdistill.report.records import (METRICS, SELECTION_SPLIT, arm_label, ci_text, mean_pm_std, pct, pts,
+from segdistill.report import tables
+from segdistill.report.records import (HEADLINE_SPLIT, METRICS, SELECTION_SPLIT, arm_label, mean_pm_std, pct,
                                        rows_from_evals, split_label)
-from segdistill.report.stats import study_stats
+from segdistill.report.stats import load_stats
 
 
 def bias_warning(split: str) -> str:
@@ -17,58 +19,79 @@ def bias_warning(split: str) -> str:
             f"every arm is overstated. Set `report.split: test` for numbers a reader can trust.")
 
 
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    cell = [str(c).replace("|", "\\|") for c in header]
+    lines = ["| " + " | ".join(cell) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+
+
 def _arm_rows(arms: list[dict]) -> list[str]:
-    lines = ["| arm | n | mIoU | acc | kappa | dice |", "|---|---|---|---|---|---|"]
-    for a in arms:
-        cells = [mean_pm_std(a["metrics"][k]) for k in METRICS]
-        lines.append(f"| {arm_label(a['arm'], a['method'])} | {a['n']} | " + " | ".join(cells) + " |")
+    return md_table(["arm", "n", "mIoU", "acc", "kappa", "dice"],
+                    [[arm_label(a["arm"], a["method"]), a["n"]] + [mean_pm_std(a["metrics"][k]) for k in METRICS]
+                     for a in arms])
+
+
+def _many_arms(st: dict) -> list[str]:
+    """Method against method, robustness and power: the sections a study of several arms needs."""
+    lines = []
+    if st.get("pairs"):
+        lines += ["", f"## Method against method on {st['split']} (paired by seed, Holm over "
+                      f"{st['pairs_family']} pairs)", ""]
+        lines += [f"- {p['sentence']}" for p in st["pairs"]] + [""]
+        lines += md_table(tables.PAIR_HEADER, tables.pair_rows(st)) + [""]
+        lines += md_table(tables.RANK_HEADER, tables.rank_rows(st))
+    if st.get("robustness"):
+        lines += ["", "## Robustness of the gains", "",
+                  "Each check at the verdict's level: the t-interval (simultaneous when k > 1), a paired BCa "
+                  "bootstrap interval and the Wilcoxon signed-rank test (Holm over the arms).", ""]
+        lines += md_table(tables.ROBUST_HEADER, tables.robust_rows(st))
+    if st.get("power"):
+        lines += ["", "## Seeds and power", "", tables.power_note(st), ""]
+        lines += md_table(tables.POWER_HEADER, tables.power_rows(st))
     return lines
 
 
-def _gain_rows(gains: list[dict]) -> list[str]:
-    lines = ["| method | n | gain | 95% CI | p |", "|---|---|---|---|---|"]
-    for g in gains:
-        if g["metric"] == "miou":
-            p = "n/a" if g["n"] < 2 or g["p_value"] != g["p_value"] else f"{g['p_value']:.2g}"
-            lines.append(f"| {g['method']} | {g['n']} | {pts(g['mean'])} | {ci_text(g)} | {p} |")
-    return lines
-
-
-def markdown(df: pd.DataFrame, split: str = "test") -> str:
-    st = study_stats(df, split)
+def markdown(df: pd.DataFrame, st: dict) -> str:
+    """summary.md from the runs (`df`, for the runs table) and the statistics `st` (stats.json)."""
+    split = st["split"]
     lines = [bias_warning(split), ""] if st["biased"] else []
     lines += [f"- {v['sentence']}" for v in st["verdicts"]] or ["- no distilled arm was evaluated"]
     lines += ["", f"# segdistill summary ({split_label(split)} split)", "",
               "Metrics in %, gains in mIoU percentage points. A gain is distilled − student, paired by seed, with "
-              "a two-sided paired t-test and its 95% interval.", "",
+              "a two-sided paired t-test and its 95% interval"
+              + (f"; the verdicts use the simultaneous intervals over the {tables.family_size(st)} arms "
+                 f"(Bonferroni) and Holm's p-values." if tables.family_size(st) > 1 else "."), "",
               f"## Per arm on {split} (mean ± std over seeds)", ""]
     lines += _arm_rows(st["arms"])
-    lines += ["", f"## Gain of distilled over student on {split}", ""] + _gain_rows(st["gains"])
-    best = st["best_setting"]
-    if best:
-        spread = "" if best["std"] != best["std"] else f" ± {pct(best['std'])}"
-        lines += ["", f"Best setting (highest mean {split} mIoU over {best['candidates']} distilled arm(s)): "
-                      f"`{best['method']}`, mIoU {pct(best['mean'])}{spread} % (n = {best['n']})."]
+    lines += ["", f"## Gain of distilled over student on {split}", ""]
+    lines += md_table(tables.gain_header(st), tables.gain_rows(st))
+    lines += _many_arms(st)
+    lines += ["", tables.best_text(st)]
     cols = ["arm", "method", "seed"] + list(METRICS) + [c for c in df.columns if c.startswith("iou_")]
-    lines += ["", f"## Runs ({split})", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df[df["split"] == split][cols].iterrows():
-        lines.append("| " + " | ".join(
-            str(r[c]) if c in ("arm", "method", "seed") else pct(r[c]) for c in cols) + " |")
+    lines += ["", f"## Runs ({split})", ""]
+    lines += md_table(cols, [[str(r[c]) if c in ("arm", "method", "seed") else pct(r[c]) for c in cols]
+                             for _, r in df[df["split"] == split][cols].iterrows()])
     sel = st.get("selection")
     if sel:
         lines += ["", f"## {sel['label']}", "",
                   f"Each run kept the checkpoint with the best {SELECTION_SPLIT} mIoU, so these numbers are biased "
                   f"upward; they are here for comparison with PaddleSeg's logs, not as results.", ""]
-        lines += _arm_rows(sel["arms"]) + [""] + _gain_rows(sel["gains"])
+        lines += _arm_rows(sel["arms"]) + [""] + md_table(tables.gain_header({}), tables.gain_rows(st, sel["gains"]))
     return "\n".join(lines) + "\n"
 
 
-def write_summary(eval_paths, out_csv, out_md, split: str = "test") -> pd.DataFrame:
+def write_summary(eval_paths, stats_json, out_csv, out_md, split: str = HEADLINE_SPLIT) -> pd.DataFrame:
+    """summary.csv from the evaluation records, summary.md from them and stats.json (written by the stats
+    rule for the same records and split)."""
     df = rows_from_evals(eval_paths)
     if split not in set(df["split"]):
         raise SegDistillError(f"no evaluation on the '{split}' split in {len(eval_paths)} record(s) "
                               f"(report.split must be one of evaluate.splits)")
-    md = markdown(df, split)
+    st = load_stats(stats_json)
+    if st.get("split") != split:
+        raise SegDistillError(f"{stats_json}: statistics on the '{st.get('split')}' split, the summary asks for "
+                              f"'{split}' (rerun `segdistill stats --split {split}`)")
+    md = markdown(df, st)
     write_text(out_csv, df.to_csv(index=False, float_format="%.6f"))
     write_text(out_md, md)
     return df
