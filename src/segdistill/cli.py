@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from segdistill.errors import SegDistillError
+from segdistill.report.names import HEADLINE_SPLIT
 
 
 def _flag(parser, name: str, **kw):
@@ -159,7 +160,7 @@ def cmd_validate_data(args):
 def cmd_summary(args):
     from segdistill.report.summary import write_summary
 
-    write_summary(args.evals, args.out_csv, args.out_md, split=args.split)
+    write_summary(args.evals, args.stats, args.out_csv, args.out_md, split=args.split)
 
 
 def cmd_fetch_backbone(args):
@@ -171,7 +172,7 @@ def cmd_fetch_backbone(args):
 def cmd_stats(args):
     from segdistill.report.stats import write_stats
 
-    write_stats(args.evals, args.out, split=args.split)
+    write_stats(args.evals, args.out, split=args.split, min_effect=args.min_effect)
 
 
 def cmd_cost(args):
@@ -195,9 +196,13 @@ def cmd_export(args):
 
 
 def cmd_figure(args):
-    from segdistill.report import figures
+    from segdistill.report import arm_figures, figures
 
-    if args.kind == "means":
+    if args.kind in ("forest", "sweep"):
+        if not args.stats:
+            raise SegDistillError(f"figure {args.kind}: --stats stats.json is required")
+        (arm_figures.forest if args.kind == "forest" else arm_figures.sweep_grid)(args.stats, args.out)
+    elif args.kind == "means":
         figures.arm_means(args.summary, args.out, split=args.split)
     elif args.kind == "paired":
         figures.paired_lines(args.summary, args.out, split=args.split)
@@ -336,9 +341,10 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "out", default="-")
     p.set_defaults(func=cmd_validate_data)
 
-    p = sub.add_parser("summary", help="per-run evaluation JSONs -> summary.csv and summary.md")
+    p = sub.add_parser("summary", help="per-run evaluation JSONs and stats.json -> summary.csv and summary.md")
     p.add_argument("evals", nargs="+")
-    _flag(p, "split", default="test", help="headline split (val chose the checkpoints: biased)")
+    _flag(p, "stats", required=True, help="stats.json of the same records (segdistill stats)")
+    _flag(p, "split", default=HEADLINE_SPLIT, help="headline split (val chose the checkpoints: biased)")
     _flag(p, "out_csv", required=True)
     _flag(p, "out_md", required=True)
     p.set_defaults(func=cmd_summary)
@@ -350,7 +356,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="evaluation JSONs -> stats.json (per-arm mean ± std, paired gains, best setting)")
     p.add_argument("evals", nargs="+")
-    _flag(p, "split", default="test", help="headline split (val chose the checkpoints: biased)")
+    _flag(p, "split", default=HEADLINE_SPLIT, help="headline split (val chose the checkpoints: biased)")
+    _flag(p, "min_effect", type=float, default=None,
+          help="gain in mIoU points the power line plans seeds for (default: each arm's observed mean)")
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_stats)
 
@@ -363,25 +371,27 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_cost)
 
-    p = sub.add_parser("export", help="best distilled run (by mIoU on --split) -> Paddle inference model, checked")
+    p = sub.add_parser("export", help="the distilled run chosen on val (best arm, its best run) -> Paddle inference "
+                                      "model, checked on --split")
     p.add_argument("evals", nargs="+", help="evaluation JSONs of the distilled runs")
     _flag(p, "data_root", default=None)
-    _flag(p, "split", default="test")
+    _flag(p, "split", default=HEADLINE_SPLIT, help="headline split: reported and used for the parity check")
     _flag(p, "tol", type=float, default=1e-4, help="max |logit difference| allowed")
     _flag(p, "out_dir", required=True)
     _flag(p, "out_json", required=True)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("figure", help="report figures: means (mIoU per arm), paired (student -> distilled per seed), "
-                                      "curves, samples")
-    p.add_argument("kind", choices=["means", "paired", "curves", "samples"])
+                                      "curves, samples, forest (gain per arm), sweep (gain over the sweep grid)")
+    p.add_argument("kind", choices=["means", "paired", "curves", "samples", "forest", "sweep"])
     _flag(p, "summary", default=None, help="means, paired: summary.csv")
+    _flag(p, "stats", default=None, help="forest, sweep: stats.json")
     _flag(p, "run", nargs=2, action="append", default=[], metavar=("RUN", "DIR"), help="curves: run id and folder")
     _flag(p, "model", nargs=3, action="append", default=[], metavar=("TITLE", "CONFIG", "WEIGHTS"),
           help="samples: one column per model")
     _flag(p, "data_root", default=None)
     _flag(p, "num_images", type=int, default=4)
-    _flag(p, "split", default="test")
+    _flag(p, "split", default=HEADLINE_SPLIT)
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_figure)
 

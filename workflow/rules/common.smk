@@ -137,6 +137,8 @@ def report_outputs():
         rules.export,
         rules.figure_means,
         rules.figure_paired,
+        rules.figure_forest,
+        *([rules.figure_sweep] if SWEEP_FIGURE else []),
         rules.figure_curves,
         rules.figure_samples,
         rules.provenance,

@@ -2,14 +2,39 @@
 # tables for `snakemake --report` (its start page shows results/report/overview.rst, see report/workflow.rst).
 # `rule all` asks for the outputs of every rule here (report_outputs() in common.smk).
 DISTILLED_RUNS = [r for r in RUNS if r.startswith("distilled/")]
+REPORT_SPLIT = config["report"]["split"]
+# A sweep over one or two parameters gets a figure of the gain over its grid.
+SWEEP_FIGURE = bool(config.get("sweep")) and len(config["sweep"]["grid"]) <= 2
 
 
 report: "../report/workflow.rst"
 
 
+rule stats:
+    input:
+        evals=expand("results/eval/{run}.json", run=RUNS),
+    output:
+        report(
+            "results/report/stats.json",
+            category="Summary",
+            caption="../report/stats.rst",
+        ),
+    log:
+        "logs/report/stats.log",
+    localrule: True
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        split=REPORT_SPLIT,
+        min_effect=config["report"]["min_effect"],
+    script:
+        "../scripts/stats.py"
+
+
 rule summary:
     input:
         evals=expand("results/eval/{run}.json", run=RUNS),
+        stats=rules.stats.output[0],
     output:
         csv=report(
             "results/report/summary.csv",
@@ -29,29 +54,9 @@ rule summary:
     params:
         runs=RUNS,
         class_names=config["data"]["class_names"],
-        split=config["report"]["split"],
+        split=REPORT_SPLIT,
     script:
         "../scripts/summary.py"
-
-
-rule stats:
-    input:
-        evals=expand("results/eval/{run}.json", run=RUNS),
-    output:
-        report(
-            "results/report/stats.json",
-            category="Summary",
-            caption="../report/stats.rst",
-        ),
-    log:
-        "logs/report/stats.log",
-    localrule: True
-    conda:
-        "../envs/segdistill.yaml"
-    params:
-        split=config["report"]["split"],
-    script:
-        "../scripts/stats.py"
 
 
 # Timed after every evaluation and with all cores, so no other local job runs while it measures latency.
@@ -105,7 +110,7 @@ rule export:
     threads: 1
     params:
         tol=1e-4,
-        split=config["report"]["split"],
+        split=REPORT_SPLIT,
     script:
         "../scripts/export.py"
 
@@ -125,7 +130,7 @@ rule figure_means:
     conda:
         "../envs/segdistill.yaml"
     params:
-        split=config["report"]["split"],
+        split=REPORT_SPLIT,
     script:
         "../scripts/figure_means.py"
 
@@ -145,9 +150,47 @@ rule figure_paired:
     conda:
         "../envs/segdistill.yaml"
     params:
-        split=config["report"]["split"],
+        split=REPORT_SPLIT,
     script:
         "../scripts/figure_paired.py"
+
+
+rule figure_forest:
+    input:
+        rules.stats.output[0],
+    output:
+        report(
+            "results/report/figures/forest.png",
+            category="Figures",
+            caption="../report/forest.rst",
+        ),
+    log:
+        "logs/report/figure_forest.log",
+    localrule: True
+    conda:
+        "../envs/segdistill.yaml"
+    script:
+        "../scripts/figure_forest.py"
+
+
+if SWEEP_FIGURE:
+
+    rule figure_sweep:
+        input:
+            rules.stats.output[0],
+        output:
+            report(
+                "results/report/figures/sweep.png",
+                category="Figures",
+                caption="../report/sweep.rst",
+            ),
+        log:
+            "logs/report/figure_sweep.log",
+        localrule: True
+        conda:
+            "../envs/segdistill.yaml"
+        script:
+            "../scripts/figure_sweep.py"
 
 
 rule figure_curves:
@@ -197,7 +240,7 @@ rule figure_samples:
         student_config=arm_config("student"),
         teacher_runs={s: teacher_run(s) for s in SEEDS},
         run_models={r: run_model(r) for r in RUNS},
-        split=config["report"]["split"],
+        split=REPORT_SPLIT,
     script:
         "../scripts/figure_samples.py"
 
@@ -251,6 +294,8 @@ rule overview:
         provenance=rules.provenance.output[0],
         paired=rules.figure_paired.output[0],
         means=rules.figure_means.output[0],
+        forest=rules.figure_forest.output[0],
+        sweep=rules.figure_sweep.output[0] if SWEEP_FIGURE else [],
     output:
         rst=report(
             "results/report/overview.rst",

@@ -1,6 +1,6 @@
 from segdistill.jobs import log_to
 from segdistill.report.summary import write_summary
 
-o = snakemake.output
+i, o = snakemake.input, snakemake.output
 with log_to(snakemake.log[0]):
-    write_summary(snakemake.input.evals, o.csv, o.md, split=snakemake.params.split)
+    write_summary(i.evals, i.stats, o.csv, o.md, split=snakemake.params.split)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from segdistill.errors import SegDistillError
-from segdistill.report.records import arm_label
+from segdistill.report.records import HEADLINE_METRIC, HEADLINE_SPLIT, arm_label
 
 ARM_COLORS = {"teacher": "#4c72b0", "student": "#dd8452"}
 DISTILLED_COLORS = ["#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
@@ -55,7 +55,7 @@ def _split_rows(summary_csv, split: str):
     return sub
 
 
-def arm_means(summary_csv, out_png, split: str = "test", confidence: float = 0.95) -> list[dict]:
+def arm_means(summary_csv, out_png, split: str = HEADLINE_SPLIT, confidence: float = 0.95) -> list[dict]:
     """Per arm: mean mIoU over seeds with its t-interval (none for n = 1), dots = single seeds.
 
     The axis spans the data, not zero: the question is a difference of a few points, which a bar from zero
@@ -65,10 +65,10 @@ def arm_means(summary_csv, out_png, split: str = "test", confidence: float = 0.9
     sub = _split_rows(summary_csv, split)
     arms = []
     for (arm, method), g in sub.groupby(["arm", "method"], sort=False):
-        mean, std, n = mean_std(g["miou"].tolist())
-        low, high = mean_interval(g["miou"].tolist(), confidence)
+        mean, std, n = mean_std(g[HEADLINE_METRIC].tolist())
+        low, high = mean_interval(g[HEADLINE_METRIC].tolist(), confidence)
         arms.append({"label": arm_label(arm, method), "mean": mean, "std": std, "n": n, "ci_low": low,
-                     "ci_high": high, "values": g["miou"].tolist()})
+                     "ci_high": high, "values": g[HEADLINE_METRIC].tolist()})
     plt = _plt()
     colors = _colors([a["label"] for a in arms])
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(arms) + 1.5), 3.8))
@@ -94,21 +94,22 @@ def arm_means(summary_csv, out_png, split: str = "test", confidence: float = 0.9
     return arms
 
 
-def paired_lines(summary_csv, out_png, split: str = "test") -> dict:
+def paired_lines(summary_csv, out_png, split: str = HEADLINE_SPLIT) -> dict:
     """One line per seed from the student to each distilled arm (same seed: same data order and student
     initialisation), so a reader sees whether the gain holds seed by seed; the teacher is a dashed line."""
     sub = _split_rows(summary_csv, split)
-    student = {int(s): float(v) for s, v in zip(sub[sub.arm == "student"].seed, sub[sub.arm == "student"].miou)}
+    stu = sub[sub.arm == "student"]
+    student = {int(s): float(v) for s, v in zip(stu.seed, stu[HEADLINE_METRIC])}
     methods = list(dict.fromkeys(sub[sub.arm == "distilled"].method))
     if not student or not methods:
         raise SegDistillError(f"{summary_csv}: the paired plot needs student and distilled rows on '{split}'")
     plt = _plt()
     fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods) + 1.2, 3.8), sharey=True, squeeze=False)
     lines = {}
-    teacher = sub[sub.arm == "teacher"].miou
+    teacher = sub[sub.arm == "teacher"][HEADLINE_METRIC]
     for ax, method in zip(axes[0], methods):
         g = sub[(sub.arm == "distilled") & (sub.method == method)]
-        pairs = sorted((int(s), student[int(s)], float(v)) for s, v in zip(g.seed, g.miou) if int(s) in student)
+        pairs = sorted((int(s), student[int(s)], float(v)) for s, v in zip(g.seed, g[HEADLINE_METRIC]) if int(s) in student)
         for seed, a, b in pairs:
             color = "#2a9d4b" if b > a else ("#c44e52" if b < a else "#777777")
             ax.plot([0, 1], [100 * a, 100 * b], "-o", color=color, markersize=4, linewidth=1.2, alpha=0.85)
@@ -202,7 +203,7 @@ def _palette(num_classes: int):
 
 
 def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, num_images: int = 4,
-                split: str = "test") -> dict:
+                split: str = HEADLINE_SPLIT) -> dict:
     """N fixed images of `split` (its first N, in list order): image | ground truth | one column per model.
 
     `columns`: (title, config, weights) per model, in the order to show them.
@@ -274,7 +275,7 @@ def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, nu
 
 
 def exported_samples(export_json, out_png, teacher_config, student_config, teacher_runs: dict, run_models: dict,
-                     data_root=None, num_images: int = 4, split: str = "test") -> dict:
+                     data_root=None, num_images: int = 4, split: str = HEADLINE_SPLIT) -> dict:
     """`sample_grid` for the exported (best) distilled run: teacher | student of the same seed | that run.
 
     `teacher_runs` maps a seed to the run id of its teacher, `run_models` a run id to its weights; the exported

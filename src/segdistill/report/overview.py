@@ -12,6 +12,7 @@ import pandas as pd
 
 from segdistill.atomic import write_text
 from segdistill.errors import SegDistillError
+from segdistill.report import tables
 from segdistill.report.records import arm_label, ci_text, is_number, mean_pm_std, pct, pts, split_label
 
 
@@ -84,14 +85,24 @@ COST_HEADER = ["model", "backbone", "input", "params (M)", "GFLOPs", "CPU ms/img
 
 
 def best_text(stats: dict) -> str:
-    b = stats.get("best_setting")
-    if not b:
-        return "No distilled arm was evaluated."
-    params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in b["params"].items())
-    spread = f" ± {pct(b['std'])}" if is_number(b.get("std")) else ""
-    return (f"Best distillation setting (highest mean {stats['split']} mIoU of {b['candidates']} distilled arm(s)): "
-            f"**{b['method']}**" + (f" (method {b['base']}, {params})" if params else "")
-            + f", mIoU {pct(b['mean'])}{spread} % over n = {b['n']}.")
+    return tables.best_text(stats, mark=lambda name: f"**{name}**")
+
+
+def many_arms_rst(stats: dict) -> list[str]:
+    """Method against method (with the ranking), robustness and power, when the study has them."""
+    parts = []
+    if stats.get("pairs"):
+        parts.append(list_table(f"Method against method on {stats['split']} (mIoU points, paired by seed, Holm over "
+                                f"{stats['pairs_family']} pairs)", tables.PAIR_HEADER, tables.pair_rows(stats)))
+        parts.append(list_table("Ranking by mean (a description of the headline split; the setting is chosen on "
+                                "val)", tables.RANK_HEADER, tables.rank_rows(stats)))
+    if stats.get("robustness"):
+        parts.append(list_table("Robustness: each check at the verdict's level", tables.ROBUST_HEADER,
+                                tables.robust_rows(stats)))
+    if stats.get("power"):
+        parts.append(_cell(tables.power_note(stats)) + "\n")
+        parts.append(list_table("Seeds and power", tables.POWER_HEADER, tables.power_rows(stats)))
+    return parts
 
 
 def overview_rst(stats: dict, cost: list[dict], export: dict | None) -> str:
@@ -100,16 +111,15 @@ def overview_rst(stats: dict, cost: list[dict], export: dict | None) -> str:
              list_table(f"mIoU per arm on {stats['split']} (%, mean ± std over seeds)", ["arm", "n", "mIoU"],
                         arm_rows(stats["arms"], ["miou"])),
              list_table(f"Gain of distilled over student on {stats['split']} (mIoU points, paired by seed)",
-                        ["method", "n", "gain", "95% CI", "p"],
-                        [[r[0], r[2], r[3], r[4], r[5]] for r in gain_rows(stats["gains"])]),
+                        tables.gain_header(stats), tables.gain_rows(stats)),
              best_text(stats) + "\n",
              list_table("Model cost", ["model", "params (M)", "GFLOPs", "CPU ms/img", "speedup"],
                         [[r[0], r[3], r[4], r[5], r[8]] for r in cost_rows(cost)])]
     if export:
-        parts.append(f"Exported **{export['run']}** ({export.get('split', 'val')} mIoU {pct(export['miou'])} %) as a "
-                     f"Paddle inference "
-                     f"model; max \\|logit difference\\| to the evaluated model {export['max_abs_diff']:.2e} "
-                     f"on {export['batch_shape'][0]} val images.\n")
+        parts.append(f"Exported **{export['run']}** (chosen on {export.get('chosen_on', 'val')}; "
+                     f"{export.get('split', 'val')} mIoU {pct(export['miou'])} %) as a Paddle inference model; max "
+                     f"\\|logit difference\\| to the evaluated model {export['max_abs_diff']:.2e} on "
+                     f"{export['batch_shape'][0]} {export.get('split', 'val')} images.\n")
     return "\n".join(parts)
 
 
@@ -124,8 +134,11 @@ def full_rst(summary: pd.DataFrame, stats: dict, cost: list[dict], export: dict 
              "", FIGURES_MARK, ""]
     parts.append(list_table(f"Per arm ({split})", ["arm", "n"] + head + classes,
                             arm_rows(stats["arms"], head + classes)))
-    parts.append(list_table(f"Gain of distilled over student ({split})",
+    parts.append(list_table(f"Gain of distilled over student ({split}, mIoU)", tables.gain_header(stats),
+                            tables.gain_rows(stats)))
+    parts.append(list_table(f"Gain of distilled over student ({split}, every metric, unadjusted)",
                             ["method", "metric", "n", "gain", "95% CI", "p"], gain_rows(stats["gains"], head)))
+    parts += many_arms_rst(stats)
     parts.append(best_text(stats) + "\n")
     sel = stats.get("selection")
     if sel:
@@ -141,7 +154,8 @@ def full_rst(summary: pd.DataFrame, stats: dict, cost: list[dict], export: dict 
                             COST_HEADER, cost_rows(cost)))
     if export:
         parts.append(list_table("Export", ["key", "value"], [
-            ["run", export["run"]], [f"{export.get('split', 'val')} mIoU", pct(export["miou"])], ["input spec", str(export["input_spec"])],
+            ["run", export["run"]], ["chosen on", export.get("chosen_on", "n/a")],
+            [f"{export.get('split', 'val')} mIoU", pct(export["miou"])], ["input spec", str(export["input_spec"])],
             ["files", ", ".join(export["files"])], ["max abs logit diff", f"{export['max_abs_diff']:.3e}"],
             ["argmax agreement", pct(export["label_agreement"])], ["tolerance", f"{export['tolerance']:g}"],
             ["checked with", export.get("predictor", "n/a")]]))

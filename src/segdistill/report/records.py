@@ -10,15 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from segdistill.errors import SegDistillError
-
-METRICS = ("miou", "acc", "kappa", "dice")
-# The metric every verdict, family of comparisons, choice and figure is about; the others are secondary.
-HEADLINE_METRIC = "miou"
-# The default of `report.split` (the schema's default; tests/test_report_stats.py checks they agree).
-HEADLINE_SPLIT = "test"
-# The trainer keeps each run's best checkpoint by its mIoU on the val split (PaddleSeg's `val_dataset`), so
-# numbers on that split are biased upward; headlines belong on a split that took no part in any choice.
-SELECTION_SPLIT = "val"
+from segdistill.report.names import HEADLINE_METRIC, HEADLINE_SPLIT, METRICS, SELECTION_SPLIT  # noqa: F401
 
 
 def read_record(path) -> dict:

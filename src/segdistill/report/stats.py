@@ -178,11 +178,19 @@ def verdicts(gains: list[dict], split: str, metric: str = HEADLINE_METRIC) -> li
             for g in gains if g["metric"] == metric]
 
 
+def adjusted_gains(df, split: str, confidence: float = 0.95, metrics=METRICS) -> list[dict]:
+    """`gain_table` with the headline metric's gains adjusted as one family (their `adjusted` entry): what the
+    verdicts are computed from."""
+    gains = gain_table(df, split, metrics, confidence)
+    adjust([g for g in gains if g["metric"] == HEADLINE_METRIC], 1 - confidence)
+    return gains
+
+
 def many_arms(df, gains: list[dict], split: str, alpha: float, min_effect: float | None) -> dict:
-    """The family of arm-vs-student tests (adjusting `gains` in place), method-vs-method pairs with a ranking,
-    the robustness checks and the power line, all on the headline metric."""
+    """The family of arm-vs-student tests (already adjusted), method-vs-method pairs with a ranking, the
+    robustness checks and the power line, all on the headline metric."""
     head = [g for g in gains if g["metric"] == HEADLINE_METRIC]
-    k = adjust(head, alpha)
+    k = head[0]["adjusted"]["family_size"] if head else 0
     sub = df[(df["split"] == split) & (df["arm"] == "distilled")]
     per_method = {m: dict(zip(g["seed"].astype(int), g[HEADLINE_METRIC])) for m, g in sub.groupby("method", sort=False)}
     pairs = method_pairs(per_method, alpha) if len(per_method) > 1 else []
@@ -204,7 +212,7 @@ def study_stats(df, split: str = HEADLINE_SPLIT, confidence: float = 0.95, min_e
         raise SegDistillError(
             f"no evaluation on the '{split}' split in the summary (report.split must be one of evaluate.splits)"
         )
-    gains = gain_table(df, split, confidence=confidence)
+    gains = adjusted_gains(df, split, confidence)
     arms = many_arms(df, gains, split, 1 - confidence, min_effect)
     best = best_setting(df, split)
     out = {
