@@ -29,24 +29,30 @@ def finite(x) -> bool:
 
 def diff_test(d, confidence: float) -> dict:
     """Mean, sd, two-sided one-sample t-test against 0 and its interval for the differences `d` (the paired
-    t-test of scipy.stats.ttest_rel is this test on the differences). n < 2: no interval (NaN)."""
-    from scipy import stats as st
+    t-test, scipy.stats.ttest_rel, is this test on the differences). n < 2: no interval (NaN).
+
+    Written out with scipy's t distribution, t = mean / (sd / √n), p = 2 P(T > |t|), mean ± t(1 − α/2) sd / √n,
+    rather than `ttest_1samp(...).confidence_interval()`: that call costs milliseconds (array-API dispatch) and
+    a sweep's pairs and the Monte Carlo checks make thousands. tests/test_report_many_arms.py checks it against
+    ttest_1samp."""
+    from scipy.stats import t as t_dist
 
     d = np.asarray(d, dtype=float)
-    out = {"n": len(d), "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+    n = len(d)
+    out = {"n": n, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan,
            "p_value": math.nan, "confidence": confidence}
-    if len(d) == 0:
+    if n == 0:
         return out
-    out["mean"] = float(d.mean())
-    if len(d) >= 2:
+    out["mean"] = mean = float(d.mean())
+    if n >= 2:
         sd = float(d.std(ddof=1))
         out["std"] = sd
         if sd == 0.0:  # identical differences: the t statistic is infinite (or undefined for a zero mean)
-            out.update(ci_low=out["mean"], ci_high=out["mean"], p_value=0.0 if out["mean"] else 1.0)
+            out.update(ci_low=mean, ci_high=mean, p_value=0.0 if mean else 1.0)
         else:
-            res = st.ttest_1samp(d, 0.0)
-            ci = res.confidence_interval(confidence)
-            out.update(ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(res.pvalue))
+            se = sd / math.sqrt(n)
+            half = float(t_dist.ppf(0.5 + confidence / 2, n - 1)) * se
+            out.update(ci_low=mean - half, ci_high=mean + half, p_value=float(2 * t_dist.sf(abs(mean) / se, n - 1)))
     return out
 
 

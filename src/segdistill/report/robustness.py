@@ -74,13 +74,14 @@ def robustness(tests: list[dict], alpha: float) -> list[dict]:
         level = t["adjusted"]["confidence"]
         boot = bootstrap_interval(t["diffs"], level)
         n = len(t["diffs"])
-        floor = 2.0 / 2**n if n else math.nan
+        nonzero = int(np.count_nonzero(t["diffs"]))  # the test drops zero differences
+        floor = 2.0 / 2**nonzero if nonzero else math.nan
         if finite(p_adj):
             w_side = ("above" if np.mean(t["diffs"]) > 0 else "below") if p_adj < alpha else "across"
         else:
             w_side = None
         entry = {"method": t["method"], "n": n, "bootstrap": boot,
-                 "wilcoxon": {"p_value": p, "p_holm": p_adj, "reason": why, "smallest_p": floor},
+                 "wilcoxon": {"p_value": p, "p_holm": p_adj, "reason": why, "smallest_p": floor, "n_nonzero": nonzero},
                  "verdicts": {"t": SIDE_WORDS[interval_side(t["adjusted"])], "bootstrap": SIDE_WORDS[interval_side(boot)],
                               "wilcoxon": SIDE_WORDS[w_side]}}
         entry["agreement"] = agreement(entry, alpha / max(t["adjusted"]["family_size"], 1))
@@ -97,7 +98,8 @@ def agreement(entry: dict, level_alpha: float) -> str:
         notes.append(f"no bootstrap interval ({entry['bootstrap']['reason']})")
     floor = entry["wilcoxon"]["smallest_p"]
     if finite(floor) and floor > level_alpha:
-        notes.append(f"Wilcoxon cannot reach p < {level_alpha:.2g} with {entry['n']} seeds (smallest p {floor:.2g})")
+        notes.append(f"Wilcoxon cannot reach p < {level_alpha:.2g} with {entry['wilcoxon']['n_nonzero']} seeds "
+                     f"(smallest p {floor:.2g})")
         avail.pop("wilcoxon", None)
     if len(set(avail.values())) <= 1:
         head = "the checks agree" if len(avail) > 1 else "only one check applies"
