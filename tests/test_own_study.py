@@ -141,7 +141,8 @@ def test_optic_disc_study_is_exactly_its_own(tmp_path):
         "download_optic_disc": 1, "extract_optic_disc": 1, "validate_data": 1, "fetch_backbone": 1,
         "study_configs": 1, "distill_terms": 1, "train": 4, "patch_teacher": 1, "teacher_outputs": 3, "distill": 3,
         "evaluate": 7,
-        "summary": 1, "stats": 1, "cost": 1, "export": 1, "figure_means": 1, "figure_paired": 1, "figure_curves": 1,
+        "summary": 1, "stats": 1, "cost": 1, "export": 1, "figure_means": 1, "figure_paired": 1, "figure_forest": 1,
+        "figure_curves": 1,
         "figure_samples": 1, "provenance": 1, "overview": 1, "all": 1,
     }
     out = proc.stdout + proc.stderr

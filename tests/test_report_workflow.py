@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 OUTPUTS = ["results/report/summary.csv", "results/report/summary.md", "results/report/stats.json",
            "results/report/cost.csv", "results/export/export.json", "results/report/figures/arm_means.png",
-           "results/report/figures/paired.png", "results/report/figures/curves.png", "results/report/figures/samples.png",
+           "results/report/figures/paired.png", "results/report/figures/forest.png", "results/report/figures/curves.png",
+           "results/report/figures/samples.png",
            "results/report/provenance.json", "results/report/overview.rst", "results/report/overview.html"]
 
 
@@ -81,7 +82,9 @@ def test_stats_agree_with_summary(studies):
     assert st["selection"]["split"] == "val" and "used to select checkpoints" in st["selection"]["label"]
     assert [v["method"] for v in st["verdicts"]] == ["kl", "kl_cwd"]
     md = (a / "results/report/summary.md").read_text().splitlines()
-    assert md[0].startswith("- kl: ") and " mIoU points on test (95% CI " in md[0]
+    # Two distilled arms: one family of two comparisons, the verdicts from the simultaneous intervals.
+    assert md[0].startswith("- kl: ") and " mIoU points on test (simultaneous 95% CI " in md[0]
+    assert st["family"]["members"] == 2 and [p["a"] + " − " + p["b"] for p in st["pairs"]] == ["kl_cwd − kl"]
     assert md[0] == "- " + st["verdicts"][0]["sentence"]
     arms = {(x["arm"], x["method"]): x for x in st["arms"]}
     assert set(arms) == {("teacher", "none"), ("student", "none"), ("distilled", "kl"), ("distilled", "kl_cwd")}
@@ -96,11 +99,13 @@ def test_stats_agree_with_summary(studies):
         dis = val[(val.arm == "distilled") & (val.method == gain["method"])].set_index("seed").miou
         assert gain["n"] == 2 and gain["seeds"] == [0, 1]
         assert gain["mean"] == pytest.approx((dis - stu).mean(), abs=1e-6)
-    dis = val[val.arm == "distilled"]
-    best = dis.sort_values(["miou", "run"], ascending=[False, True]).iloc[0]
-    assert st["best_run"]["run"] == best.run
-    means = dis.groupby("method").miou.mean()
-    assert st["best_setting"]["method"] == sorted(means[means == means.max()].index)[0]
+    # The setting and the exported run are chosen on val, never on the headline split.
+    sel = df[(df.split == "val") & (df.arm == "distilled")]
+    means = sel.groupby("method").miou.mean()
+    chosen = sorted(means[means == means.max()].index)[0]
+    assert st["best_setting"]["method"] == chosen and st["best_setting"]["chosen_on"] == "val"
+    best = sel[sel.method == chosen].sort_values(["miou", "run"], ascending=[False, True]).iloc[0]
+    assert st["best_run"]["run"] == best.run and st["best_run"]["chosen_on"] == "val"
 
 
 def test_cost_table(studies):
@@ -121,7 +126,7 @@ def test_export_is_best_run_and_checked(studies):
     a, _, _ = studies
     ex = json.loads((a / "results/export/export.json").read_text())
     st = json.loads((a / "results/report/stats.json").read_text())
-    assert ex["run"] == st["best_run"]["run"]
+    assert ex["run"] == st["best_run"]["run"] and ex["chosen_on"] == "val"
     assert ex["max_abs_diff"] <= 1e-4 and ex["tolerance"] == 1e-4
     assert ex["input_spec"] == [None, 3, 32, 32]
     folder = a / "results/export/best_student"
@@ -133,7 +138,7 @@ def test_figures_not_blank(studies):
     import matplotlib.image as mpimg
 
     a, _, _ = studies
-    for name in ("arm_means", "paired", "curves", "samples"):
+    for name in ("arm_means", "paired", "forest", "curves", "samples"):
         img = mpimg.imread(str(a / f"results/report/figures/{name}.png"))
         assert img[..., :3].std() > 0.05, name
 
@@ -148,7 +153,8 @@ def test_provenance(studies):
     assert prov["config_sha256"] == config_hash(prov["config"])
     assert prov["config"]["report"] == {"split": schema_default("report", "split"),
                                         "num_images": schema_default("report", "num_images"),
-                                        "latency_runs": schema_default("report", "latency_runs")}
+                                        "latency_runs": schema_default("report", "latency_runs"),
+                                        "min_effect": schema_default("report", "min_effect")}
     study = str(a / "study.yaml")
     assert prov["config_files"][study] == hashlib.sha256((a / "study.yaml").read_bytes()).hexdigest()
     summary = "results/report/summary.csv"
@@ -177,6 +183,10 @@ def test_overview_html_embeds_figures_after_verdicts(studies):
     page = (a / "results/report/overview.html").read_text()
     paired = base64.b64encode((a / "results/report/figures/paired.png").read_bytes()).decode()
     assert f'src="data:image/png;base64,{paired}"' in page
+    forest = base64.b64encode((a / "results/report/figures/forest.png").read_bytes()).decode()
+    assert f'src="data:image/png;base64,{forest}"' in page
+    for section in ("Method against method", "Robustness", "Seeds and power"):
+        assert section in page, section
     st = json.loads((a / "results/report/stats.json").read_text())
     first = st["verdicts"][0]["sentence"].split(" (")[0]
     assert 0 <= page.index(first) < page.index(paired)
