@@ -10,15 +10,14 @@ import math
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 
 from segdistill import study
 from segdistill.errors import SegDistillError
 from segdistill.report import arm_figures, family, robustness, stats
 from segdistill.report.names import HEADLINE_SPLIT
 from segdistill.report.records import rows_from_records
-from segdistill.report.summary import markdown, write_summary
-
-from conftest import ROOT
+from segdistill.report.summary import write_summary
 
 ARMS, SEEDS, STUDIES = 12, 8, 300
 
@@ -107,8 +106,9 @@ def test_one_arm_changes_nothing():
     df = rows_from_records(sim_records(rng, {"kl": 0.01}, 5))
     st = stats.study_stats(df)
     g = next(g for g in st["gains"] if g["metric"] == "miou")
-    plain = stats.paired_gain(*[dict(zip(x.seed, x.miou)) for x in
-                                (df[(df.split == "test") & (df.method == "kl")], df[(df.split == "test") & (df.arm == "student")])])
+    test = df[df.split == "test"]
+    plain = stats.paired_gain(*[dict(zip(x.seed, x.miou)) for x in (test[test.method == "kl"],
+                                                                    test[test.arm == "student"])])
     adj = g["adjusted"]
     assert adj["family_size"] == 1 and adj["confidence"] == pytest.approx(0.95)
     assert (adj["ci_low"], adj["ci_high"], adj["p_value"]) == (pytest.approx(plain["ci_low"]),

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 OUTPUTS = ["results/report/summary.csv", "results/report/summary.md", "results/report/stats.json",
            "results/report/cost.csv", "results/export/export.json", "results/report/figures/arm_means.png",
-           "results/report/figures/paired.png", "results/report/figures/forest.png", "results/report/figures/curves.png",
-           "results/report/figures/samples.png",
+           "results/report/figures/paired.png", "results/report/figures/forest.png",
+           "results/report/figures/curves.png", "results/report/figures/samples.png",
            "results/report/provenance.json", "results/report/overview.rst", "results/report/overview.html"]
 
 

@@ -109,7 +109,8 @@ def paired_lines(summary_csv, out_png, split: str = HEADLINE_SPLIT) -> dict:
     teacher = sub[sub.arm == "teacher"][HEADLINE_METRIC]
     for ax, method in zip(axes[0], methods):
         g = sub[(sub.arm == "distilled") & (sub.method == method)]
-        pairs = sorted((int(s), student[int(s)], float(v)) for s, v in zip(g.seed, g[HEADLINE_METRIC]) if int(s) in student)
+        pairs = sorted((int(s), student[int(s)], float(v)) for s, v in zip(g.seed, g[HEADLINE_METRIC])
+                       if int(s) in student)
         for seed, a, b in pairs:
             color = "#2a9d4b" if b > a else ("#c44e52" if b < a else "#777777")
             ax.plot([0, 1], [100 * a, 100 * b], "-o", color=color, markersize=4, linewidth=1.2, alpha=0.85)

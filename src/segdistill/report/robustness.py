@@ -82,8 +82,8 @@ def robustness(tests: list[dict], alpha: float) -> list[dict]:
             w_side = None
         entry = {"method": t["method"], "n": n, "bootstrap": boot,
                  "wilcoxon": {"p_value": p, "p_holm": p_adj, "reason": why, "smallest_p": floor, "n_nonzero": nonzero},
-                 "verdicts": {"t": SIDE_WORDS[interval_side(t["adjusted"])], "bootstrap": SIDE_WORDS[interval_side(boot)],
-                              "wilcoxon": SIDE_WORDS[w_side]}}
+                 "verdicts": {"t": SIDE_WORDS[interval_side(t["adjusted"])],
+                              "bootstrap": SIDE_WORDS[interval_side(boot)], "wilcoxon": SIDE_WORDS[w_side]}}
         entry["agreement"] = agreement(entry, alpha / max(t["adjusted"]["family_size"], 1))
         out.append(entry)
     return out
@@ -121,7 +121,6 @@ def detectable_effect(n: int, alpha: float, power: float = POWER) -> float:
     seeds at α/k. The noncentral t's tail is NaN at some large effects with 1-2 degrees of freedom, so the root
     is bracketed on a log grid of finite values first, then refined by brentq."""
     from scipy.optimize import brentq
-
     from statsmodels.stats.power import TTestPower
 
     if n < 2:
@@ -159,7 +158,7 @@ def seeds_needed(es: float, alpha: float, power: float = POWER) -> int | None:
         warnings.simplefilter("ignore")  # statsmodels warns and returns NaN when it does not converge
         n = TTestPower().solve_power(effect_size=es, nobs=None, alpha=alpha, power=power, alternative="two-sided")
     n = float(np.asarray(n).reshape(-1)[0])
-    return int(math.ceil(n - 1e-9)) if finite(n) and n >= 2 else None
+    return math.ceil(n - 1e-9) if finite(n) and n >= 2 else None
 
 
 def power_line(t: dict, alpha: float, min_effect: float | None = None) -> dict:

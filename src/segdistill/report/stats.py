@@ -16,8 +16,16 @@ from segdistill.atomic import write_json
 from segdistill.errors import SegDistillError
 from segdistill.report.family import adjust, diff_test, interval_side, method_pairs, ranking
 from segdistill.report.family import finite as _finite
-from segdistill.report.records import (HEADLINE_METRIC, HEADLINE_SPLIT, METRICS, SELECTION_SPLIT, metric_columns,
-                                       pts, rows_from_evals, split_label)
+from segdistill.report.records import (
+    HEADLINE_METRIC,
+    HEADLINE_SPLIT,
+    METRICS,
+    SELECTION_SPLIT,
+    metric_columns,
+    pts,
+    rows_from_evals,
+    split_label,
+)
 from segdistill.report.robustness import power_line, robustness
 
 

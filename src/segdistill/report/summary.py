@@ -9,8 +9,16 @@ import pandas as pd
 from segdistill.atomic import write_text
 from segdistill.errors import SegDistillError
 from segdistill.report import tables
-from segdistill.report.records import (HEADLINE_SPLIT, METRICS, SELECTION_SPLIT, arm_label, mean_pm_std, pct,
-                                       rows_from_evals, split_label)
+from segdistill.report.records import (
+    HEADLINE_SPLIT,
+    METRICS,
+    SELECTION_SPLIT,
+    arm_label,
+    mean_pm_std,
+    pct,
+    rows_from_evals,
+    split_label,
+)
 from segdistill.report.stats import load_stats
 
 
