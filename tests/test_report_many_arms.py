@@ -262,7 +262,7 @@ def test_kl_cwd_report_shows_pairs_robustness_power_and_forest(tmp_path):
     lines = md.splitlines()
     assert lines[:2] == ["- " + v["sentence"] for v in st["verdicts"]]
     assert "simultaneous 95% CI" in lines[0] and "for 2 arms" in lines[0]
-    assert "## Method against method on test (paired by seed, Holm over 1 pairs)" in md
+    assert "## Method against method on test (paired by seed, Holm over 1 pair)" in md
     assert f"- {st['pairs'][0]['sentence']}" in md and st["pairs"][0]["sentence"].startswith("kl_cwd − kl: ")
     assert "| rank | method | mean mIoU | against the top arm |" in md
     assert "## Robustness of the gains" in md and "| BCa bootstrap |" in md

@@ -29,7 +29,7 @@ def _points(g: dict) -> tuple[float, float, float]:
 
 def forest(stats_json, out_png) -> list[dict]:
     """One row per distilled arm: the mean gain over the student (points) with its adjusted interval (thick)
-    and the unadjusted one (thin); green when the adjusted interval is above 0, red below."""
+    and the unadjusted one (thin, grey, below it); green when the adjusted interval is above 0, red below."""
     stats = load_stats(stats_json)
     gains = _gains(stats, stats_json)
     verdict = {v["method"]: v["verdict"] for v in stats.get("verdicts", [])}
@@ -40,8 +40,9 @@ def forest(stats_json, out_png) -> list[dict]:
     for i, g in enumerate(reversed(gains)):
         mean, low, high = _points(g)
         color = SIDE_COLORS.get(verdict.get(g["method"]), "#555555")
-        if is_number(g.get("ci_low")):
-            ax.plot([100 * g["ci_low"], 100 * g["ci_high"]], [i, i], color=color, linewidth=1, alpha=0.5)
+        if is_number(g.get("ci_low")):  # just below the adjusted one, so both stay visible
+            ax.errorbar([mean], [i - 0.22], xerr=[[mean - 100 * g["ci_low"]], [100 * g["ci_high"] - mean]], fmt="none",
+                        ecolor="#999999", elinewidth=1, capsize=2)
         if np.isfinite(low):
             ax.plot([low, high], [i, i], color=color, linewidth=3, solid_capstyle="butt")
         ax.plot([mean], [i], "o", color=color, markersize=5)
@@ -51,6 +52,7 @@ def forest(stats_json, out_png) -> list[dict]:
     ax.set_xlabel(f"gain over student on {stats['split']} (mIoU points)")
     which = f"simultaneous 95% intervals over {k} arms (thin: unadjusted)" if k > 1 else "95% interval"
     ax.set_title(f"Gain per arm, paired by seed: {which}", fontsize=9)
+    ax.set_ylim(-0.6, len(gains) - 0.5)
     ax.grid(axis="x", alpha=0.3)
     _save(fig, out_png)
     plt.close(fig)
@@ -97,17 +99,21 @@ def sweep_grid(stats_json, out_png) -> dict:
         ys = sorted({float(p[axes[1]]) for p in params.values()})
         z = np.full((len(ys), len(xs)), np.nan)
         fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 2.6, 1.0 * len(ys) + 1.8))
+        cells = []
         for m, p in params.items():
             i, j = ys.index(float(p[axes[1]])), xs.index(float(p[axes[0]]))
             mean, low, high = _points(gains[m])
             z[i, j] = mean
             text = f"{mean:+.1f}" + (f"\n[{low:+.1f}, {high:+.1f}]" if np.isfinite(low) else "") + \
                 ("\n(chosen)" if m == chosen else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+            cells.append((j, i, text, mean))
             if np.isfinite(low) and low > 0:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
         lim = np.nanmax(np.abs(z)) if np.isfinite(z).any() else 1.0
         img = ax.imshow(z, cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
+        for j, i, text, mean in cells:  # white on the dark ends of the colour map
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if abs(mean) > 0.6 * lim else "black")
         fig.colorbar(img, ax=ax, label=f"mean gain on {stats['split']} (points)")
         ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
         ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])

@@ -92,8 +92,8 @@ def many_arms_rst(stats: dict) -> list[str]:
     """Method against method (with the ranking), robustness and power, when the study has them."""
     parts = []
     if stats.get("pairs"):
-        parts.append(list_table(f"Method against method on {stats['split']} (mIoU points, paired by seed, Holm over "
-                                f"{stats['pairs_family']} pairs)", tables.PAIR_HEADER, tables.pair_rows(stats)))
+        parts.append(list_table(f"Method against method on {stats['split']} (mIoU points, paired by seed, "
+                                f"{tables.pairs_text(stats)})", tables.PAIR_HEADER, tables.pair_rows(stats)))
         parts.append(list_table("Ranking by mean (a description of the headline split; the setting is chosen on "
                                 "val)", tables.RANK_HEADER, tables.rank_rows(stats)))
     if stats.get("robustness"):

@@ -43,8 +43,7 @@ def _many_arms(st: dict) -> list[str]:
     """Method against method, robustness and power: the sections a study of several arms needs."""
     lines = []
     if st.get("pairs"):
-        lines += ["", f"## Method against method on {st['split']} (paired by seed, Holm over "
-                      f"{st['pairs_family']} pairs)", ""]
+        lines += ["", f"## Method against method on {st['split']} (paired by seed, {tables.pairs_text(st)})", ""]
         lines += [f"- {p['sentence']}" for p in st["pairs"]] + [""]
         lines += md_table(tables.PAIR_HEADER, tables.pair_rows(st)) + [""]
         lines += md_table(tables.RANK_HEADER, tables.rank_rows(st))

@@ -16,6 +16,11 @@ def _ci(e: dict | None) -> str:
     return f"[{pts(e['ci_low'])}, {pts(e['ci_high'])}]"
 
 
+def pairs_text(stats: dict) -> str:
+    m = stats.get("pairs_family", 0)
+    return f"Holm over {m} pair{'s' if m != 1 else ''}"
+
+
 def family_size(stats: dict) -> int:
     return (stats.get("family") or {}).get("members", 1)
 
@@ -109,6 +114,6 @@ def best_text(stats: dict, mark=lambda s: f"`{s}`") -> str:
               f"(n = {b['n']}).")
     r = stats.get("best_run")
     if r:
-        text += (f" Exported run: {mark(r['run'])}, its best {r['chosen_on']} mIoU ({pct(r['selection_value'])} %); "
-                 f"{r['split']} mIoU {pct(r['value'])} %.")
+        text += (f" Exported run: {mark(r['run'])}, the arm's run with the best {r['chosen_on']} mIoU "
+                 f"({pct(r['selection_value'])} %); {r['split']} mIoU {pct(r['value'])} %.")
     return text
