@@ -74,6 +74,25 @@ def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.C
     return proc
 
 
+def plan(workdir: Path, config, *args) -> subprocess.CompletedProcess:
+    """A dry run of the whole study, whatever a finished run left in `workdir` (the repository itself, after
+    `make run`): --forceall plans every job, so a plan does not depend on the checkout's results/."""
+    return run_snakemake(workdir, "-n", "--forceall", "--cores", "2", "--configfile", config, *args)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table of a dry run as {rule: count}."""
+    lines = output[output.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+
 def classless_configs(folder: Path) -> dict[str, Path]:
     """The tiny teacher/student YAMLs without `model.num_classes` (a study fills it in), as a user might write
     them: {"teacher": path, "student": path} in `folder`."""

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, classless_configs, run_snakemake, tiny_config
+from conftest import BIN, ROOT, classless_configs, job_counts, plan, run_snakemake, tiny_config
 from data_helpers import make_generic_dataset
 
 CLASSES = ["sky", "road", "car"]
@@ -29,18 +29,6 @@ module segdistill:
 
 use rule * from segdistill
 """
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Snakemake's "Job stats" table of a dry run as {rule: count}."""
-    lines = output[output.index("Job stats:"):].splitlines()[3:]
-    counts = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def snakemake_in(folder: Path, *args, check=True):
@@ -135,7 +123,7 @@ def test_deployed_rerun_has_nothing_to_do(deployed):
 
 def test_optic_disc_study_is_exactly_its_own(tmp_path):
     """--configfile config/optic_disc.yaml inherits nothing from config/config.yaml (no kl_cwd, no synthetic)."""
-    proc = run_snakemake(ROOT, "-n", "--configfile", ROOT / "config/optic_disc.yaml", "--cores", "2")
+    proc = plan(ROOT, ROOT / "config/optic_disc.yaml")
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts == {
         "download_optic_disc": 1, "extract_optic_disc": 1, "validate_data": 1, "fetch_backbone": 1,
@@ -162,6 +150,37 @@ def test_url_teacher_without_sha256_is_refused(tmp_path):
     assert "teacher.sha256 is not set" in out and "pickle" in out
 
 
+def test_a_misspelled_key_is_a_few_lines_naming_the_closest(tmp_path):
+    """Not Snakemake's dump of the whole schema: the key path, the value, what is allowed, the closest key."""
+    config = tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["teachr"] = cfg.pop("teacher")
+    config.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(tmp_path, "-n", "--configfile", config, check=False)
+    out = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode != 0
+    assert len(out.splitlines()) <= 5, out[:3000]
+    assert "teachr: unknown key (did you mean 'teacher'?)" in out and "Allowed at the top level: cache, data" in out
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda c: c["train"].update(precison="fp16"), ("train.precison: unknown key (did you mean 'precision'?). "
+                                                    "Allowed in train: amp_level, keep_checkpoint_max")),
+    (lambda c: c["train"].update(precision="fp64"), "train.precision: 'fp64' is not allowed; allowed: fp32, fp16, bf16"),
+    (lambda c: c.update(seeds=[0, "a"]), "seeds.1: 'a' is not of type integer"),
+    (lambda c: c.pop("student"), "the study file: missing required key(s) student"),
+    (lambda c: c["train"].update(save_interval=0), "train.save_interval: 0: 0 is less than the minimum of 1"),
+])
+def test_schema_problems_name_key_value_and_what_is_allowed(edit, expected):
+    from segdistill.schema import problem
+
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    schema = ROOT / "workflow/schemas/config.schema.yaml"
+    assert problem(cfg, schema) is None
+    edit(cfg)
+    assert expected in problem(cfg, schema)
+
+
 def test_parsing_imports_no_paddle(tmp_path):
     """Dry run and lint of the default study with paddle made unimportable: parsing must not need it."""
     blocker = tmp_path / "block"
@@ -185,7 +204,7 @@ METHOD_LOSSES = [("kl", False), ("kl", True), ("cwd", False), ("dist", False), (
                                             ("methods.yaml", 64)])
 def test_shipped_studies_parse_and_plan(name, distilled):
     """Every study in config/ is whole and plans the default study's chain (8 seeds, one shared teacher)."""
-    proc = run_snakemake(ROOT, "-n", "--configfile", ROOT / "config" / name, "--cores", "2")
+    proc = plan(ROOT, ROOT / "config" / name)
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["train"] == 9 and counts["teacher_outputs"] == 8 and counts["distill"] == distilled
     if name == "methods.yaml":  # one arm per method of docs/methods.md, each distilling every seed

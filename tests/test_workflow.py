@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, run_snakemake, tiny_config
+from conftest import ROOT, job_counts, plan, run_snakemake, tiny_config
 from segdistill.paddle_env import paddle
 
 pytestmark = pytest.mark.slow
@@ -82,6 +82,15 @@ def test_forcerun_trains_again(finished_study, tmp_path):
     wa = paddle.load(str(reference / target))
     wb = paddle.load(str(work / target))
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def test_plan_of_a_finished_study_is_the_whole_chain(finished_study):
+    """The shipped studies' plan tests dry-run in the repository, where `make run` leaves a finished study: the
+    plan must not depend on that (tests/test_own_study.py). Here, a finished study's plan is still all of it."""
+    workdir, config = finished_study
+    proc = plan(workdir, config)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train"] == 3 and counts["teacher_outputs"] == 2 and counts["distill"] == 4, counts
 
 
 def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):

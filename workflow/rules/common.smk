@@ -7,7 +7,7 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 # Modules of the engine that parsing needs; they import no paddle (a plain Snakemake environment has none).
-PARSE_MODULES = ("__init__.py", "errors.py", "config.py", "study.py")
+PARSE_MODULES = ("__init__.py", "errors.py", "config.py", "study.py", "schema.py")
 
 
 def engine_source():
@@ -42,11 +42,16 @@ sys.path.insert(0, ENGINE_PATH)
 # The conda env's post-deploy script installs the engine from here (workflow/envs/segdistill.post-deploy.sh).
 os.environ.setdefault("SEGDISTILL_SOURCE", ENGINE_PIP)
 
-from segdistill import study
+from segdistill import schema, study
 from segdistill.config import base_files
 from segdistill.errors import SegDistillError
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+# One line naming the key, not Snakemake's dump of the whole schema; validate() then fills in the defaults.
+_problem = schema.problem(config, SCHEMA)
+if _problem:
+    sys.exit(f"segdistill: error in the study config: {_problem}")
+validate(config, SCHEMA)
 try:
     study.preflight(config)
     METHODS = study.methods(config)
