@@ -160,3 +160,36 @@ def test_hundreds_of_samples_are_checked_quickly(tmp_path):
     elapsed = time.monotonic() - start
     assert r["num_samples"] == 400
     assert elapsed < 5.0, f"validating 400 samples took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute"])
+def test_list_paths_outside_the_root_are_refused_unless_allowed(ds, tmp_path, kind):
+    """A list line may not reach outside the data set (an archive naming any image on the machine; a folder mixing
+    in files the data digest does not cover); allowed, the outside files' digests join the record."""
+    import shutil
+
+    from segdistill.data.fetch import sha256_of
+
+    img, lab = _first_pair(ds)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(img, outside / "x.jpg")
+    field = "../outside/x.jpg" if kind == "dotdot" else str(outside / "x.jpg")
+    lines = _lines(ds, "train")
+    lines[1] = f"{field} {lines[1].split()[1]}"
+    (ds / "train_list.txt").write_text("\n".join(lines) + "\n")
+    msg = _errmsg(ds)
+    why = "leaves the data set's root" if kind == "dotdot" else "is absolute"
+    assert f"train_list.txt:2: image path '{field}' {why}" in msg and "allow_outside_paths" in msg
+    allowed = validate_dataset(ds, 2, allow_outside=True)["outside_files"]
+    assert allowed == {"../outside/x.jpg": sha256_of(outside / "x.jpg")}
+    cv2.imwrite(str(outside / "x.jpg"), np.zeros((32, 32, 3), np.uint8))  # another image, same path
+    assert validate_dataset(ds, 2, allow_outside=True)["outside_files"] != allowed
+
+
+def test_inner_dotdot_that_stays_inside_is_fine(ds):
+    lines = _lines(ds, "train")
+    img, lab = lines[0].split()
+    lines[0] = f"{img.split('/')[0]}/../{img} {lab}"
+    (ds / "train_list.txt").write_text("\n".join(lines) + "\n")
+    assert "outside_files" not in validate_dataset(ds, 2)

@@ -189,3 +189,17 @@ def test_teacher_save_interval_applies_to_the_teacher_only(tmp_path):
     config["teacher"]["save_interval"] = None
     assert study.train_flags(config, "teacher")["save_interval"] == 20
     assert config["train"]["save_interval"] == 20  # the study's config is not changed
+
+
+def test_outside_list_paths_only_for_a_folder_that_allows_them():
+    from segdistill.schema import problem
+
+    schema = ROOT / "workflow/schemas/config.schema.yaml"
+    folder = {"source": "folder", "class_names": ["a", "b"], "folder": {"root": "d"}}
+    base = {"teacher": {"config": "t.yml"}, "student": {"config": "s.yml"}, "distill": {"kl": {"terms": None}}}
+    assert not study.allow_outside_paths({"data": folder})
+    allowed = dict(folder, folder={"root": "d", "allow_outside_paths": True})
+    assert study.allow_outside_paths({"data": allowed}) and problem(dict(base, data=allowed), schema) is None
+    url = {"source": "url", "class_names": ["a", "b"], "url": {"url": "https://x/d.zip", "allow_outside_paths": True}}
+    assert "data.url.allow_outside_paths: unknown key" in problem(dict(base, data=url), schema)
+    assert not study.allow_outside_paths({"data": dict(url, folder={"root": "d", "allow_outside_paths": True})})

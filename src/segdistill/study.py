@@ -68,6 +68,13 @@ def list_files(config: dict) -> dict[str, str]:
     return {s: str(spec.get(f"{s}_list") or f"{s}_list.txt") for s in SPLITS}
 
 
+def allow_outside_paths(config: dict) -> bool:
+    """Whether list files may name files outside the data set's root: never for a downloaded data set (its
+    archive must not make training read other files), for a folder only with data.folder.allow_outside_paths."""
+    data = config["data"]
+    return data["source"] == "folder" and bool(data["folder"].get("allow_outside_paths", False))
+
+
 def required_splits(config: dict) -> list[str]:
     """Splits that must exist and be non-empty: train, val and every evaluated split."""
     return list(dict.fromkeys(["train", "val", *config["evaluate"]["splits"]]))

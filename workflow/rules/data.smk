@@ -83,6 +83,7 @@ rule validate_data:
         num_classes=len(config["data"]["class_names"]),
         archive=DATA_ARCHIVE,
         lists=study.list_files(config),
+        allow_outside=study.allow_outside_paths(config),
         splits=study.required_splits(config),
         ignore_index=study.ignore_index(config),
     script:

@@ -26,8 +26,22 @@ def _fmt_values(values) -> str:
     return shown + (f", ... ({len(values)} values)" if len(values) > _MAX_VALUES_SHOWN else "")
 
 
-def _read_list(list_path: Path, root: Path) -> list[tuple[Path, Path, str]]:
-    """(image, label, 'file:line') for every non-blank line; missing files are reported with their line."""
+def _leaves_root(field: str) -> str | None:
+    """Why a list-file path is outside the data set's root (absolute, or a `..` that leaves it), else None.
+
+    Lexical, as PaddleSeg joins the path to the root: a downloaded archive's list must not make training read any
+    file on the machine it can name, and a folder's must not mix in files its data digest does not cover."""
+    if os.path.isabs(field):
+        return "is absolute"
+    norm = os.path.normpath(field)
+    if norm == os.pardir or norm.startswith(os.pardir + os.sep):
+        return "leaves the data set's root"
+    return None
+
+
+def _read_list(list_path: Path, root: Path, allow_outside: bool = False) -> list[tuple[Path, Path, str]]:
+    """(image, label, 'file:line') for every non-blank line; missing files and paths outside `root` (unless
+    `allow_outside`) are reported with their line."""
     try:
         text = list_path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -42,6 +56,12 @@ def _read_list(list_path: Path, root: Path) -> list[tuple[Path, Path, str]]:
             raise SegDistillError(
                 f"{where}: expected two fields 'image label' separated by a space, got {len(fields)}: {line.strip()!r}"
             )
+        for kind, field in zip(("image", "label"), fields):
+            why = None if allow_outside else _leaves_root(field)
+            if why:
+                raise SegDistillError(
+                    f"{where}: {kind} path {field!r} {why} ({root}); list files must name files inside the data set "
+                    f"(a `folder` data set may allow outside paths with data.folder.allow_outside_paths: true)")
         img, lab = root / fields[0], root / fields[1]
         for kind, path in (("image", img), ("label", lab)):
             if not path.is_file():
@@ -98,6 +118,7 @@ def validate_dataset(
     required_splits=("train", "val"),
     optional_splits=("test",),
     list_names: dict[str, str] | None = None,
+    allow_outside: bool = False,
 ) -> dict:
     """Check a dataset rooted at `root` and return a summary.
 
@@ -105,7 +126,9 @@ def validate_dataset(
     name, relative to `root`) must exist and list at least one sample; those of
     `optional_splits` are checked when present. Every listed image and label must exist and decode, have the same
     height and width, and labels may hold only 0..num_classes-1 or `ignore_index`. The first problem found is
-    raised as a SegDistillError naming the list file, its line and the file at fault.
+    raised as a SegDistillError naming the list file, its line and the file at fault. A listed path must stay
+    inside `root` (no absolute path, no `..` leaving it) unless `allow_outside`; the files outside it are then
+    recorded with their SHA-256 (`outside_files`), so what depends on this record covers their contents.
 
     Returns {"root", "num_classes", "ignore_index", "splits": {split: count}, "list_files": {split: path},
     "num_samples", "label_values": sorted values seen, "pixel_counts": {value: pixels}, "image_sizes":
@@ -129,7 +152,7 @@ def validate_dataset(
             if split in required:
                 raise SegDistillError(f"list file {list_path} for the required '{split}' split does not exist")
             continue
-        entries = _read_list(list_path, root)
+        entries = _read_list(list_path, root, allow_outside)
         if split in required and not entries:
             raise SegDistillError(f"list file {list_path} is empty; the '{split}' split needs at least one sample")
         splits[split] = entries
@@ -161,7 +184,7 @@ def validate_dataset(
             for fut in futures:
                 fut.cancel()
 
-    return {
+    info = {
         "root": str(root),
         "num_classes": int(num_classes),
         "ignore_index": ignore_index,
@@ -172,17 +195,31 @@ def validate_dataset(
         "pixel_counts": dict(sorted(pixel_counts.items())),
         "image_sizes": [list(s) for s in sorted(sizes)],
     }
+    if allow_outside:
+        info["outside_files"] = _outside_digests(root, unique)
+    return info
+
+
+def _outside_digests(root: Path, samples) -> dict[str, str]:
+    """{path as listed, relative to root: SHA-256} of the listed files outside `root`."""
+    from segdistill.data.fetch import sha256_of
+
+    paths = {p for pair in samples for p in pair}
+    rel = {os.path.relpath(p, root): p for p in paths}
+    return {r: sha256_of(rel[r]) for r in sorted(rel) if _leaves_root(r)}
 
 
 def write_validation(root: str | os.PathLike, num_classes: int, out=None, archive=None, ignore_index: int | None = 255,
-                     required_splits=("train", "val"), list_names: dict[str, str] | None = None) -> dict:
+                     required_splits=("train", "val"), list_names: dict[str, str] | None = None,
+                     allow_outside: bool = False) -> dict:
     """`validate_dataset` as the record every training and evaluation job depends on, written to `out`.
 
     With `archive`, the SHA-256 of the archive the data set came from is recorded too, so the report can say
     which download the results rest on.
     """
     info = validate_dataset(root, num_classes=num_classes, ignore_index=ignore_index,
-                            required_splits=tuple(required_splits), list_names=list_names)
+                            required_splits=tuple(required_splits), list_names=list_names,
+                            allow_outside=allow_outside)
     if archive:
         from segdistill.data.fetch import sha256_of
 
