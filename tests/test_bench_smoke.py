@@ -92,3 +92,13 @@ def test_methods_bench_reports_every_arm_against_the_student(tmp_path):
         assert all(math.isfinite(conf[k]) and conf[k] > 0 for k in conf), name
         assert len(report["paired_step_times_s"][name]) == 2
     assert "| mgd | mgd on head.aspp |" in proc.stdout
+
+
+def test_cache_verify_bench_reports_size_and_times(tmp_path):
+    cmd = [sys.executable, str(ROOT / "bench/cache_verify.py"), "--size", "32", "--batch", "2", "--iters", "3",
+           "--rounds", "2", "--dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["shape"] == [3, 2, 2, 8, 8] and out["file_bytes"] > 3 * 2 * 2 * 8 * 8 * 2 and len(out["verify_s"]) == 2
+    assert not any(tmp_path.iterdir())  # the scratch file is removed

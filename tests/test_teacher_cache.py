@@ -202,6 +202,30 @@ def test_other_teacher_or_data_is_refused(f16_cache, tiny_data, patched_teacher,
         Trainer(TrainSpec(teacher_config=patched_teacher, data_record=str(record), **base), log=lambda m: None)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[: len(b) // 2], r"logits.npy: \d+ bytes, the manifest records \d+ \(truncated"),
+    (lambda b: b[:-1] + bytes([b[-1] ^ 1]), r"logits.npy: content differs from the manifest's SHA-256"),
+])
+def test_a_truncated_or_altered_cache_file_is_named_before_the_first_step(f16_cache, tiny_data, patched_teacher,
+                                                                          tmp_path, damage, message):
+    """Half a file (its .npy header intact) or one changed bit: one error naming the file when the cache is opened,
+    not a reshape error deep in the run."""
+    import shutil
+
+    folder = tmp_path / "cache"
+    shutil.copytree(f16_cache, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["tensors"]["logits"]["sha256"] == sha256_of(folder / "logits.npy")
+    data = (folder / "logits.npy").read_bytes()
+    (folder / "logits.npy").write_bytes(damage(data))
+    spec = TrainSpec(config=STUDENT, save_dir=str(tmp_path / "run"), data_root=str(tiny_data), seed=SEED,
+                     iters=ITERS, teacher_config=patched_teacher, distill_terms=[{"loss": "kl", "weight": 3}],
+                     teacher_outputs=str(folder))
+    with pytest.raises(SegDistillError, match=message):
+        Trainer(spec, log=lambda m: None)
+    assert not (tmp_path / "run").exists()  # refused before anything was trained or written
+
+
 def test_over_max_gb_stops_before_writing(tiny_data, patched_teacher, tmp_path):
     with pytest.raises(SegDistillError, match=r"need 0\.\d+ GB .* over cache.max_gb 1e-06.*online"):
         make_cache(tmp_path, patched_teacher, tiny_data, "float32", name="big", max_gb=1e-6)

@@ -9,7 +9,8 @@ the terms' `teacher:` names). The distill jobs then read their slice per iterati
 Store: a folder with `manifest.json` and one `.npy` per tensor, shaped [iterations, global batch, C, H, W]. The
 files are written and read with plain positional I/O at the row's offset (the `.npy` header is numpy's, so
 `np.load(..., mmap_mode="r")` opens them too): a distill job reads one slice per step and maps nothing, so its
-resident memory does not grow with the cache.
+resident memory does not grow with the cache. The manifest records each file's size and SHA-256; opening the
+cache checks both, so a truncated or altered file is refused by name before the first step.
 
 `logits` are stored before the model's final upsampling when the teacher has PaddleSeg's `head` + bilinear
 `F.interpolate` structure (DeepLabV3P and others built alike): the head's output is recorded and upsampled at read
@@ -36,7 +37,7 @@ from segdistill.data.fetch import sha256_of
 from segdistill.distill.recorder import LOGITS, Recorder, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
 
-FORMAT = 1
+FORMAT = 2  # 2: each tensor file's size and SHA-256 in the manifest
 DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
 MANIFEST = "manifest.json"
 HEAD = "head"  # PaddleSeg's segmentation head: its first output is the logits before the final upsampling
@@ -262,6 +263,8 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
                                          else "the model's first output" if n == LOGITS else n)}
                         for n in names},
         }
+        for n in names:  # what opening the cache checks first: a truncated or altered file is named at once
+            manifest["tensors"][n].update(file_record(tmp / files[n]))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -274,6 +277,33 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
 
 
 # -- reading --------------------------------------------------------------------------------------------------
+
+def file_record(path: Path) -> dict:
+    """What the manifest records of a tensor file: its size in bytes and its SHA-256."""
+    return {"size": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def verify_files(folder, manifest: dict, names) -> None:
+    """Each tensor file of `names` has the size and the SHA-256 its manifest records.
+
+    The `.npy` header alone says nothing of the rows after it: a file cut short keeps its header and fails only
+    when a read comes up short, mid-run; one altered in place never fails. Checked when the cache is opened, so
+    either is one error naming the file before the first step. Costs one read of the files (docs/benchmark.md)."""
+    for n in names:
+        spec = manifest["tensors"][n]
+        path = Path(folder) / spec["file"]
+        redo = "recompute the teacher outputs (rerun the teacher_outputs job, e.g. with --forcerun teacher_outputs)"
+        if not path.is_file():
+            raise SegDistillError(f"{path}: missing (the manifest lists it for teacher tensor '{n}'); {redo}")
+        size = path.stat().st_size
+        if size != spec["size"]:
+            raise SegDistillError(f"{path}: {size} bytes, the manifest records {spec['size']} (truncated or extended "
+                                  f"after it was written); {redo}")
+        digest = sha256_of(path)
+        if digest != spec["sha256"]:
+            raise SegDistillError(f"{path}: content differs from the manifest's SHA-256 (file {digest[:16]}..., "
+                                  f"manifest {spec['sha256'][:16]}...): altered after it was written; {redo}")
+
 
 def read_manifest(folder) -> dict:
     path = Path(folder) / MANIFEST
@@ -337,6 +367,7 @@ class CachedTeacher:
     def check_names(self, names) -> None:
         check_manifest(self.manifest, self.expected, names, self.folder / MANIFEST)
         self.names = list(dict.fromkeys(names))
+        verify_files(self.folder, self.manifest, self.names)
         itemsize = np.dtype(DTYPES[self.dtype]).itemsize
         for n in self.names:
             spec = self.manifest["tensors"][n]
