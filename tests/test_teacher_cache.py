@@ -77,7 +77,7 @@ def test_float32_cache_trains_byte_identical_to_online(online, tiny_data, patche
     assert all(got[k].dtype == want[k].dtype and got[k].tobytes() == want[k].tobytes() for k in want)
     assert summary["teacher_outputs"]["mode"] == "cached"
     assert summary["teacher_outputs"]["manifest_sha256"] == sha256_of(folder / "manifest.json")
-    assert json.loads((ref / "train_summary.json").read_text())["teacher_outputs"] == {"mode": "online"}
+    assert json.loads((ref / "train_summary.json").read_text())["teacher_outputs"] == {"mode": "online", "teacher_precision": "fp32"}
 
 
 # The field's methods (docs/methods.md), one term each; skd_pairwise across channel counts (256 -> 512).

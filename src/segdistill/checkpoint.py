@@ -1,8 +1,13 @@
 """Checkpoints that survive being killed at any instant.
 
-A checkpoint is a folder `iter_<N>/` holding `model.pdparams`, `model.pdopt`, `rng.pkl` and `state.json`; the
-state records the SHA-256 of the other files. It is written into a hidden temp folder and renamed into place,
-so a folder named `iter_<N>` is either complete or absent; a file damaged later is caught by its checksum.
+A checkpoint is a folder `iter_<N>/` holding `model.pdparams`, `model.pdopt`, one `rng_rank<k>.pkl` per rank and
+`state.json`; the state records the SHA-256 of the other files. It is written into a hidden temp folder and
+renamed into place, so a folder named `iter_<N>` is either complete or absent; a file damaged later is caught by
+its checksum.
+
+Why one RNG file per rank: each rank draws from its own generators (on a GPU its own device's generator), so
+rank k must get back rank k's state; rank 0 writes every rank's (gathered by the trainer) into the one folder.
+Checkpoints written before this held one `rng.pkl` (one rank), which is read as rank 0's.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ import numpy as np
 
 from segdistill.paddle_env import paddle
 
-FILES = ("model.pdparams", "model.pdopt", "rng.pkl")
+FILES = ("model.pdparams", "model.pdopt")  # plus the RNG files, rng_file(rank)
+LEGACY_RNG = "rng.pkl"
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_rank{rank}.pkl"
 
 
 def _sha256(path: Path) -> str:
@@ -32,17 +42,28 @@ def _sha256(path: Path) -> str:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
+    """This process's generators: Python's, numpy's, Paddle's CPU one and, on a GPU, the current device's ones
+    (paddle.get_rng_state() of the current place: every visible device's generator as this process sees it)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "paddle_cpu": paddle.get_rng_state("cpu")}
+    if not paddle.get_device().startswith("cpu"):
+        state["paddle"] = paddle.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    paddle.set_rng_state(state["paddle"])
+    if "paddle_cpu" in state:
+        paddle.set_rng_state(state["paddle_cpu"], "cpu")
+    if "paddle" in state:  # the current place's generators (a legacy rng.pkl holds only these)
+        paddle.set_rng_state(state["paddle"])
 
 
-def save(save_dir: str | os.PathLike, iteration: int, model, optimizer, state: dict, keep: int | None = None) -> Path:
-    """Write `iter_<iteration>` atomically; keep at most `keep` checkpoints (newest first)."""
+def save(save_dir: str | os.PathLike, iteration: int, model, optimizer, state: dict, keep: int | None = None,
+         rng_states: list | None = None) -> Path:
+    """Write `iter_<iteration>` atomically; keep at most `keep` checkpoints (newest first).
+
+    `rng_states`: every rank's `rng_state()`, in rank order (default: this process's, as rank 0's)."""
     save_dir = Path(save_dir)
     final = save_dir / f"iter_{iteration}"
     tmp = save_dir / f".iter_{iteration}.tmp"
@@ -51,9 +72,12 @@ def save(save_dir: str | os.PathLike, iteration: int, model, optimizer, state: d
     tmp.mkdir(parents=True)
     paddle.save(model.state_dict(), str(tmp / "model.pdparams"))
     paddle.save(optimizer.state_dict(), str(tmp / "model.pdopt"))
-    with open(tmp / "rng.pkl", "wb") as fh:
-        pickle.dump(rng_state(), fh)
-    meta = dict(state, iteration=iteration, sha256={f: _sha256(tmp / f) for f in FILES})
+    rng_states = rng_states if rng_states is not None else [rng_state()]
+    for rank, rng in enumerate(rng_states):
+        with open(tmp / rng_file(rank), "wb") as fh:
+            pickle.dump(rng, fh)
+    files = list(FILES) + [rng_file(r) for r in range(len(rng_states))]
+    meta = dict(state, iteration=iteration, sha256={f: _sha256(tmp / f) for f in files})
     with open(tmp / "state.json", "w") as fh:
         json.dump(meta, fh)
         fh.flush()
@@ -85,7 +109,11 @@ def verify(path: Path) -> dict:
             meta = json.load(fh)
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"state.json unreadable ({exc})") from None
-    for name in FILES:
+    recorded = meta.get("sha256", {})
+    rng = [n for n in recorded if n.startswith("rng")]
+    if not rng:
+        raise ValueError("no RNG state recorded")
+    for name in list(FILES) + rng:
         f = path / name
         if not f.is_file():
             raise ValueError(f"{name} missing")
@@ -149,8 +177,9 @@ def check_optimizer_state(state: dict, optimizer) -> list[str]:
     return _problems("optimizer", [f"accumulators of {n}" for n in missing], unexpected, mismatched)
 
 
-def load(path: Path, model, optimizer) -> None:
-    """Restore a checkpoint strictly: any missing, unexpected or mis-shaped entry is an error naming it."""
+def load(path: Path, model, optimizer, rank: int = 0, log=None) -> None:
+    """Restore a checkpoint strictly: any missing, unexpected or mis-shaped entry is an error naming it.
+    The RNG state restored is rank `rank`'s."""
     from segdistill.errors import SegDistillError
 
     model_state = paddle.load(str(path / "model.pdparams"))
@@ -164,7 +193,15 @@ def load(path: Path, model, optimizer) -> None:
         )
     model.set_state_dict(model_state)
     optimizer.set_state_dict(opt_state)
-    with open(path / "rng.pkl", "rb") as fh:
+    rng = path / rng_file(rank)
+    if not rng.is_file() and rank == 0 and (path / LEGACY_RNG).is_file():
+        rng = path / LEGACY_RNG
+    if not rng.is_file():
+        # Only an explicit --resume_model of a run with fewer ranks gets here (the run key includes the ranks).
+        (log or print)(f"note: {path} has no RNG state of rank {rank} (written with fewer ranks); this rank "
+                       f"continues with its generators as seeded")
+        return
+    with open(rng, "rb") as fh:
         set_rng_state(pickle.load(fh))
 
 

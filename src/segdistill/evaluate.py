@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -42,8 +43,10 @@ def predict(model, images, label_hw):
     return paddle.argmax(logits, axis=1)
 
 
-def evaluate(model, dataset, num_classes: int, ignore_index: int = 255, shard=(0, 1)) -> ConfusionMatrix:
-    """Confusion matrix over `dataset` (this rank's shard: every world-th sample from rank)."""
+def evaluate(model, dataset, num_classes: int, ignore_index: int = 255, shard=(0, 1),
+             autocast=contextlib.nullcontext) -> ConfusionMatrix:
+    """Confusion matrix over `dataset` (this rank's shard: every world-th sample from rank); the forward runs
+    under `autocast()` (the trainer's, so O2's fp16/bf16 weights meet cast inputs)."""
     rank, world = shard
     cm = ConfusionMatrix(num_classes, ignore_index)
     was_training = model.training
@@ -54,7 +57,8 @@ def evaluate(model, dataset, num_classes: int, ignore_index: int = 255, shard=(0
             img = paddle.to_tensor(np.asarray(sample["img"])[None].astype("float32"))
             label = np.asarray(sample["label"]).astype("int64")
             label = label.reshape(label.shape[-2:])
-            pred = predict(model, img, label.shape)
+            with autocast():
+                pred = predict(model, img, label.shape)
             cm.update(pred.numpy()[0], label)
     if was_training:
         model.train()

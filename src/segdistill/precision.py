@@ -5,6 +5,15 @@ and needs no scaling. Everything under `autocast()` runs in the chosen precision
 for it: the student's forward and, in distillation, the teacher's. Losses are computed in fp32 from the
 (cast) logits and features. O2 casts the parameters themselves (master weights stay fp32 in the optimizer).
 
+The order is PaddleSeg's (core/train.py) and the one Paddle's `amp.decorate` docstring asks for: resume into the
+fp32 model and optimizer, then `decorate`, then `paddle.DataParallel` (its reducer fixes the gradient groups'
+dtypes when it is built). Evaluation during training runs under the same `autocast()` (PaddleSeg's core/val.py):
+under O2 the parameters are fp16/bf16 and the images fp32. The teacher is never decorated and runs at
+TEACHER_PRECISION (`teacher_region()`) both online and when its outputs are cached.
+
+The op lists are PaddleSeg's (core/train.py and core/val.py pass them to every `auto_cast`): `elementwise_add`,
+`batch_norm`, `sync_batch_norm` white, `bilinear_interp_v2` black (already black in Paddle 3.3.1's own lists).
+
 Why refuse instead of warn: Paddle's auto_cast silently does nothing off CUDA/XPU/custom devices (paddle 3.3.1:
 "amp_guard can only be enabled on CUDAPlace ... so it makes no effect"), so `--precision bf16` on a CPU would
 train in fp32 while the log and the report said bf16.
@@ -19,6 +28,9 @@ from segdistill.paddle_env import paddle
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 AMP_LEVELS = ("O1", "O2")
+WHITE_LIST = frozenset({"elementwise_add", "batch_norm", "sync_batch_norm"})  # PaddleSeg 2.8 core/train.py
+BLACK_LIST = frozenset({"bilinear_interp_v2"})
+TEACHER_PRECISION = "fp32"  # the teacher's forward, online and cached: no autocast, fp32 weights
 
 
 def supported_precisions() -> list[str]:
@@ -36,13 +48,21 @@ def supported_precisions() -> list[str]:
     return out
 
 
-def check(precision: str, amp_level: str = "O1") -> None:
+def check(precision: str, amp_level: str = "O1", world: int = 1) -> None:
     if precision not in PRECISIONS:
         raise SegDistillError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if amp_level not in AMP_LEVELS:
         raise SegDistillError(f"--amp_level {amp_level!r}: choose one of {', '.join(AMP_LEVELS)}")
     if precision == "fp32":
         return
+    if precision == "bf16" and amp_level == "O2" and world > 1:
+        # O2 makes the gradients bf16, and the data-parallel reducer of the Paddle versions read handles
+        # fp16/fp32/fp64 gradient groups only; nobody has run this combination with segdistill yet.
+        raise SegDistillError(
+            f"--precision bf16 --amp_level O2 with {world} ranks is refused: it has not been run (Paddle's "
+            f"data-parallel reducer may not all-reduce bf16 gradients). Use --amp_level O1, fp16, or one rank; "
+            f"`segdistill doctor --train` tries it on a GPU box (docs/distillation.md, 'Mixed precision')."
+        )
     ok = supported_precisions()
     if precision not in ok:
         raise SegDistillError(
@@ -55,24 +75,28 @@ def check(precision: str, amp_level: str = "O1") -> None:
 class Amp:
     """Autocast + (for fp16) loss scaling around one training step."""
 
-    def __init__(self, precision: str = "fp32", amp_level: str = "O1"):
-        check(precision, amp_level)
+    def __init__(self, precision: str = "fp32", amp_level: str = "O1", world: int = 1):
+        check(precision, amp_level, world)
         self.precision, self.level = precision, amp_level
         self.enabled = precision != "fp32"
         self.dtype = PRECISIONS[precision]
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=1024) if precision == "fp16" else None
 
     def decorate(self, models, optimizer):
-        """O2: cast the parameters (the optimizer keeps fp32 master weights). O1 and fp32: unchanged."""
+        """O2: cast the parameters (the optimizer keeps fp32 master weights). O1 and fp32: unchanged.
+
+        Call it after resuming (a checkpoint is fp32: `save_dtype`) and before wrapping in DataParallel."""
         if self.enabled and self.level == "O2":
             models, optimizer = paddle.amp.decorate(models=models, optimizers=optimizer, level="O2",
                                                     dtype=self.dtype, save_dtype="float32")
         return models, optimizer
 
     def autocast(self):
+        """The student's forward, in training and in evaluation."""
         if not self.enabled:
             return contextlib.nullcontext()
-        return paddle.amp.auto_cast(enable=True, level=self.level, dtype=self.dtype)
+        return paddle.amp.auto_cast(enable=True, level=self.level, dtype=self.dtype,
+                                    custom_white_list=set(WHITE_LIST), custom_black_list=set(BLACK_LIST))
 
     def minimize(self, loss, optimizer) -> None:
         """backward + optimizer step (scaled for fp16: steps with inf/nan gradients are skipped)."""
@@ -98,6 +122,12 @@ class Amp:
 
             self.scaler.load_state_dict({k: (np.asarray(v, dtype="float32") if k == "scale" else v)
                                          for k, v in state.items()})
+
+
+def teacher_region():
+    """Where the teacher's forward runs: outside any autocast of the caller (fp32, TEACHER_PRECISION), so the
+    online teacher computes what the cache writer stores whatever the student's precision."""
+    return paddle.amp.auto_cast(enable=False)
 
 
 def to_fp32(x):

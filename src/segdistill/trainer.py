@@ -37,7 +37,7 @@ from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
 from segdistill.losses.task import task_losses
 from segdistill.paddle_env import paddle
 from segdistill.parallel import StudentSide, parameter_digest
-from segdistill.precision import Amp, to_fp32
+from segdistill.precision import TEACHER_PRECISION, Amp, to_fp32
 
 
 class NonFiniteLoss(SegDistillError):
@@ -91,7 +91,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._log(check_devices(self.world))  # fails at once when leased GPUs cannot be used
-        self.amp = Amp(spec.precision, spec.amp_level)
+        self.amp = Amp(spec.precision, spec.amp_level, self.world)
         self.save_dir = Path(spec.save_dir)
         self.dic = experiment_dict(
             spec.config, data_root=spec.data_root, iters=spec.iters, batch_size=spec.batch_size,
@@ -125,22 +125,27 @@ class Trainer:
         # One Layer holding the student and the connectors: one DataParallel all-reduces the gradients of both.
         # It is the one object a step asks for (logits, losses), with or without a teacher.
         self.student_side = StudentSide(self.model, self.distiller)
-        self.net = paddle.DataParallel(self.student_side) if self.world > 1 else self.student_side
         # What the optimizer trains and a checkpoint holds: the student plus any connectors.
-        trainable = paddle.nn.LayerList([self.model] + ([self.distiller] if self.distiller else []))
-        self.trainable = trainable
+        self.trainable = paddle.nn.LayerList([self.model] + ([self.distiller] if self.distiller else []))
         self.lr = self.builder.lr_scheduler
         opt_cfg = self.builder.config.optimizer_cfg
         # PaddleSeg maps SGD+momentum to Momentum; its factory takes (model, lr) and we pass student+connectors.
         if opt_cfg.get("type") in ("SGD", "sgd") and "momentum" in opt_cfg:
             opt_cfg["type"] = "Momentum"
-        self.optimizer = self.builder.build_component(opt_cfg)(trainable, self.lr)
-        teacher = self.distiller.teacher if self.distiller else None
-        models = [trainable] + ([teacher] if teacher is not None else [])
-        _, self.optimizer = self.amp.decorate(models, self.optimizer)
+        self.optimizer = self.builder.build_component(opt_cfg)(self.trainable, self.lr)
         self.vdl = None
         self._best_store = self.save_dir / "checkpoints_best" / "model.pdparams"
         self.run_key = self._run_key()
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """PaddleSeg's order (core/train.py; Paddle's amp.decorate docstring): resume into the fp32 model and
+        optimizer (checkpoints are fp32, and set_value into O2's fp16/bf16 parameters fails), then decorate
+        (O2 casts the parameters in place), then DataParallel (its reducer fixes the gradient groups' dtypes when
+        built). The teacher is not decorated: it runs in fp32 (segdistill.distill.teachers.run_teacher)."""
+        self.resumed = self._resume()
+        self.amp.decorate([self.trainable], self.optimizer)
+        self.net = paddle.DataParallel(self.student_side) if self.world > 1 else self.student_side
 
     def _run_key(self) -> str:
         """SHA-256 of what decides this run's result: the resolved experiment (data paths aside), the training
@@ -181,9 +186,9 @@ class Trainer:
             return None
         source = self.distiller.source
         if not source.cached:
-            return {"mode": "online"}
+            return {"mode": "online", "teacher_precision": TEACHER_PRECISION}
         return {"mode": "cached", "folder": str(source.folder), "manifest_sha256": source.manifest_sha256,
-                "dtype": source.manifest["dtype"]}
+                "dtype": source.manifest["dtype"], "teacher_precision": TEACHER_PRECISION}
 
     # -- the loop -------------------------------------------------------------------------------------------
     def _resume(self) -> tuple[int, dict]:
@@ -209,7 +214,7 @@ class Trainer:
                 path, meta = None, None
         if path is None:
             return 0, {"best_miou": -1.0, "best_iter": 0, "train_log": [], "eval_log": []}
-        checkpoint.load(path, self.trainable, self.optimizer)
+        checkpoint.load(path, self.trainable, self.optimizer, rank=self.rank, log=self._log)
         self.lr.set_state_dict(meta["lr_scheduler"])
         self.amp.set_state_dict(meta.get("amp", {}))
         self._log(f"resumed from {path} (iteration {meta['iteration']})")
@@ -268,6 +273,17 @@ class Trainer:
                 f"gradients are not synchronised across ranks"
             )
 
+    def _gather_rng(self) -> list:
+        """Every rank's generator state, in rank order (rank 0 writes them all into the checkpoint)."""
+        mine = checkpoint.rng_state()
+        if self.world == 1:
+            return [mine]
+        import paddle.distributed as dist
+
+        states = []
+        dist.all_gather_object(states, mine)
+        return states
+
     def _all_mean(self, value: float) -> float:
         if self.world == 1:
             return value
@@ -278,12 +294,14 @@ class Trainer:
         return float(t.numpy()[0]) / self.world
 
     def _eval(self):
-        cm = evaluate(self.model, self.val_ds, self.num_classes, self.ignore_index, (self.rank, self.world))
+        # Under the training autocast, as PaddleSeg's core/val.py: with O2 the weights are fp16/bf16.
+        cm = evaluate(self.model, self.val_ds, self.num_classes, self.ignore_index, (self.rank, self.world),
+                      autocast=self.amp.autocast)
         return metrics_record(reduce_matrix(cm), self.class_names)
 
     def run(self) -> dict:
         spec = self.spec
-        start, meta = self._resume()
+        start, meta = self.resumed
         best_miou, best_iter = meta["best_miou"], meta["best_iter"]
         train_log, eval_log = list(meta["train_log"]), list(meta["eval_log"])
         if self.is_main:
@@ -342,12 +360,13 @@ class Trainer:
                     checkpoint.save_weights(self.model, self._best_store)
                 if self.world > 1:
                     self._check_ranks_agree(it)
+                rng_states = self._gather_rng()
                 if self.is_main:
                     state = {"run_key": self.run_key, "best_miou": best_miou, "best_iter": best_iter,
                              "train_log": train_log, "eval_log": eval_log, "lr_scheduler": self.lr.state_dict(),
                              "amp": self.amp.state_dict()}
                     last_ckpt = checkpoint.save(self.save_dir, it, self.trainable, self.optimizer, state,
-                                                spec.keep_checkpoint_max)
+                                                spec.keep_checkpoint_max, rng_states=rng_states)
                     # Fault-injection hook for the kill tests: die right after a given checkpoint is written.
                     if os.environ.get("SEGDISTILL_DIE_AFTER_ITER") == str(it):
                         os._exit(137)

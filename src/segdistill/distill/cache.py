@@ -18,6 +18,10 @@ time with the same call, which on the same float32 values gives the same bits as
 that holds is checked on the first batch (not assumed from the model's type); otherwise the full-size logits are
 stored. The manifest records which.
 
+The teacher's forward runs in fp32 outside any autocast here and online alike
+(segdistill.distill.teachers.run_teacher; the manifest's `teacher.precision`), whatever the student trains in;
+the dtype below is only how the result is stored.
+
 Dtypes: float16 (default), bfloat16 (stored as uint16 bit patterns, numpy has no bfloat16; rounded to nearest
 even), float32 (bit-identical to the online teacher).
 """
@@ -36,6 +40,7 @@ from segdistill.config import DATA_PATH_KEYS
 from segdistill.data.fetch import sha256_of
 from segdistill.distill.recorder import LOGITS, Recorder, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
+from segdistill.precision import TEACHER_PRECISION
 
 FORMAT = 2  # 2: each tensor file's size and SHA-256 in the manifest
 DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
@@ -108,8 +113,9 @@ def logits_rule(model, images) -> dict | None:
     names = {n for n, _ in model.named_sublayers()}
     if HEAD not in names or not hasattr(model, "align_corners") or getattr(model, "data_format", "NCHW") != "NCHW":
         return None
-    with paddle.no_grad(), Recorder(model, [HEAD]) as rec:
-        out = model(images)
+    from segdistill.distill.teachers import run_teacher
+
+    rec, out = run_teacher(model, Recorder(model, [HEAD]), images)
     logits = out[0] if isinstance(out, (list, tuple)) else out
     head = rec.get(HEAD)
     if head is None or len(head.shape) != 4 or len(logits.shape) != 4:
@@ -181,7 +187,7 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
                            ignore_index=ignore_index(sdic)) for r in range(ranks)]
     key = stream_key(streams[0], iterations)
     teacher = build_model(tdic, teacher_config)
-    from segdistill.distill.teachers import freeze
+    from segdistill.distill.teachers import freeze, run_teacher
     from segdistill.distill.recorder import check_names
 
     check_names(teacher, names, "teacher")
@@ -192,8 +198,8 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
     recorder = Recorder(teacher, record)
 
     def tensors(images) -> dict:
-        with paddle.no_grad(), recorder as feats:
-            outputs = model_outputs(teacher(images))
+        feats, logits = run_teacher(teacher, recorder, images)
+        outputs = model_outputs(logits)
         check_outputs(outputs, names, "teacher", "eval")
         feats.update({n: outputs[n] for n in names if n in outputs})
         if rule:
@@ -247,7 +253,7 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
         manifest = {
             "format": FORMAT,
             "teacher": {"config": str(teacher_config), "weights": str(weights),
-                        "weights_sha256": sha256_of(weights)},
+                        "weights_sha256": sha256_of(weights), "precision": TEACHER_PRECISION},
             "data": {"sha256": data_digest(sdic["train_dataset"], dataset, validation),
                      "student_config": str(student_config),
                      "validation_sha256": sha256_of(validation) if validation else None},
@@ -335,6 +341,12 @@ def check_manifest(manifest: dict, expected: dict, names, source) -> None:
         raise SegDistillError(
             f"{source}: teacher.weights_sha256 is {manifest['teacher']['weights_sha256']} in the cache but this run's "
             f"teacher ({expected['weights']}) has {expected['weights_sha256']}: the cache is of another teacher")
+    # Caches written before the field existed were computed the same way (fp32, no autocast).
+    precision = manifest["teacher"].get("precision", "fp32")
+    if precision != TEACHER_PRECISION:
+        raise SegDistillError(
+            f"{source}: teacher.precision is {precision} in the cache but this segdistill runs the teacher in "
+            f"{TEACHER_PRECISION}; recompute the teacher outputs")
     if manifest["data"]["sha256"] != expected["data_sha256"]:
         raise SegDistillError(
             f"{source}: data.sha256 differs: the cache was made from other data or train transforms than this "

@@ -14,6 +14,7 @@ import numpy as np
 
 from segdistill.distill.recorder import Recorder, check_names, check_outputs, model_outputs, output_index
 from segdistill.paddle_env import paddle
+from segdistill.precision import teacher_region
 
 
 class OnlineTeacher:
@@ -29,8 +30,8 @@ class OnlineTeacher:
         freeze(model)
 
     def features(self, images, it=None) -> dict:
-        with paddle.no_grad(), self._rec as feats:
-            outputs = model_outputs(self.model(images))
+        feats, logits = run_teacher(self.model, self._rec, images)
+        outputs = model_outputs(logits)
         check_outputs(outputs, self._outputs, "teacher", "eval")  # the probe's call fails before training
         feats.update({n: outputs[n] for n in self._outputs})
         return feats
@@ -38,6 +39,14 @@ class OnlineTeacher:
     def probe(self, images) -> dict:
         """{name: shape} of this rank's batch, from one forward on a real batch."""
         return {k: list(v.shape) for k, v in self.features(images).items()}
+
+
+def run_teacher(model, recorder, images):
+    """The teacher's forward as both sources run it (online, and the cache writer): no autograd, and outside the
+    caller's autocast, at segdistill.precision.TEACHER_PRECISION. Returns (recorded tensors, model output)."""
+    with paddle.no_grad(), teacher_region(), recorder as feats:
+        logits = model(images)
+    return feats, logits
 
 
 @contextlib.contextmanager
