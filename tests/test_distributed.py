@@ -84,3 +84,43 @@ def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):
                                  str(tmp_path / "cache")], log_dir=tmp_path / "l3", threads=1, nprocs=2) == 0
     assert (tmp_path / "cached/train_log.csv").read_bytes() == (tmp_path / "two/train_log.csv").read_bytes()
     assert json.loads((tmp_path / "cached/train_summary.json").read_text())["teacher_outputs"]["mode"] == "cached"
+
+
+RANK_RUN = """
+import os, pickle, sys
+from segdistill import checkpoint, trainer
+rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+# Seeds differ per rank here (a test device: the trainer seeds every rank alike, as PaddleSeg), so each rank's
+# generators hold something of their own and a mix-up of the ranks' files shows.
+real_seed = trainer.seed_everything
+trainer.seed_everything = lambda seed: real_seed(seed + 100 * rank)
+data, save_dir, out = sys.argv[1:4]
+t = trainer.Trainer(trainer.TrainSpec(config=sys.argv[4], save_dir=save_dir, data_root=data, iters=4, batch_size=2,
+                                      save_interval=2, do_eval=False))
+if out == "-":
+    t.run()
+else:  # the generators right after the resume
+    with open(os.path.join(out, f"restored{rank}.pkl"), "wb") as fh:
+        pickle.dump(checkpoint.rng_state(), fh)
+"""
+
+
+def test_each_rank_resumes_its_own_rng_state(tiny_data, tmp_path, monkeypatch):
+    import pickle
+
+    script = tmp_path / "rank_run.py"
+    script.write_text(RANK_RUN)
+    run = [sys.executable, str(script), str(tiny_data), str(tmp_path / "run")]
+    monkeypatch.setenv("SEGDISTILL_DIE_AFTER_ITER", "2")  # killed after its first checkpoint: unfinished
+    devices.run(0, run + ["-", STUDENT], log_dir=tmp_path / "l1", threads=1, nprocs=2)
+    monkeypatch.delenv("SEGDISTILL_DIE_AFTER_ITER")
+    ckpt = tmp_path / "run" / "iter_2"
+    assert sorted(p.name for p in ckpt.glob("rng*")) == ["rng_rank0.pkl", "rng_rank1.pkl"]
+    saved = [pickle.loads((ckpt / f"rng_rank{r}.pkl").read_bytes()) for r in (0, 1)]
+    assert saved[0]["python"] != saved[1]["python"]  # gathered from each rank, not rank 0's twice
+    assert devices.run(0, run + [str(tmp_path), STUDENT], log_dir=tmp_path / "l2", threads=1, nprocs=2) == 0
+    for r in (0, 1):
+        restored = pickle.loads((tmp_path / f"restored{r}.pkl").read_bytes())
+        assert restored["python"] == saved[r]["python"], f"rank {r}"
+        assert all(np.array_equal(a, b) for a, b in zip(restored["numpy"], saved[r]["numpy"]))
+        assert pickle.dumps(restored["paddle_cpu"]) == pickle.dumps(saved[r]["paddle_cpu"])

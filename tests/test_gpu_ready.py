@@ -36,6 +36,38 @@ def test_job_that_leased_a_gpu_fails_without_cuda_paddle(tiny_data, tmp_path):
     assert not (tmp_path / "run" / "train_summary.json").exists()
 
 
+
+def _leasing_commands() -> list[str]:
+    """The subcommands the workflow runs under a device lease (segdistill.jobs.run_on_devices)."""
+    found = []
+    for script in sorted((ROOT / "workflow/scripts").glob("*.py")):
+        text = script.read_text()
+        if "run_on_devices(" in text:
+            found += re.findall(r'argv = \["([\w-]+)"', text)
+    return found
+
+
+def test_every_job_that_leases_a_device_checks_it(tmp_path, monkeypatch, capsys):
+    """A leased GPU with a CPU build of Paddle stops every leasing job before it reads anything (the arguments
+    here name files that do not exist, so only the device check can be the error)."""
+    import argparse
+
+    import segdistill.cli
+
+    commands = _leasing_commands()
+    assert {"train", "teacher-outputs", "cost"} <= set(commands)
+    monkeypatch.setenv("SEGDISTILL_LEASED_GPUS", "0")
+    sub = next(a for a in segdistill.cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in commands:
+        argv = [command]
+        for action in sub.choices[command]._actions:
+            if action.required:
+                argv += [action.option_strings[0], str(tmp_path / "missing" / action.dest)]
+        assert segdistill.cli.main(argv) == 2, command
+        err = capsys.readouterr().err
+        assert "leased GPU(s) 0 but the installed Paddle" in err and "is a CPU build" in err, (command, err)
+    assert not (tmp_path / "missing").exists()
+
 def test_job_log_names_device_and_versions(monkeypatch):
     monkeypatch.delenv("SEGDISTILL_LEASED_GPUS", raising=False)
     line = check_devices()

@@ -260,8 +260,9 @@ def run(
 ) -> int:
     """Lease `n` devices, run `cmd` on them and return its exit code.
 
-    The child sees CUDA_VISIBLE_DEVICES = the leased ids ("" on CPU) and OMP/MKL/OpenBLAS threads = `threads`
-    per rank. More than one leased device, or `nprocs` > 1 on CPU, runs `cmd` under
+    The child sees CUDA_VISIBLE_DEVICES = the leased ids ("" on CPU), CUDA_DEVICE_ORDER=PCI_BUS_ID (the order of
+    the pool's `nvidia-smi` ids), SEGDISTILL_LEASED_GPUS = the leased ids and OMP/MKL/OpenBLAS threads =
+    `threads` per rank. More than one leased device, or `nprocs` > 1 on CPU, runs `cmd` under
     `paddle.distributed.launch` with its log folder `log_dir`. SIGTERM/SIGINT are passed on to the command.
     """
     cmd = [str(c) for c in cmd]
@@ -282,6 +283,9 @@ def run(
         env = dict(os.environ)
         # The command checks this against what Paddle can use (segdistill.doctor.check_devices).
         env["SEGDISTILL_LEASED_GPUS"] = ",".join(leased)
+        # Pool ids are nvidia-smi's, which numbers GPUs in PCI bus order; CUDA's default (FASTEST_FIRST) can
+        # number a mixed box differently, and CUDA_VISIBLE_DEVICES would then name another card than leased.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         if leased:
             if nprocs not in (None, len(leased)):
                 raise SegDistillError(

@@ -237,7 +237,8 @@ class Trainer:
         """One optimisation step on the batch of iteration `it`: (total loss, {part name: loss}); parts are the
         task losses (`ce`, `ce_1`, ... by loss type and output, segdistill.losses.task) and the terms.
 
-        Student and (in distillation) an online teacher's forward run under the same autocast; the losses in fp32.
+        The student's forward runs under the autocast, an online teacher's in fp32 outside it (run_teacher);
+        the losses in fp32.
         With cached teacher outputs the teacher's tensors of iteration `it` (this rank's slice) are read here and
         handed to the forward as arguments (so DataParallel over StudentSide sees them as inputs)."""
         teacher_feats = None

@@ -160,8 +160,10 @@ def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, d
     from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes
     from segdistill.data.stream import KeyedStream
     from segdistill.distill.terms import read_terms_file, resolve_terms
+    from segdistill.doctor import check_devices
     from segdistill.paddle_env import paddle
 
+    log(check_devices())  # a job that leased GPUs Paddle cannot use stops here, as training does
     if dtype not in DTYPES:
         raise SegDistillError(f"cache.dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
     if ranks < 1:
