@@ -9,7 +9,7 @@ GPU    ?=
 PADDLE_INDEX   := https://www.paddlepaddle.org.cn/packages/stable
 PADDLE_VERSION := $(shell sed -n 's/^paddlepaddle==//p' requirements/stack.txt)
 
-.PHONY: run test install dry-run lint report clean bench
+.PHONY: run test install dry-run lint report clean bench gpu-check
 
 $(BIN)/.installed: requirements/stack.txt requirements/dev.txt requirements/paddle-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ lint: install
 
 report: install
 	$(BIN)/snakemake --report results/report/report.html
+
+# Tiny trainings per precision/level (train, eval, resume) and a 2-GPU distillation: what works on this box.
+gpu-check: install
+	$(BIN)/segdistill doctor --train
 
 bench: install
 	$(BIN)/python bench/distill_step.py

@@ -168,8 +168,8 @@ def test_online_teacher_is_not_decorated_and_runs_outside_the_autocast(tiny_data
     monkeypatch.setattr(paddle.amp, "auto_cast", auto_cast)
     t = Trainer(TrainSpec(config=STUDENT, save_dir=str(tmp_path / "o1"), data_root=str(tiny_data), iters=2,
                           batch_size=2, precision="fp16", amp_level="O1", teacher_config=patched_teacher))
-    t.model.register_forward_pre_hook(lambda layer, inputs: seen.setdefault("student", list(stack)) and None)
-    t.distiller.teacher.register_forward_pre_hook(lambda layer, inputs: seen.setdefault("teacher", list(stack)) and None)
+    for name, model in (("student", t.model), ("teacher", t.distiller.teacher)):
+        model.register_forward_pre_hook(lambda layer, inputs, name=name: seen.setdefault(name, list(stack)) and None)
     t.step(*map(paddle.to_tensor, t.stream.batch(1)), it=1)
     assert seen == {"student": [True], "teacher": [True, False]}
 
@@ -233,3 +233,36 @@ def test_checkpoint_without_rank_files_is_damaged(tmp_path):
     (path / "rng_rank1.pkl").write_bytes(b"")
     with pytest.raises(ValueError, match="rng_rank1.pkl does not match"):
         checkpoint.verify(path)
+
+
+def test_several_gpu_ranks_get_paddleseg_sync_batch_norm_one_rank_or_cpu_plain(monkeypatch):
+    """SyncBN is PaddleSeg's (layers.SyncBatchNorm in its models, kept; the connectors use it too): synchronised
+    over several GPU ranks, plain BatchNorm2D on one rank or on CPU ranks (no SyncBN kernel there)."""
+    from segdistill.config import build_model, experiment_dict
+    from segdistill.distill.connectors import Conv1x1
+
+    def kinds():
+        dic = experiment_dict(STUDENT, pretrained_backbone=False)
+        layers = list(build_model(dic, STUDENT).sublayers()) + list(Conv1x1(4, 8, bn=True).sublayers())
+        return {type(layer).__name__ for layer in layers if "BatchNorm" in type(layer).__name__}
+
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
+    assert kinds() == {"BatchNorm2D"}  # CPU ranks
+    monkeypatch.setattr(paddle, "get_device", lambda: "gpu:0")
+    assert kinds() == {"SyncBatchNorm"}
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "1")
+    assert kinds() == {"BatchNorm2D"}
+
+
+def test_deterministic_mode_sets_the_cudnn_flag_on_a_cuda_build_only(monkeypatch):
+    import segdistill.cli
+
+    args = segdistill.cli.parser().parse_args(["train", "--config", "c.yml", "--save_dir", "s", "--deterministic"])
+    assert segdistill.cli._spec(args, config="c.yml").deterministic is True
+    flags = []
+    monkeypatch.setattr(paddle, "set_flags", lambda f: flags.append(f))
+    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: False)
+    assert "nothing to set" in precision.set_deterministic() and flags == []
+    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: True)
+    assert "FLAGS_cudnn_deterministic=True" in precision.set_deterministic()
+    assert flags == [{"FLAGS_cudnn_deterministic": True}]

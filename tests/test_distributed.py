@@ -59,8 +59,9 @@ def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):
     two = pd.read_csv(tmp_path / "two/train_log.csv")
     assert list(one.iter) == list(two.iter) == [1, 2, 3, 4]
     # Same data, same initial weights, same global batch. What still differs is BatchNorm: its statistics come
-    # from each rank's 2 images instead of 4 (PaddleSeg's multi-GPU training does the same without SyncBN), and the
-    # ASPP's dropout (p=0.1), whose masks each rank draws for its own half of the batch. They move the CE of the
+    # from each rank's 2 images instead of 4 (on CPU ranks PaddleSeg's SyncBatchNorm is a plain BatchNorm2D,
+    # docs/distillation.md), and the ASPP's dropout (p=0.1), whose masks each rank draws for its own half of the
+    # batch. They move the CE of the
     # first step by about 1% (measured 0.3-1.2% depending on the draws) and the feature term (CWD on
     # BN-normalised ASPP output, measured 8%) more; the exact check of the sync is the parameter digests above,
     # not these tolerances.

@@ -43,6 +43,8 @@ def _training_flags(p):
           help="mixed precision (GPU only; fp16 with loss scaling), as PaddleSeg's --precision")
     _flag(p, "amp_level", default="O1", choices=["O1", "O2"],
           help="O1: cast per op (white list); O2: cast the parameters too (fp32 master weights)")
+    _flag(p, "deterministic", action="store_true",
+          help="GPU: cuDNN's deterministic algorithms (FLAGS_cudnn_deterministic); see docs/distillation.md")
     _flag(p, "resume_model", default=None, help="checkpoint folder to resume from (default: newest valid in save_dir)")
     _flag(p, "do_eval", action="store_true")
     _flag(p, "use_vdl", action="store_true")
@@ -59,7 +61,8 @@ def _spec(args, **extra):
 
     keys = ("save_dir", "data_root", "iters", "batch_size", "learning_rate", "save_interval", "log_iters",
             "keep_checkpoint_max", "seed", "num_workers", "resume_model", "do_eval", "use_vdl", "class_names",
-            "pretrained_cache", "precision", "amp_level", "data_seed", "teacher_outputs", "data_record")
+            "pretrained_cache", "precision", "amp_level", "data_seed", "teacher_outputs", "data_record",
+            "deterministic")
     return TrainSpec(**{k: getattr(args, k) for k in keys}, pretrained_backbone=not args.no_pretrained_backbone,
                      **extra)
 
@@ -232,7 +235,14 @@ def cmd_doctor(args):
     from segdistill.doctor import report
 
     text, ok = report(args.requirements)
-    print(text)
+    print(text, flush=True)
+    if args.train:
+        from segdistill.gpu_check import gpu_check, table
+
+        rows = gpu_check(args.config, args.work, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print("\n" + table(rows))
+        if any(r.status == "FAILED" for r in rows):
+            raise SegDistillError("some training cases failed (see the table; tracebacks above)")
     if args.strict and not ok:
         raise SegDistillError("the installed stack or devices do not match (see above)")
 
@@ -398,6 +408,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="paddle build, CUDA, cuDNN, NCCL, devices, and the installed stack vs the pins")
     _flag(p, "requirements", default=None, help="folder of requirements/*.txt (default: the source checkout's)")
     _flag(p, "strict", action="store_true", help="exit non-zero when anything does not match")
+    _flag(p, "train", action="store_true",
+          help="also train tiny models per precision/level (train, eval, resume) and, with 2 GPUs, distil over "
+               "both; prints a table (docs/scaling.md, 'Checking a GPU box')")
+    _flag(p, "config", default=None, help="with --train: the PaddleSeg YAML to train (default: the CPU student)")
+    _flag(p, "work", default=None, help="with --train: keep the runs in this folder (default: a temp folder)")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("provenance", help="package versions, config hashes, git commit, machine, date -> JSON")

@@ -36,7 +36,8 @@ class StudentSide(paddle.nn.Layer):
 
 def parameter_digest(layer) -> str:
     """SHA-256 of the trainable parameters. Not BatchNorm's running mean/variance: Paddle keeps them as
-    parameters that take no gradient, and they follow each rank's own images (as in PaddleSeg without SyncBN)."""
+    parameters that take no gradient, and on CPU ranks they follow each rank's own images (PaddleSeg's
+    `layers.SyncBatchNorm` is a plain BatchNorm2D there; on several GPU ranks it is nn.SyncBatchNorm)."""
     h = hashlib.sha256()
     for name, p in layer.named_parameters():
         if p.stop_gradient:

@@ -124,6 +124,17 @@ class Amp:
                                          for k, v in state.items()})
 
 
+def set_deterministic() -> str:
+    """Opt-in GPU determinism: cuDNN's deterministic algorithms (FLAGS_cudnn_deterministic), no autotuned
+    choice between runs. It does not make every kernel deterministic (atomic-add backward kernels such as
+    bilinear interpolation's stay as they are). A CPU build has no such flag: CPU runs are repeatable already
+    (same machine, same threads). Returns the line the job logs."""
+    if not paddle.is_compiled_with_cuda():
+        return "deterministic: CPU build, nothing to set (CPU runs repeat bit for bit on the same machine)"
+    paddle.set_flags({"FLAGS_cudnn_deterministic": True})
+    return "deterministic: FLAGS_cudnn_deterministic=True (cuDNN's deterministic algorithms)"
+
+
 def teacher_region():
     """Where the teacher's forward runs: outside any autocast of the caller (fp32, TEACHER_PRECISION), so the
     online teacher computes what the cache writer stores whatever the student's precision."""

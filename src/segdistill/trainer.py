@@ -37,7 +37,7 @@ from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
 from segdistill.losses.task import task_losses
 from segdistill.paddle_env import paddle
 from segdistill.parallel import StudentSide, parameter_digest
-from segdistill.precision import TEACHER_PRECISION, Amp, to_fp32
+from segdistill.precision import TEACHER_PRECISION, Amp, set_deterministic, to_fp32
 
 
 class NonFiniteLoss(SegDistillError):
@@ -67,6 +67,7 @@ class TrainSpec:
     pretrained_backbone: bool = True
     precision: str = "fp32"  # fp32 | fp16 | bf16 (PaddleSeg's --precision, plus bf16)
     amp_level: str = "O1"
+    deterministic: bool = False  # GPU: cuDNN's deterministic algorithms (segdistill.precision.set_deterministic)
     data_seed: int | None = None  # the data stream's key; None -> seed
     teacher_outputs: str | None = None  # a teacher-outputs folder: the teacher's tensors are read, not computed
     data_record: str | None = None  # the data validation record (validation.json), part of the data digest
@@ -92,6 +93,8 @@ class Trainer:
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._log(check_devices(self.world))  # fails at once when leased GPUs cannot be used
         self.amp = Amp(spec.precision, spec.amp_level, self.world)
+        if spec.deterministic:
+            self._log(set_deterministic())
         self.save_dir = Path(spec.save_dir)
         self.dic = experiment_dict(
             spec.config, data_root=spec.data_root, iters=spec.iters, batch_size=spec.batch_size,
@@ -162,6 +165,7 @@ class Trainer:
                     "seed": spec.seed, "data_seed": self.data_seed, "world": self.world,
                     "precision": spec.precision, "amp_level": spec.amp_level, "do_eval": spec.do_eval,
                     "save_interval": spec.save_interval,
+                    **({"deterministic": True} if spec.deterministic else {}),  # keys of earlier runs unchanged
                     "distill": getattr(self.distiller, "identity", None) if self.distiller else None}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -373,7 +377,8 @@ class Trainer:
                         os._exit(137)
         summary = {"config": spec.config, "seed": spec.seed, "data_seed": self.data_seed, "iters": self.iters,
                    "batch_size": self.batch_size, "global_batch_size": self.batch_size * self.world,
-                   "precision": spec.precision, "amp_level": spec.amp_level, "best_miou": best_miou,
+                   "precision": spec.precision, "amp_level": spec.amp_level, "deterministic": spec.deterministic,
+                   "best_miou": best_miou,
                    "best_iter": best_iter, "world_size": self.world,
                    "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
                    "teacher_outputs": self._teacher_outputs_record(),

@@ -8,6 +8,8 @@ for key in ("save_interval", "log_iters", "keep_checkpoint_max", "precision", "a
     argv += [f"--{key}", p.train[key]]
 if p.train["use_vdl"]:
     argv.append("--use_vdl")
+if p.train.get("deterministic"):
+    argv.append("--deterministic")
 if not p.pretrained_backbones:
     argv.append("--no_pretrained_backbone")
 if "teacher_config" in i.keys():

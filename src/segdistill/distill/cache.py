@@ -108,8 +108,6 @@ def _upsample(logits, size, align_corners):
 def logits_rule(model, images) -> dict | None:
     """{'layer': 'head', 'mode': 'bilinear', 'align_corners': ..} when the model's first output is exactly the
     bilinear upsampling of its head's first output (checked on `images`), else None (store full-size logits)."""
-    from segdistill.paddle_env import paddle
-
     names = {n for n, _ in model.named_sublayers()}
     if HEAD not in names or not hasattr(model, "align_corners") or getattr(model, "data_format", "NCHW") != "NCHW":
         return None

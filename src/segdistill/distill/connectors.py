@@ -13,13 +13,20 @@ from segdistill.paddle_env import paddle
 nn = paddle.nn
 
 
+def _sync_batch_norm(channels: int):
+    from paddleseg.models import layers
+
+    return layers.SyncBatchNorm(channels)
+
+
 class Conv1x1(nn.Layer):
     """1x1 convolution, optionally followed by batch norm (as in CIRKD / mmrazor's ConvModule connector)."""
 
     def __init__(self, in_channels: int, out_channels: int, bn: bool = False):
         super().__init__()
         self.conv = nn.Conv2D(in_channels, out_channels, 1, bias_attr=not bn)
-        self.bn = nn.BatchNorm2D(out_channels) if bn else None
+        # PaddleSeg's SyncBatchNorm, as in the models: synchronised over several GPU ranks, BatchNorm2D otherwise.
+        self.bn = _sync_batch_norm(out_channels) if bn else None
 
     def forward(self, x):
         x = self.conv(x)
