@@ -315,3 +315,44 @@ def test_diff_test_is_scipys_one_sample_t_test(d):
         ci = res.confidence_interval(level)
         assert (ours["ci_low"], ours["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
         assert ours["p_value"] == pytest.approx(res.pvalue)
+
+
+def _write(tmp_path, recs):
+    paths = []
+    for r in recs:
+        p = tmp_path / "eval" / (r["run"].replace("/", "_") + ".json")
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(json.dumps(r))
+        paths.append(p)
+    return paths
+
+
+def test_summary_md_is_rendered_from_stats_json(tmp_path):
+    """summary.md prints what stats.json says (it computes nothing), and refuses statistics of another split."""
+    _, recs = _kl_cwd_records(np.random.default_rng(9))
+    paths = _write(tmp_path, recs)
+    st = stats.write_stats(paths, tmp_path / "stats.json", min_effect=1.0)
+    assert [p["min_effect"] for p in st["power"]] == [pytest.approx(0.01)] * 2
+    assert {p["min_effect_source"] for p in st["power"]} == {"report.min_effect"}
+    st["verdicts"][0]["sentence"] = "kl: a sentence only stats.json holds"
+    st["pairs"][0]["sentence"] = "kl_cwd − kl: a pair only stats.json holds"
+    (tmp_path / "stats.json").write_text(json.dumps(st))
+    write_summary(paths, tmp_path / "stats.json", tmp_path / "summary.csv", tmp_path / "summary.md")
+    md = (tmp_path / "summary.md").read_text()
+    assert md.splitlines()[0] == "- kl: a sentence only stats.json holds"
+    assert "- kl_cwd − kl: a pair only stats.json holds" in md
+    with pytest.raises(SegDistillError, match="statistics on the 'test' split, the summary asks for 'val'"):
+        write_summary(paths, tmp_path / "stats.json", tmp_path / "s2.csv", tmp_path / "s2.md", split="val")
+    assert not (tmp_path / "s2.md").exists()
+
+
+def test_a_sweep_study_schedules_the_sweep_figure(tmp_path):
+    from conftest import run_snakemake, tiny_config
+    from test_own_study import job_counts
+
+    config = tiny_config(tmp_path, sweep={"method": "kl_cwd", "grid": {"weight": [1, 2]}})
+    proc = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", config)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["figure_sweep"] == 1 and counts["figure_forest"] == 1
+    plain = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", tiny_config(tmp_path))
+    assert "figure_sweep" not in job_counts(plain.stdout + plain.stderr)
