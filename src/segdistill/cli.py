@@ -169,7 +169,7 @@ def cmd_summary(args):
 def cmd_fetch_backbone(args):
     from segdistill.pretrained import fetch_backbone
 
-    print(fetch_backbone(args.url, args.cache))
+    print(fetch_backbone(args.url, args.cache, sha256=args.sha256))
 
 
 def cmd_stats(args):
@@ -362,6 +362,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-backbone", help="download and cache a `pretrained:` backbone URL")
     p.add_argument("url")
     _flag(p, "cache", default="resources/pretrained")
+    _flag(p, "sha256", default=None, help="the file's published SHA-256: a download that differs is refused")
     p.set_defaults(func=cmd_fetch_backbone)
 
     p = sub.add_parser("stats", help="evaluation JSONs -> stats.json (per-arm mean ± std, paired gains, best setting)")

@@ -113,6 +113,13 @@ def backbone_inputs(wildcards):
     return list(BACKBONES.values())
 
 
+def backbone_url(name):
+    """The `pretrained:` URL cached under resources/pretrained/<name>/."""
+    return next(
+        u for u, p in BACKBONES.items() if p.startswith(f"resources/pretrained/{name}/")
+    )
+
+
 def run_model(run):
     return f"{run_dir(run)}/best_model/model.pdparams"
 

@@ -90,19 +90,18 @@ rule validate_data:
         "../scripts/validate_data.py"
 
 
+# Offline, the error names resources/pretrained/{name}/download/<file>: a file put there is what the rerun reads.
 rule fetch_backbone:
     output:
-        "resources/pretrained/{name}/model.pdparams",
+        model="resources/pretrained/{name}/model.pdparams",
+        source="resources/pretrained/{name}/source.json",
     log:
         "logs/data/fetch_backbone_{name}.log",
     localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
-        url=lambda wc: next(
-            u
-            for u, p in BACKBONES.items()
-            if p.startswith(f"resources/pretrained/{wc.name}/")
-        ),
+        url=lambda wc: backbone_url(wc.name),
+        sha256=lambda wc: config["pretrained_sha256"].get(backbone_url(wc.name)),
     script:
         "../scripts/fetch_backbone.py"

@@ -260,6 +260,8 @@ rule provenance:
         terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
         # How each distilled run's teacher tensors came: cached (with the cache manifest's hash) or online.
         summaries=expand("results/runs/{run}/train_summary.json", run=DISTILLED_RUNS),
+        # The backbone files the runs loaded: their digests (and whether a pin verified them) are recorded.
+        backbones=backbone_inputs,
         results=[
             rules.summary.output.csv,
             rules.stats.output[0],

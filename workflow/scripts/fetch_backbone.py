@@ -5,4 +5,4 @@ from segdistill.pretrained import fetch_backbone
 
 # The cache is the folder above `<name>/model.pdparams`, i.e. where the rule's output lives.
 with log_to(snakemake.log[0]):
-    fetch_backbone(snakemake.params.url, str(Path(snakemake.output[0]).parents[1]))
+    fetch_backbone(snakemake.params.url, str(Path(snakemake.output.model).parents[1]), sha256=snakemake.params.sha256)

@@ -7,4 +7,4 @@ with log_to(snakemake.log[0]):
     # when the workflow runs from a git checkout.
     write_provenance(snakemake.output[0], config=p.config, config_files=[*p.configfiles, *i.configs, *i.patched,
                      *i.terms], result_files=i.results, repo_dir=p.repo or None,
-                     train_summaries=i.summaries)
+                     train_summaries=i.summaries, backbones=i.backbones)

@@ -93,9 +93,13 @@ def teacher_sources(summaries) -> dict:
     return out
 
 
-def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=None, train_summaries=()) -> dict:
+def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=None, train_summaries=(),
+            backbones=()) -> dict:
     """Everything needed to say where a set of results came from; `train_summaries` of the distilled runs add
-    whether each one's teacher was cached or online (`teacher_sources`)."""
+    whether each one's teacher was cached or online (`teacher_sources`), `backbones` (the backbone files the
+    runs loaded) their digests and sources (`segdistill.pretrained.backbone_records`)."""
+    from segdistill.pretrained import backbone_records
+
     now = now or _dt.datetime.now(_dt.timezone.utc)
     # The config as JSON sees it: a study config handed over by Snakemake may hold types JSON does not know.
     config = json.loads(json.dumps(dict(config), default=str))
@@ -106,6 +110,7 @@ def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=N
         "config_files": {str(p): sha256_of(p) for p in config_files},
         "result_files": {str(p): sha256_of(p) for p in result_files},
         "teacher_outputs": teacher_sources(train_summaries),
+        "backbones": backbone_records(backbones),
         "git": git_info(repo_dir) if repo_dir else None,
         "packages": package_versions(),
         "machine": machine_info(),
