@@ -217,7 +217,7 @@ def test_cache_records_the_teacher_precision_and_refuses_another(tiny_data, tmp_
 
 def test_bf16_o2_on_several_ranks_is_refused(monkeypatch):
     monkeypatch.setattr(precision, "supported_precisions", lambda: ["fp32", "fp16", "bf16"])
-    with pytest.raises(SegDistillError, match="bf16 --amp_level O2 with 2 ranks is refused"):
+    with pytest.raises(SegDistillError, match="--precision bf16 --amp_level O2 with 2 ranks is refused"):
         precision.Amp("bf16", "O2", world=2)
     precision.Amp("bf16", "O1", world=2)
     precision.Amp("fp16", "O2", world=2)

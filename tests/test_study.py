@@ -59,6 +59,15 @@ def test_class_count_of_the_dataset_type_is_checked_with_paddleseg(tmp_path):
         study.checked_experiments(cfg)
 
 
+def test_bf16_o2_over_several_gpus_is_refused_before_any_job(tmp_path):
+    cfg = dict(folder_study(tmp_path), train={"precision": "bf16", "amp_level": "O2"}, gpus_per_job=2)
+    with pytest.raises(SegDistillError, match="train.precision bf16 with train.amp_level O2 and gpus_per_job 2 is "
+                                              "refused: it has not been run"):
+        study.preflight(cfg)
+    study.preflight(dict(cfg, gpus_per_job=1))
+    study.preflight(dict(cfg, train={"precision": "bf16", "amp_level": "O1"}))
+
+
 def test_missing_folder_is_named(tmp_path):
     cfg = folder_study(tmp_path)
     cfg["data"]["folder"]["root"] = str(tmp_path / "nope")

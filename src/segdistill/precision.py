@@ -24,7 +24,18 @@ from __future__ import annotations
 import contextlib
 
 from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle
+
+
+class _Paddle:
+    """paddle, imported on first use: the study's preflight (workflow parse time, no paddle) calls `refused`."""
+
+    def __getattr__(self, name):
+        from segdistill.paddle_env import paddle
+
+        return getattr(paddle, name)
+
+
+paddle = _Paddle()
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 AMP_LEVELS = ("O1", "O2")
@@ -55,14 +66,9 @@ def check(precision: str, amp_level: str = "O1", world: int = 1) -> None:
         raise SegDistillError(f"--amp_level {amp_level!r}: choose one of {', '.join(AMP_LEVELS)}")
     if precision == "fp32":
         return
-    if precision == "bf16" and amp_level == "O2" and world > 1:
-        # O2 makes the gradients bf16, and the data-parallel reducer of the Paddle versions read handles
-        # fp16/fp32/fp64 gradient groups only; nobody has run this combination with segdistill yet.
-        raise SegDistillError(
-            f"--precision bf16 --amp_level O2 with {world} ranks is refused: it has not been run (Paddle's "
-            f"data-parallel reducer may not all-reduce bf16 gradients). Use --amp_level O1, fp16, or one rank; "
-            f"`segdistill doctor --train` tries it on a GPU box (docs/distillation.md, 'Mixed precision')."
-        )
+    why = refused(precision, amp_level, world)
+    if why:
+        raise SegDistillError(f"--precision {precision} --amp_level {amp_level} with {world} ranks {why}")
     ok = supported_precisions()
     if precision not in ok:
         raise SegDistillError(
@@ -70,6 +76,17 @@ def check(precision: str, amp_level: str = "O1", world: int = 1) -> None:
             f"{', '.join(ok)}. Paddle applies fp16/bf16 autocast on GPUs only (fp16 from compute capability 7.0, "
             f"bf16 from 8.0 with CUDA >= 11); elsewhere it would silently train in fp32."
         )
+
+
+def refused(precision: str, amp_level: str, ranks: int) -> str | None:
+    """Why a combination is refused on any device, or None. bf16 with O2 over several ranks: O2 makes the
+    gradients bf16, the data-parallel reducer of the Paddle versions read all-reduces fp16/fp32/fp64 gradient
+    groups, and nobody has run it with segdistill yet."""
+    if precision == "bf16" and amp_level == "O2" and ranks > 1:
+        return ("is refused: it has not been run (Paddle's data-parallel reducer may not all-reduce bf16 "
+                "gradients). Use amp_level O1, fp16, or one rank; `segdistill doctor --train` tries bf16 O2 on a "
+                "GPU box (docs/distillation.md, 'Mixed precision').")
+    return None
 
 
 class Amp:

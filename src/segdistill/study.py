@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from segdistill.errors import SegDistillError
+from segdistill.precision import refused
 
 DATA_ROOTS = {"synthetic": "resources/data/synthetic", "optic_disc": "resources/data/optic_disc_seg"}
 # Sources in PaddleSeg's generic layout (`type: Dataset`, list files, any number of classes).
@@ -263,6 +264,11 @@ def preflight(config: dict) -> None:
                 f"distill.{name}.terms is null but {config['student']['config']} has no `distill_loss`"
             )
     check_teacher_weights(teacher_weights(config), config["teacher"].get("sha256"))
+    precision, level = config.get("train", {}).get("precision", "fp32"), config.get("train", {}).get("amp_level", "O1")
+    why = refused(precision, level, config.get("gpus_per_job", 1))
+    if why:
+        raise SegDistillError(f"train.precision {precision} with train.amp_level {level} and gpus_per_job "
+                              f"{config['gpus_per_job']} {why}")
     split = config.get("report", {}).get("split", "test")
     if split not in config["evaluate"]["splits"]:
         raise SegDistillError(
