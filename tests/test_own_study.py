@@ -139,6 +139,20 @@ def test_optic_disc_study_is_exactly_its_own(tmp_path):
     assert "results/runs/teacher/seed1" not in out  # one shared teacher, 3 students (seeds 0, 1, 2)
 
 
+def test_optic_disc_pp_liteseg_study_plans_the_tutorial_teacher_and_a_pp_liteseg_student():
+    """config/optic_disc_pp_liteseg.yaml: the optic disc chain, both backbones' ImageNet weights fetched (the
+    student's STDC2 archive too), the tutorial's teacher and PaddleSeg's PP-LiteSeg recipe."""
+    proc = run_snakemake(ROOT, "-n", "--configfile", ROOT / "config/optic_disc_pp_liteseg.yaml", "--cores", "2")
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert counts["download_optic_disc"] == 1 and counts["fetch_backbone"] == 2 and "make_synthetic" not in counts
+    assert counts["train"] == 4 and counts["teacher_outputs"] == 3 and counts["distill"] == 3
+    assert "resources/pretrained/PP_STDCNet2/model.pdparams" in out
+    inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)
+    assert "deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml" in inputs, inputs
+    assert "pp_liteseg_stdc2_optic_disc_512x512_1k_student.yml" in inputs, inputs
+
+
 def test_url_teacher_without_sha256_is_refused(tmp_path):
     config = tiny_config(tmp_path)
     cfg = yaml.safe_load(config.read_text())
@@ -201,7 +215,7 @@ METHOD_LOSSES = [("kl", False), ("kl", True), ("cwd", False), ("dist", False), (
 
 
 @pytest.mark.parametrize("name, distilled", [("config.yaml", 8), ("kl_cwd.yaml", 16), ("stride8.yaml", 8),
-                                            ("methods.yaml", 64)])
+                                            ("methods.yaml", 64), ("pp_liteseg.yaml", 8)])
 def test_shipped_studies_parse_and_plan(name, distilled):
     """Every study in config/ is whole and plans the default study's chain (8 seeds, one shared teacher)."""
     proc = plan(ROOT, ROOT / "config" / name)
@@ -214,6 +228,10 @@ def test_shipped_studies_parse_and_plan(name, distilled):
         used = {(t["loss"], bool((t.get("options") or {}).get("standardize"))) for arm in study.values()
                 for t in arm["terms"]}
         assert used == set(METHOD_LOSSES)
+    if name == "pp_liteseg.yaml":  # the default study's teacher, a PP-LiteSeg student
+        inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)
+        assert "deeplabv3p_resnet50_os16_synthetic_64x64_teacher.yml" in inputs, inputs
+        assert "pp_liteseg_stdc1_synthetic_64x64_student.yml" in inputs and "resnet18" not in inputs, inputs
     if name == "config.yaml":  # its YAMLs inherit the stride-8 ones: those are inputs too, so edits to them rerun
         inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)
         assert "deeplabv3p_resnet18_os8_synthetic_64x64_student.yml" in inputs, inputs
