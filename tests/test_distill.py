@@ -149,3 +149,29 @@ def test_mgd_generator_trains_beside_the_connectors_and_its_mask_follows_the_ite
     assert one == again != other
     with pytest.raises(SegDistillError, match="term 'mgd'.*needs the keyed stream and the iteration"):
         d(x)
+
+
+def test_check_terms_probes_both_untrained_models(tmp_path):
+    """The check_terms job: every terms file against both models (no weights) at the input size; a term whose
+    channels differ without a connector is refused with the fix."""
+    import json
+
+    import yaml
+
+    from conftest import ROOT
+    from segdistill.distill.check import check_terms
+
+    student, teacher = (str(ROOT / f"tests/configs/{r}_tiny.yml") for r in ("student", "teacher"))
+    good, bad = tmp_path / "kl_cwd.yml", tmp_path / "bad.yml"
+    good.write_text(yaml.safe_dump({"terms": [{"loss": "kl"}, {"name": "cwd", "student": "backbone.bb_2_1",
+                                                               "teacher": "backbone.bb_3_1", "loss": "cwd",
+                                                               "connector": "conv1x1"}]}))
+    bad.write_text(yaml.safe_dump({"terms": [{"student": "backbone.bb_2_1", "teacher": "backbone.bb_3_1",
+                                              "loss": "cwd"}]}))
+    out = tmp_path / "checked.json"
+    check_terms(student, teacher, [good], out, log=lambda m: None)
+    assert json.loads(out.read_text())["methods"] == {"kl_cwd": ["kl:logits", "cwd"]}
+    assert json.loads(out.read_text())["input_size"] == [32, 32]
+    with pytest.raises(SegDistillError, match=r"channels differ.*add `connector: conv1x1`"):
+        check_terms(student, teacher, [good, bad], tmp_path / "again.json", log=lambda m: None)
+    assert not (tmp_path / "again.json").exists()

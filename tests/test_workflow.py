@@ -93,6 +93,25 @@ def test_plan_of_a_finished_study_is_the_whole_chain(finished_study):
     assert counts["train"] == 3 and counts["teacher_outputs"] == 2 and counts["distill"] == 4, counts
 
 
+def test_a_misspelled_layer_stops_the_study_before_the_teacher_trains(tmp_path):
+    """`student: head.asp` is found by the check_terms job (both models, no weights), with the closest names."""
+    import yaml as _yaml
+
+    terms = _yaml.safe_load(TINY_TERMS)
+    config = tiny_config(tmp_path, distill={"kl_cwd": {"terms": terms}})
+    proc = run_snakemake(tmp_path, "--cores", "2", "--configfile", config, check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "logs/check_terms.log").read_text()
+    assert "student model (DeepLabV3P) has no layer named 'head.asp'; closest: head.aspp" in log, log[-2000:]
+    assert not (tmp_path / "results/runs").exists() and not (tmp_path / "logs/train").exists()
+
+
+TINY_TERMS = """
+- {name: kl_logits, student: logits, teacher: logits, loss: kl, weight: 3}
+- {name: cwd_aspp, student: head.asp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4}
+"""
+
+
 def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
     config = tiny_config(tmp_path)
     proc = run_snakemake(tmp_path, "-n", "--cores", "all", "--resources", "gpu=4", "--configfile", config)

@@ -65,6 +65,7 @@ RUNS = study.runs(config)
 TEACHER_WEIGHTS = study.teacher_weights(config)
 # Runs the workflow trains (a given teacher is evaluated, not trained: it has no training logs).
 TRAINED_RUNS = [r for r in RUNS if not (TEACHER_WEIGHTS and r.startswith("teacher/"))]
+CHECKED_TERMS = "results/configs/distill/checked.json"
 BACKBONES = {
     url: str(study.pretrained_path(url)) for url in study.backbone_urls(config)
 }

@@ -48,11 +48,9 @@ rule train:
         validation=rules.validate_data.output[0],
         config=lambda wc: arm_config(wc.arm),
         backbones=backbone_inputs,
-        # Every method's terms are checked (loss registry) before anything trains; ancient: a new method does
-        # not retrain the teacher and students.
-        terms=ancient(
-            expand("results/configs/distill/{method}.yml", method=list(METHODS))
-        ),
+        # Every method's terms are checked against both models (layers, shapes, connectors) before anything
+        # trains; ancient: a new method does not retrain the teacher and students.
+        terms=ancient(CHECKED_TERMS),
     output:
         model="results/runs/{arm}/seed{seed}/best_model/model.pdparams",
         summary="results/runs/{arm}/seed{seed}/train_summary.json",
@@ -94,6 +92,24 @@ rule patch_teacher:
         "../envs/segdistill.yaml"
     script:
         "../scripts/patch_teacher.py"
+
+
+# Both models built without weights, every method's terms probed at the study's input size: a misspelled layer
+# or a missing connector stops the study here, not in a distill job after the teacher and students trained.
+rule check_terms:
+    input:
+        teacher=arm_config("teacher"),
+        student=arm_config("student"),
+        terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
+    output:
+        CHECKED_TERMS,
+    log:
+        "logs/check_terms.log",
+    conda:
+        "../envs/segdistill.yaml"
+    threads: 1
+    script:
+        "../scripts/check_terms.py"
 
 
 rule distill_terms:
