@@ -26,6 +26,7 @@ times each phase of a step. See bench/README.md and docs/benchmark.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -318,6 +319,7 @@ def _instrument(parts: dict, totals: dict) -> None:
         for owner, key in targets:
             fn = owner[key] if isinstance(key, int) else getattr(owner, key)
 
+            @functools.wraps(fn)  # keeps the attributes callers read (a loss's module_factory)
             def timed(*a, _fn=fn, _phase=phase, **k):
                 t0 = time.perf_counter()
                 try:
