@@ -10,7 +10,10 @@ teacher). Two measurements:
   ratio compares steps taken moments apart (background load hits them alike); the report gives each method's
   median step, and the median over rounds of (method step / student step of the same round);
 - peak RSS: each configuration alone in a fresh process for `--steps` steps; the peak is the child's ru_maxrss
-  (wait4), and the parent imports nothing heavy (a child started by exec inherits its parent's peak as a floor).
+  (wait4), and the parent imports nothing heavy (a child started by exec inherits its parent's peak as a floor);
+- losses alone (`--loss-sides`): each arm's losses, forward + backward, on random tensors of the shapes
+  DeepLabV3P has at output stride 16 for larger inputs, each in a fresh process: time and peak-RSS growth, i.e.
+  how a method's own cost grows with the image (CIRKD's pixel-pair matrices grow with (H*W)^2).
 
     python bench/methods_step.py --size 64 --batch 4 --steps 10 --paired 20 --out bench_methods_step.json
 
@@ -116,10 +119,54 @@ def _alone(name: str, work: Path, spec: dict) -> dict:
     return {"step_times_s": times[spec["warmup"]:]}
 
 
+def _loss_alone(arm: str, side: int, spec: dict) -> dict:
+    """One arm's losses alone, forward + backward on random tensors shaped as DeepLabV3P's at output stride 16
+    for a `side` x `side` input (logits side x side x 2 classes, other layers side/16 with 256 channels): how the
+    loss itself scales with the image, which the 64 x 64 step cannot show."""
+    import resource
+
+    import numpy as np
+
+    from segdistill.distill.connectors import build_connector
+    from segdistill.distill.terms import parse_terms
+    from segdistill.losses import get_loss
+    from segdistill.paddle_env import paddle
+
+    rng = np.random.default_rng(0)
+    n = spec["batch"]
+    label = rng.integers(0, 2, size=(n, side, side))
+    calls = []
+    for term in parse_terms(spec["arms"][arm], arm):
+        c, hw = (2, side) if term.student == "logits" else (256, max(1, side // 16))
+        s, t = (paddle.to_tensor(rng.normal(size=(n, c, hw, hw)).astype("float32"), stop_gradient=False)
+                for _ in range(2))
+        fn = get_loss(term.loss)
+        ctx = {}
+        if fn.module_factory:
+            ctx["module"] = build_connector(fn.module_factory, c, c, term.name)
+        if fn.keyed:
+            ctx["keys"] = [[0, 0, 1, j, 0] for j in range(n)]
+        calls.append((fn, s, t, ctx, term.options))
+    lab = paddle.to_tensor(label)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(spec["warmup"] + spec["steps"]):
+        t0 = time.perf_counter()
+        total = sum(fn(s, t, label=lab, ignore_index=255, **opts, **ctx) for fn, s, t, ctx, opts in calls)
+        total.backward()
+        times.append(time.perf_counter() - t0)
+    grow = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    return {"median_s": statistics.median(times[spec["warmup"]:]), "rss_growth_kb": grow}
+
+
 def run_child(name: str, work: Path, result: Path) -> None:
     spec = json.loads((work / "spec.json").read_text())
-    out = (_prepare(work, spec) if name == "prepare" else _paired(work, spec) if name == "paired"
-           else _alone(name, work, spec))
+    if name.startswith("loss:"):
+        _, arm, side = name.split(":")
+        out = _loss_alone(arm, int(side), spec)
+    else:
+        out = (_prepare(work, spec) if name == "prepare" else _paired(work, spec) if name == "paired"
+               else _alone(name, work, spec))
     result.write_text(json.dumps(out))
 
 
@@ -170,6 +217,17 @@ def table(confs: dict, terms: dict) -> str:
     return "\n".join(rows)
 
 
+def loss_table(losses: dict) -> str:
+    sides = sorted({int(k.split(":")[1]) for k in losses})
+    rows = ["| arm | " + " | ".join(f"{s}x{s}: fwd+bwd (s), RSS growth (MB)" for s in sides) + " |",
+            "| --- |" + " --- |" * len(sides)]
+    for arm in dict.fromkeys(k.split(":")[0] for k in losses):
+        cells = [losses[f"{arm}:{s}"] for s in sides]
+        rows.append(f"| {arm} | " + " | ".join(f"{c['median_s']:.4f}, {c['rss_growth_kb'] / 1024:.0f}" for c in cells)
+                    + " |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--study", default=str(ROOT / "config/methods.yaml"), help="study file: its arms and YAMLs")
@@ -179,6 +237,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--paired", type=int, default=20, help="round-robin rounds over all configurations")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss-sides", type=int, nargs="*", default=[64, 256, 512],
+                   help="input sides for the losses-alone measurement (none: skip it)")
+    p.add_argument("--losses-only", action="store_true", help="only the losses-alone measurement")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--out", default="bench_methods_step.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -201,18 +262,25 @@ def main(argv=None) -> int:
                 **{f"{role}_config": str(ROOT / cfg[role]["config"]) for role in ("teacher", "student")}}
         (work / "spec.json").write_text(json.dumps(spec))
         load_before = os.getloadavg()
-        versions, _ = _child("prepare", work, args.timeout)
-        peaks = {}
-        for name in [STUDENT, *terms]:
-            _, peaks[name] = _child(name, work, args.timeout)
-            print(f"{name}: peak RSS {peaks[name] / 1024:.0f} MB", file=sys.stderr, flush=True)
-        paired, _ = _child("paired", work, args.timeout)
-    confs = summarise(paired, peaks)
+        versions, peaks, paired = {}, {}, {"step_times_s": {}}
+        if not args.losses_only:
+            versions, _ = _child("prepare", work, args.timeout)
+            for name in [STUDENT, *terms]:
+                _, peaks[name] = _child(name, work, args.timeout)
+                print(f"{name}: peak RSS {peaks[name] / 1024:.0f} MB", file=sys.stderr, flush=True)
+            paired, _ = _child("paired", work, args.timeout)
+        losses = {f"{arm}:{side}": _child(f"loss:{arm}:{side}", work, args.timeout)[0]
+                  for arm in terms for side in args.loss_sides}
+    confs = summarise(paired, peaks) if peaks else {}
     report = {"settings": {k: v for k, v in spec.items() if k != "arms"}, "study": str(study), "versions": versions,
               "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-              "configurations": confs, "terms": terms, "paired_step_times_s": paired["step_times_s"]}
+              "configurations": confs, "terms": terms, "paired_step_times_s": paired["step_times_s"],
+              "losses_alone": losses}
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(table(confs, terms))
+    if confs:
+        print(table(confs, terms))
+    if losses:
+        print("\nlosses alone (batch %d, forward + backward, median):\n" % args.batch + loss_table(losses))
     return 0
 
 

@@ -81,7 +81,7 @@ def test_methods_bench_reports_every_arm_against_the_student(tmp_path):
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "bench/methods_step.py"), "--study", str(path), "--size", "32", "--batch", "2",
-           "--steps", "1", "--warmup", "1", "--paired", "2", "--out", str(out)]
+           "--steps", "1", "--warmup", "1", "--paired", "2", "--loss-sides", "32", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
@@ -102,3 +102,7 @@ def test_cache_verify_bench_reports_size_and_times(tmp_path):
     out = json.loads(proc.stdout)
     assert out["shape"] == [3, 2, 2, 8, 8] and out["file_bytes"] > 3 * 2 * 2 * 8 * 8 * 2 and len(out["verify_s"]) == 2
     assert not any(tmp_path.iterdir())  # the scratch file is removed
+
+
+    assert set(report["losses_alone"]) == {"ifvd:32", "mgd:32"}
+    assert all(v["median_s"] > 0 for v in report["losses_alone"].values())
