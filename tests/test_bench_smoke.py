@@ -92,6 +92,8 @@ def test_methods_bench_reports_every_arm_against_the_student(tmp_path):
         assert all(math.isfinite(conf[k]) and conf[k] > 0 for k in conf), name
         assert len(report["paired_step_times_s"][name]) == 2
     assert "| mgd | mgd on head.aspp |" in proc.stdout
+    assert set(report["losses_alone"]) == {"ifvd:32", "mgd:32"}
+    assert all(v["median_s"] > 0 for v in report["losses_alone"].values())
 
 
 def test_cache_verify_bench_reports_size_and_times(tmp_path):
@@ -102,7 +104,3 @@ def test_cache_verify_bench_reports_size_and_times(tmp_path):
     out = json.loads(proc.stdout)
     assert out["shape"] == [3, 2, 2, 8, 8] and out["file_bytes"] > 3 * 2 * 2 * 8 * 8 * 2 and len(out["verify_s"]) == 2
     assert not any(tmp_path.iterdir())  # the scratch file is removed
-
-
-    assert set(report["losses_alone"]) == {"ifvd:32", "mgd:32"}
-    assert all(v["median_s"] > 0 for v in report["losses_alone"].values())
