@@ -34,8 +34,10 @@ def cwd_loss(student, teacher, label=None, ignore_index=255, temperature=1.0):
     n, c, h, w = student.shape
     s = student.reshape([n * c, h * w]) / tau
     t = teacher.reshape([n * c, h * w]) / tau
-    log_p_t = F.log_softmax(t, axis=1)
-    log_p_s = F.log_softmax(s, axis=1)
+    # x - logsumexp(x), not F.log_softmax: paddle 3.3's CPU log_softmax is quadratic in the row length, and these
+    # rows are whole H*W maps (45 s per call at 256x256 logits; docs/benchmark.md)
+    log_p_t = t - paddle.logsumexp(t, axis=1, keepdim=True)
+    log_p_s = s - paddle.logsumexp(s, axis=1, keepdim=True)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()
     return kl * (tau * tau) / (n * c)
 
