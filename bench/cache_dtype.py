@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     from segdistill.config import patch_teacher
     from segdistill.data import generate
     from segdistill.distill.cache import write_teacher_outputs
+    from segdistill.specs import TeacherOutputsSpec
     from segdistill.paddle_env import paddle
     from segdistill.trainer import Trainer, TrainSpec
 
@@ -55,9 +56,10 @@ def main(argv=None) -> int:
         for source in ("online", "float32", "float16", "bfloat16"):
             kw = {}
             if source != "online":
-                write_teacher_outputs(student, tmp / "teacher.yml", [tmp / "terms.yml"], tmp / f"cache_{source}",
-                                      data_seed=args.seed, data_root=str(tmp / "data"), iters=args.iters,
-                                      dtype=source, log=lambda m: None)
+                write_teacher_outputs(TeacherOutputsSpec(
+                    config=str(student), teacher_config=str(tmp / "teacher.yml"), distill=[str(tmp / "terms.yml")],
+                    out=str(tmp / f"cache_{source}"), data_seed=args.seed, data_root=str(tmp / "data"),
+                    iters=args.iters, dtype=source), log=lambda m: None)
                 kw["teacher_outputs"] = str(tmp / f"cache_{source}")
             save = tmp / f"run_{source}"
             summary = Trainer(TrainSpec(config=str(student), save_dir=str(save), data_root=str(tmp / "data"),

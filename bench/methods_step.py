@@ -58,13 +58,15 @@ def _study_terms(study: Path) -> dict:
 def _prepare(work: Path, spec: dict) -> dict:
     from segdistill.config import write_yaml
     from segdistill.distill import cache
+    from segdistill.specs import TeacherOutputsSpec
 
     versions = _helpers()._prepare(work, spec)
     terms = work / "terms.yml"
     write_yaml({"terms": [t for ts in spec["arms"].values() for t in ts]}, terms)
-    cache.write_teacher_outputs(str(work / "student.yml"), str(work / "teacher_patched.yml"), [str(terms)],
-                                work / "cache", data_seed=spec["seed"], data_root=str(work / "data"), iters=1,
-                                batch_size=spec["batch"], dtype="float32", log=lambda m: None)
+    cache.write_teacher_outputs(TeacherOutputsSpec(
+        config=str(work / "student.yml"), teacher_config=str(work / "teacher_patched.yml"), distill=[str(terms)],
+        out=str(work / "cache"), data_seed=spec["seed"], data_root=str(work / "data"), iters=1,
+        batch_size=spec["batch"], dtype="float32"), log=lambda m: None)
     return versions
 
 

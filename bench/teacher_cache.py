@@ -66,12 +66,14 @@ def _batches(trainer, n: int):
 
 def child_prepare(work: Path, spec: dict) -> dict:
     from segdistill.distill.cache import write_teacher_outputs
+    from segdistill.specs import TeacherOutputsSpec
 
     versions = distill_step._prepare(work, spec)
     (work / "kl.yml").write_text(json.dumps({"terms": KL}))
-    write_teacher_outputs(work / "student.yml", work / "teacher_patched.yml", [work / "kl.yml"], work / "cache",
-                          data_seed=spec["seed"], data_root=str(work / "data"), iters=spec["iters"],
-                          batch_size=spec["batch"], dtype="float16", log=lambda m: None)
+    write_teacher_outputs(TeacherOutputsSpec(
+        config=str(work / "student.yml"), teacher_config=str(work / "teacher_patched.yml"),
+        distill=[str(work / "kl.yml")], out=str(work / "cache"), data_seed=spec["seed"], data_root=str(work / "data"),
+        iters=spec["iters"], batch_size=spec["batch"], dtype="float16"), log=lambda m: None)
     return {"versions": versions, "manifest": json.loads((work / "cache/manifest.json").read_text())}
 
 

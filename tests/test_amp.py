@@ -176,6 +176,7 @@ def test_online_teacher_is_not_decorated_and_runs_outside_the_autocast(tiny_data
 
 def test_cache_records_the_teacher_precision_and_refuses_another(tiny_data, tmp_path, monkeypatch, patched_teacher):
     from segdistill.distill.cache import write_teacher_outputs
+    from segdistill.specs import TeacherOutputsSpec
 
     stack, seen = [], []
     real_auto_cast = paddle.amp.auto_cast
@@ -200,8 +201,9 @@ def test_cache_records_the_teacher_precision_and_refuses_another(tiny_data, tmp_
 
     monkeypatch.setattr(teachers, "run_teacher", run_teacher)
     out = tmp_path / "cache"
-    manifest = write_teacher_outputs(STUDENT, patched_teacher, [], out, data_seed=0, data_root=str(tiny_data),
-                                     iters=2, batch_size=2, dtype="float32", log=lambda m: None)
+    spec = TeacherOutputsSpec(config=STUDENT, teacher_config=patched_teacher, out=str(out), data_seed=0,
+                              data_root=str(tiny_data), iters=2, batch_size=2, dtype="float32")
+    manifest = write_teacher_outputs(spec, log=lambda m: None)
     assert manifest["teacher"]["precision"] == "fp32" == precision.TEACHER_PRECISION
     assert seen and all(s[-1] is False for s in seen)  # the same fp32 region as the online teacher
 

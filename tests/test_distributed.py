@@ -78,9 +78,11 @@ def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):
     # Cached teacher outputs under DataParallel: each rank reads its slice of the global batch and passes it to
     # the forward; a float32 cache made for 2 ranks (the teacher run per rank slice) gives the online run's log.
     from segdistill.distill.cache import write_teacher_outputs
+    from segdistill.specs import TeacherOutputsSpec
 
-    write_teacher_outputs(STUDENT, patched_teacher, [str(terms)], tmp_path / "cache", data_seed=1,
-                          data_root=str(tiny_data), iters=4, batch_size=2, ranks=2, dtype="float32")
+    write_teacher_outputs(TeacherOutputsSpec(config=STUDENT, teacher_config=patched_teacher, distill=[str(terms)],
+                                             out=str(tmp_path / "cache"), data_seed=1, data_root=str(tiny_data),
+                                             iters=4, batch_size=2, ranks=2, dtype="float32"))
     assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "cached"), "--batch_size", "2", "--teacher_outputs",
                                  str(tmp_path / "cache")], log_dir=tmp_path / "l3", threads=1, nprocs=2) == 0
     assert (tmp_path / "cached/train_log.csv").read_bytes() == (tmp_path / "two/train_log.csv").read_bytes()

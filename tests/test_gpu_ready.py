@@ -38,12 +38,17 @@ def test_job_that_leased_a_gpu_fails_without_cuda_paddle(tiny_data, tmp_path):
 
 
 def _leasing_commands() -> list[str]:
-    """The subcommands the workflow runs under a device lease (segdistill.jobs.run_on_devices)."""
+    """The subcommands the workflow runs under a device lease (segdistill.jobs.run_on_devices): an argv's first
+    word, or the kind of the job spec the script builds."""
+    from segdistill.specs import KINDS
+
+    kinds = {cls.__name__: kind for kind, cls in KINDS.items()}
     found = []
     for script in sorted((ROOT / "workflow/scripts").glob("*.py")):
         text = script.read_text()
         if "run_on_devices(" in text:
             found += re.findall(r'argv = \["([\w-]+)"', text)
+            found += [kinds[name] for name in re.findall(r"\b(\w+Spec)\(", text) if name in kinds]
     return found
 
 
@@ -51,6 +56,7 @@ def test_every_job_that_leases_a_device_checks_it(tmp_path, monkeypatch, capsys)
     """A leased GPU with a CPU build of Paddle stops every leasing job before it reads anything (the arguments
     here name files that do not exist, so only the device check can be the error)."""
     import argparse
+    import dataclasses
 
     import segdistill.cli
 
@@ -60,8 +66,11 @@ def test_every_job_that_leases_a_device_checks_it(tmp_path, monkeypatch, capsys)
     sub = next(a for a in segdistill.cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
     for command in commands:
         argv = [command]
+        spec_class = sub.choices[command]._defaults.get("spec_class")  # flags made from a job spec
+        required = {f.name for f in dataclasses.fields(spec_class) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING} if spec_class else set()
         for action in sub.choices[command]._actions:
-            if action.required:
+            if action.required or action.dest in required:
                 argv += [action.option_strings[0], str(tmp_path / "missing" / action.dest)]
         assert segdistill.cli.main(argv) == 2, command
         err = capsys.readouterr().err

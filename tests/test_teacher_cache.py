@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from segdistill.data.digest import data_digest
 from segdistill.data.fetch import sha256_of
-from segdistill.distill import cache
+from segdistill.distill import cache, teachers
 from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
+from segdistill.specs import TeacherOutputsSpec
 from segdistill.trainer import Trainer, TrainSpec
 
 from conftest import ROOT
@@ -35,8 +37,9 @@ def terms_file(tmp_path, terms, name="terms.yml"):
 
 def make_cache(tmp_path, patched_teacher, data, dtype, terms=TERMS, seed=SEED, name=None, **kw):
     out = tmp_path / (name or f"cache_{dtype}")
-    cache.write_teacher_outputs(STUDENT, patched_teacher, [terms_file(tmp_path, terms)], out, data_seed=seed,
-                                data_root=str(data), iters=ITERS, dtype=dtype, log=lambda m: None, **kw)
+    spec = TeacherOutputsSpec(config=STUDENT, teacher_config=patched_teacher, distill=[terms_file(tmp_path, terms)],
+                              out=str(out), data_seed=seed, data_root=str(data), iters=ITERS, dtype=dtype, **kw)
+    cache.write_teacher_outputs(spec, log=lambda m: None)
     return out
 
 
@@ -143,10 +146,10 @@ def cached_source(folder, trainer):
     """The cache read as a distill job of `trainer`'s stream reads it."""
     from segdistill.config import read_yaml
 
-    weights = cache.teacher_weights(read_yaml(trainer.spec.teacher_config), trainer.spec.teacher_config)
+    weights = teachers.teacher_weights(read_yaml(trainer.spec.teacher_config), trainer.spec.teacher_config)
     expected = {"stream": cache.stream_key(trainer.stream, trainer.iters), "weights": str(weights),
                 "weights_sha256": sha256_of(weights),
-                "data_sha256": cache.data_digest(trainer.dic["train_dataset"], trainer.train_ds)}
+                "data_sha256": data_digest(trainer.dic["train_dataset"], trainer.train_ds)}
     source = cache.CachedTeacher(folder, expected)
     source.check_names(["logits", "head.aspp"])
     return source

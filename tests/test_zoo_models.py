@@ -13,6 +13,7 @@ from conftest import BIN, ROOT
 from segdistill.distill import cache
 from segdistill.distill.terms import terms_from_paddleseg
 from segdistill.errors import SegDistillError
+from segdistill.specs import TeacherOutputsSpec
 from segdistill.trainer import Trainer, TrainSpec
 
 CONFIGS = ROOT / "tests" / "configs"
@@ -61,14 +62,16 @@ def test_auxiliary_output_distils_online_and_cached_alike(tiny_data, patched_tea
     terms_path.write_text(yaml.safe_dump({"terms": AUX_TERMS}))
     folder = tmp_path / "cache"
     manifest = cache.write_teacher_outputs(
-        str(CONFIGS / "pp_liteseg_tiny.yml"),
-        patched_teacher,
-        [terms_path],
-        folder,
-        data_seed=0,
-        data_root=str(tiny_data),
-        iters=2,
-        dtype="float32",
+        TeacherOutputsSpec(
+            config=str(CONFIGS / "pp_liteseg_tiny.yml"),
+            teacher_config=patched_teacher,
+            distill=[str(terms_path)],
+            out=str(folder),
+            data_seed=0,
+            data_root=str(tiny_data),
+            iters=2,
+            dtype="float32",
+        ),
         log=lambda m: None,
     )
     assert list(manifest["tensors"]) == ["logits"]
@@ -107,13 +110,15 @@ def test_an_output_the_teacher_lacks_is_one_error_before_training(tiny_data, pat
     terms_path.write_text(yaml.safe_dump({"terms": bad}))
     with pytest.raises(SegDistillError, match="teacher model has no output 'logits.1'"):
         cache.write_teacher_outputs(
-            str(CONFIGS / "pp_liteseg_tiny.yml"),
-            patched_teacher,
-            [terms_path],
-            tmp_path / "cache",
-            data_seed=0,
-            data_root=str(tiny_data),
-            iters=2,
+            TeacherOutputsSpec(
+                config=str(CONFIGS / "pp_liteseg_tiny.yml"),
+                teacher_config=patched_teacher,
+                distill=[str(terms_path)],
+                out=str(tmp_path / "cache"),
+                data_seed=0,
+                data_root=str(tiny_data),
+                iters=2,
+            ),
             log=lambda m: None,
         )
     assert not (tmp_path / "cache").exists()

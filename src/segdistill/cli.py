@@ -16,6 +16,7 @@ from pathlib import Path
 
 from segdistill.errors import SegDistillError
 from segdistill.report.names import HEADLINE_SPLIT
+from segdistill.specs import EvaluateSpec, TeacherOutputsSpec, TrainSpec
 
 
 def _flag(parser, name: str, **kw):
@@ -24,63 +25,77 @@ def _flag(parser, name: str, **kw):
     parser.add_argument(*names, dest=name, **kw)
 
 
-def _training_flags(p):
-    _flag(p, "save_dir", required=True, help="run folder: checkpoints, best_model/, logs")
-    _flag(p, "data_root", default=None, help="override train/val dataset_root")
-    _flag(p, "iters", type=int, default=None)
-    _flag(p, "batch_size", type=int, default=None,
-          help="images per device (rank), as PaddleSeg: the global batch is batch_size x ranks")
-    _flag(p, "learning_rate", type=float, default=None)
-    _flag(p, "save_interval", type=int, default=1000)
-    _flag(p, "log_iters", type=int, default=10)
-    _flag(p, "keep_checkpoint_max", type=int, default=5, help="checkpoints kept, newest first (PaddleSeg: 5)")
-    _flag(p, "seed", type=int, default=0)
-    _flag(p, "num_workers", type=int, default=0,
-          help="data loader worker processes (0: in-process); results do not depend on it")
-    _flag(p, "data_seed", type=int, default=None,
-          help="key of the augmented data stream (default: --seed); see docs/distillation.md")
-    _flag(p, "precision", default="fp32", choices=["fp32", "fp16", "bf16"],
-          help="mixed precision (GPU only; fp16 with loss scaling), as PaddleSeg's --precision")
-    _flag(p, "amp_level", default="O1", choices=["O1", "O2"],
-          help="O1: cast per op (white list); O2: cast the parameters too (fp32 master weights)")
-    _flag(p, "deterministic", action="store_true",
-          help="GPU: cuDNN's deterministic algorithms (FLAGS_cudnn_deterministic); see docs/distillation.md")
-    _flag(p, "resume_model", default=None, help="checkpoint folder to resume from (default: newest valid in save_dir)")
-    _flag(p, "do_eval", action="store_true")
-    _flag(p, "use_vdl", action="store_true")
-    _flag(p, "class_names", nargs="+", default=None)
-    _flag(p, "pretrained_cache", default=None, help="folder of downloaded backbones (default resources/pretrained)")
-    _flag(p, "no_pretrained_backbone", action="store_true", help="ignore backbone `pretrained:` (train from scratch)")
-    _flag(p, "teacher_outputs", default=None,
-          help="folder written by `segdistill teacher-outputs` for this run's stream: the teacher is not built")
-    _flag(p, "data_record", default=None, help="the data validation record (validation.json), checked with the cache")
+def _spec_flags(p, cls, skip=(), spec_file=True) -> None:
+    """Flags made from the fields of a job spec (segdistill.specs): a field's type gives the flag's type, its
+    metadata the help, choices and nargs; a bool is a switch (`--no_<name>` when it defaults to true). Flags
+    not given stay out of the namespace (default SUPPRESS), so `_spec` can tell them from defaults."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if f.name in skip or meta.get("cli") is False:
+            continue
+        kw = {"help": meta.get("help"), "default": argparse.SUPPRESS}
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kw["help"] = f"{kw['help'] or ''} (required{' unless --spec' if spec_file else ''})".lstrip()
+        base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        if base is bool:
+            negate = meta.get("cli_default", f.default) is True
+            names = [f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}"] if negate else None
+            kw["action"] = "store_false" if negate else "store_true"
+        else:
+            names = None
+            kw["type"] = typing.get_args(base)[0] if typing.get_origin(base) is list else base
+            kw.update({k: meta[k] for k in ("choices", "nargs") if k in meta})
+        if names:
+            p.add_argument(*names, dest=f.name, **kw)
+        else:
+            _flag(p, f.name, **kw)
+    if spec_file:
+        _flag(p, "spec", default=None, help="a job spec (JSON) written by the workflow, instead of the flags above")
+    p.set_defaults(spec_class=cls, spec_parser=p)
+
+
+def _cli_defaults(cls) -> dict:
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = f.metadata.get("cli_default", default)
+        if default is not dataclasses.MISSING:
+            out[f.name] = default
+    return out
 
 
 def _spec(args, **extra):
-    from segdistill.trainer import TrainSpec
+    """The job spec of a subcommand: from `--spec FILE`, else from its flags (command-line defaults) and `extra`."""
+    import dataclasses
 
-    keys = ("save_dir", "data_root", "iters", "batch_size", "learning_rate", "save_interval", "log_iters",
-            "keep_checkpoint_max", "seed", "num_workers", "resume_model", "do_eval", "use_vdl", "class_names",
-            "pretrained_cache", "precision", "amp_level", "data_seed", "teacher_outputs", "data_record",
-            "deterministic")
-    return TrainSpec(**{k: getattr(args, k) for k in keys}, pretrained_backbone=not args.no_pretrained_backbone,
-                     **extra)
+    from segdistill.specs import read_spec
+
+    cls, p = args.spec_class, args.spec_parser
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    if getattr(args, "spec", None):
+        if given:
+            p.error(f"--spec takes no other flags (got --{', --'.join(given)})")
+        spec = read_spec(args.spec)
+        if not isinstance(spec, cls):
+            raise SegDistillError(f"{args.spec}: a spec of another job, not of `{args.command}`")
+        return spec
+    values = {**_cli_defaults(cls), **given, **extra}
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
+    if missing:
+        p.error("the following arguments are required: " + ", ".join(f"--{m}" for m in missing))
+    return cls(**values)
 
 
 def cmd_train(args):
     from segdistill.trainer import train
 
-    terms = None
-    if args.distill:
-        from segdistill.distill import read_terms_file
-
-        terms = read_terms_file(args.distill)
-    if terms is not None and not args.teacher_config:
-        raise SegDistillError("--distill needs --teacher_config")
-    if args.teacher_outputs and not args.teacher_config:
-        raise SegDistillError("--teacher_outputs needs --teacher_config (its weights' SHA-256 is checked against "
-                              "the cache)")
-    train(_spec(args, config=args.config, teacher_config=args.teacher_config, distill_terms=terms))
+    train(_spec(args))
 
 
 def cmd_distill_train(args):
@@ -95,19 +110,18 @@ def cmd_distill_train(args):
 def cmd_teacher_outputs(args):
     from segdistill.distill.cache import write_teacher_outputs
 
-    write_teacher_outputs(args.config, args.teacher_config, args.distill, args.out,
-                          data_seed=args.seed if args.data_seed is None else args.data_seed, data_root=args.data_root,
-                          iters=args.iters, batch_size=args.batch_size, ranks=args.ranks, dtype=args.dtype,
-                          max_gb=args.max_gb, validation=args.data_record, pretrained_cache=args.pretrained_cache,
-                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    write_teacher_outputs(_spec(args), log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def cmd_evaluate(args):
     from segdistill.evaluate import evaluate_run
 
-    result = evaluate_run(args.config, args.model, args.split, class_names=args.class_names, data_root=args.data_root,
-                          run=args.run, out=None if args.out == "-" else args.out)
-    if args.out == "-":
+    spec = _spec(args)
+    to_stdout = spec.out == "-"
+    if to_stdout:
+        spec.out = None
+    result = evaluate_run(spec)
+    if to_stdout:
         print(json.dumps(result, indent=2))
 
 
@@ -259,52 +273,26 @@ def _version() -> str:
         return __version__
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="segdistill", description=__doc__.split("\n")[0])
-    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = ap.add_subparsers(dest="command", required=True)
-
+def _training_commands(sub) -> None:
+    """Subcommands: train, distill, evaluate and look inside a model."""
     p = sub.add_parser("train", help="train one arm (teacher, student, or distilled with --teacher_config)")
-    _flag(p, "config", required=True, help="PaddleSeg experiment YAML")
-    _flag(p, "teacher_config", default=None, help="patched teacher YAML: distil into the student")
-    _flag(p, "distill", default=None, help="YAML with `terms:` (default: the student YAML's distill_loss)")
-    _training_flags(p)
+    _spec_flags(p, TrainSpec)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("distill-train", help="PaddleSeg's deploy/slim/distill/distill_train.py, same flags")
     _flag(p, "teather_config", default=None, help="teacher config (the tutorial's spelling)")
     _flag(p, "teacher_config", default=None)
     _flag(p, "student_config", required=True)
-    _training_flags(p)
+    _spec_flags(p, TrainSpec, skip=("config", "teacher_config", "distill"), spec_file=False)
     p.set_defaults(func=cmd_distill_train)
 
     p = sub.add_parser("teacher-outputs", help="run a teacher once over a training stream and store what the "
                                                "distillation terms take from it (train --teacher_outputs)")
-    _flag(p, "config", required=True, help="the student's PaddleSeg YAML (its data, transforms, iters, batch)")
-    _flag(p, "teacher_config", required=True, help="patched teacher YAML (model.pretrained = trained weights)")
-    _flag(p, "distill", nargs="*", default=[],
-          help="terms files of every method to serve (default: the student YAML's distill_loss)")
-    _flag(p, "out", required=True, help="folder to write (manifest.json + one .npy per tensor)")
-    _flag(p, "seed", type=int, default=0, help="the distilled runs' --seed")
-    _flag(p, "data_seed", type=int, default=None, help="the runs' --data_seed (default: --seed)")
-    _flag(p, "data_root", default=None)
-    _flag(p, "iters", type=int, default=None)
-    _flag(p, "batch_size", type=int, default=None, help="per rank, as in train")
-    _flag(p, "ranks", type=int, default=1, help="ranks of the distill runs (global batch = batch_size x ranks)")
-    _flag(p, "dtype", default="float16", choices=["float16", "bfloat16", "float32"])
-    _flag(p, "max_gb", type=float, default=8.0, help="refuse before writing when the cache would be larger")
-    _flag(p, "data_record", default=None, help="the data validation record (validation.json)")
-    _flag(p, "pretrained_cache", default=None)
+    _spec_flags(p, TeacherOutputsSpec)
     p.set_defaults(func=cmd_teacher_outputs)
 
     p = sub.add_parser("evaluate", help="metrics of trained weights on val/test -> JSON")
-    _flag(p, "config", required=True)
-    _flag(p, "model", required=True, help="model.pdparams")
-    _flag(p, "data_root", default=None)
-    _flag(p, "split", nargs="+", default=["val"])
-    _flag(p, "class_names", nargs="+", default=None)
-    _flag(p, "run", default=None, help="run id recorded in the JSON, e.g. distilled/kl/seed0")
-    _flag(p, "out", default="-")
+    _spec_flags(p, EvaluateSpec)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("patch-teacher", help="copy a teacher config with model.pretrained -> trained weights")
@@ -320,6 +308,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=None, help="only names with at most this many dots")
     p.set_defaults(func=cmd_layers)
 
+
+def _data_commands(sub) -> None:
+    """Subcommands: make, fetch and check data sets and backbones."""
     p = sub.add_parser("make-synthetic", help="write the synthetic fundus-like set (OpticDiscSeg layout)")
     _flag(p, "out", required=True)
     _flag(p, "num_images", type=int, default=200)
@@ -351,6 +342,15 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "out", default="-")
     p.set_defaults(func=cmd_validate_data)
 
+    p = sub.add_parser("fetch-backbone", help="download and cache a `pretrained:` backbone URL")
+    p.add_argument("url")
+    _flag(p, "cache", default="resources/pretrained")
+    _flag(p, "sha256", default=None, help="the file's published SHA-256: a download that differs is refused")
+    p.set_defaults(func=cmd_fetch_backbone)
+
+
+def _report_commands(sub) -> None:
+    """Subcommands: the report's tables, figures and records."""
     p = sub.add_parser("summary", help="per-run evaluation JSONs and stats.json -> summary.csv and summary.md")
     p.add_argument("evals", nargs="+")
     _flag(p, "stats", required=True, help="stats.json of the same records (segdistill stats)")
@@ -358,12 +358,6 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "out_csv", required=True)
     _flag(p, "out_md", required=True)
     p.set_defaults(func=cmd_summary)
-
-    p = sub.add_parser("fetch-backbone", help="download and cache a `pretrained:` backbone URL")
-    p.add_argument("url")
-    _flag(p, "cache", default="resources/pretrained")
-    _flag(p, "sha256", default=None, help="the file's published SHA-256: a download that differs is refused")
-    p.set_defaults(func=cmd_fetch_backbone)
 
     p = sub.add_parser("stats", help="evaluation JSONs -> stats.json (per-arm mean ± std, paired gains, best setting)")
     p.add_argument("evals", nargs="+")
@@ -406,16 +400,6 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_figure)
 
-    p = sub.add_parser("doctor", help="paddle build, CUDA, cuDNN, NCCL, devices, and the installed stack vs the pins")
-    _flag(p, "requirements", default=None, help="folder of requirements/*.txt (default: the source checkout's)")
-    _flag(p, "strict", action="store_true", help="exit non-zero when anything does not match")
-    _flag(p, "train", action="store_true",
-          help="also train tiny models per precision/level (train, eval, resume) and, with 2 GPUs, distil over "
-               "both; prints a table (docs/scaling.md, 'Checking a GPU box')")
-    _flag(p, "config", default=None, help="with --train: the PaddleSeg YAML to train (default: the CPU student)")
-    _flag(p, "work", default=None, help="with --train: keep the runs in this folder (default: a temp folder)")
-    p.set_defaults(func=cmd_doctor)
-
     p = sub.add_parser("provenance", help="package versions, config hashes, git commit, machine, date -> JSON")
     _flag(p, "config_json", default=None, help="the study config as a JSON file")
     _flag(p, "files", nargs="*", default=[], help="config files to hash")
@@ -430,6 +414,29 @@ def parser() -> argparse.ArgumentParser:
     _flag(p, "export", default=None)
     _flag(p, "provenance", default=None)
     p.set_defaults(func=cmd_overview)
+
+
+def _environment_commands(sub) -> None:
+    """Subcommands: the installed stack and the devices."""
+    p = sub.add_parser("doctor", help="paddle build, CUDA, cuDNN, NCCL, devices, and the installed stack vs the pins")
+    _flag(p, "requirements", default=None, help="folder of requirements/*.txt (default: the source checkout's)")
+    _flag(p, "strict", action="store_true", help="exit non-zero when anything does not match")
+    _flag(p, "train", action="store_true",
+          help="also train tiny models per precision/level (train, eval, resume) and, with 2 GPUs, distil over "
+               "both; prints a table (docs/scaling.md, 'Checking a GPU box')")
+    _flag(p, "config", default=None, help="with --train: the PaddleSeg YAML to train (default: the CPU student)")
+    _flag(p, "work", default=None, help="with --train: keep the runs in this folder (default: a temp folder)")
+    p.set_defaults(func=cmd_doctor)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="segdistill", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _training_commands(sub)
+    _data_commands(sub)
+    _report_commands(sub)
+    _environment_commands(sub)
     return ap
 
 

@@ -21,7 +21,7 @@ import yaml
 from segdistill.errors import SegDistillError
 
 DATASET_KEYS = ("train_dataset", "val_dataset")
-# Where a data set section says its files lie: not part of what the data is (see distill.cache.data_digest).
+# Where a data set section says its files lie: not part of what the data is (see data.digest.data_digest).
 DATA_PATH_KEYS = ("dataset_root", "train_path", "val_path", "test_path")
 
 
@@ -172,6 +172,14 @@ def build(dic: dict, source: Any = "<config>"):
         except (AssertionError, ValueError, KeyError) as exc:
             raise SegDistillError(f"{source}: PaddleSeg rejected the config: {exc}") from None
     return SegBuilder(cfg)
+
+
+def open_dataset(builder, source: Any, name: str = "train_dataset"):
+    """The builder's data set `name` (train_dataset, val_dataset); one that cannot be opened is named with `source`."""
+    try:
+        return getattr(builder, name)
+    except (AssertionError, FileNotFoundError, OSError) as exc:
+        raise SegDistillError(f"{source}: cannot open the data set: {exc}") from None
 
 
 def build_model(dic: dict, source: Any = "<config>"):

@@ -91,30 +91,31 @@ def metrics_record(cm: ConfusionMatrix, class_names: list[str]) -> dict:
     return record
 
 
-def evaluate_run(config, weights, splits=("val",), class_names=None, data_root=None, run=None, out=None) -> dict:
-    """Metrics of trained weights on each split: the evaluation record the report reads (written to `out`).
+def evaluate_run(spec) -> dict:
+    """Metrics of trained weights on each split (an `EvaluateSpec`): the evaluation record the report reads
+    (written to `spec.out` when set).
 
-    `run` (e.g. `distilled/kl/seed0`) is recorded with its arm, method and seed, so the report needs no paths.
+    `spec.run` (e.g. `distilled/kl/seed0`) is recorded with its arm, method and seed, so the report needs no paths.
     """
     from segdistill.config import build, ignore_index, num_classes
     from segdistill.models import load_trained
 
-    model, dic = load_trained(config, weights, data_root)
+    model, dic = load_trained(spec.config, spec.model, spec.data_root)
     n = num_classes(dic)
-    names = class_names or [f"class_{i}" for i in range(n)]
-    result = {"config": str(config), "model": str(weights), "splits": {}}
-    if run:
+    names = spec.class_names or [f"class_{i}" for i in range(n)]
+    result = {"config": str(spec.config), "model": str(spec.model), "splits": {}}
+    if spec.run:
         from segdistill.study import parse_run
 
-        result.update(run=run, **parse_run(run))
-    builder = build(dic, config)
-    for split in splits:
+        result.update(run=spec.run, **parse_run(spec.run))
+    builder = build(dic, spec.config)
+    for split in spec.split:
         ds = build_split(builder, split)
         cm = evaluate(model, ds, n, ignore_index(dic))
         result["splits"][split] = dict(metrics_record(cm, names), num_images=len(ds))
         print(f"{split}: mIoU={result['splits'][split]['miou']:.4f} on {len(ds)} images", file=sys.stderr)
-    if out is not None:
+    if spec.out is not None:
         from segdistill.atomic import write_json
 
-        write_json(out, result)
+        write_json(spec.out, result)
     return result

@@ -1,9 +1,10 @@
 """What the workflow's scripts share: logging to the rule's log, and running a job on leased devices.
 
 Scripts stay thin: they read `snakemake.input/params/output` and call one engine function inside `log_to`.
-Only jobs that must hold devices (training, the cost table's latency) start a child process, through
-`run_on_devices`: a multi-device job is several processes under `paddle.distributed.launch`, so it needs a
-command line (`python -m segdistill.cli ...`).
+Only jobs that must hold devices (training, teacher outputs, the cost table's latency) start a child process,
+through `run_on_devices`: a multi-device job is several processes under `paddle.distributed.launch`, so it needs a
+command line (`python -m segdistill.cli ...`). A job with a spec (segdistill.specs) gets it as a file, which every
+rank reads: the command line is then `segdistill <kind> --spec <file>`.
 """
 
 from __future__ import annotations
@@ -50,13 +51,20 @@ def log_to(path):
         sys.exit(f"{failed}\n(see {path})")
 
 
-def run_on_devices(argv: list[str], log: str, gpus: int, threads: int, launch_log_dir: str) -> None:
-    """Lease `gpus` devices, then run `segdistill <argv>` in a child (under paddle.distributed.launch if > 1)."""
+def run_on_devices(job, log: str, gpus: int, threads: int, launch_log_dir: str) -> None:
+    """Lease `gpus` devices, then run `segdistill <argv>` in a child (under paddle.distributed.launch if > 1).
+
+    `job`: the argv list, or a job spec (written to `<launch_log_dir>/spec.json` and passed as `--spec`)."""
     from segdistill import devices
 
-    cmd = [sys.executable, "-m", "segdistill.cli", *map(str, argv)]
+    if not isinstance(job, (list, tuple)):
+        from segdistill.specs import kind_of, write_spec
+
+        job = [kind_of(job), "--spec", write_spec(job, os.path.join(launch_log_dir, "spec.json"))]
+    argv = list(map(str, job))
+    cmd = [sys.executable, "-m", "segdistill.cli", *argv]
     with log_to(log):
-        print("segdistill " + " ".join(map(str, argv)), file=sys.stderr, flush=True)
+        print("segdistill " + " ".join(argv), file=sys.stderr, flush=True)
         code = devices.run(int(gpus), cmd, log_dir=launch_log_dir, threads=threads)
     if code:
         sys.exit(f"segdistill {argv[0]} failed (exit {code}); see {log}")

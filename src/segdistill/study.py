@@ -24,7 +24,11 @@ DATA_ROOTS = {"synthetic": "resources/data/synthetic", "optic_disc": "resources/
 # Sources in PaddleSeg's generic layout (`type: Dataset`, list files, any number of classes).
 GENERIC_SOURCES = ("folder", "url")
 SPLITS = ("train", "val", "test")
-RUN_RE = re.compile(r"^(teacher|student)/seed(\d+)$|^distilled/([A-Za-z0-9_.=~-]+)/seed(\d+)$")
+# The run-id grammar, written once (common.smk's wildcard constraints are these patterns). A method is a `distill`
+# key or a sweep point `<method>~<key>=<value>~...` (`method_name`, `parse_method`).
+METHOD_PATTERN = r"[A-Za-z0-9_.=~-]+"
+RUN_PATTERN = rf"(teacher|student)/seed(\d+)|distilled/({METHOD_PATTERN})/seed(\d+)"
+RUN_RE = re.compile(rf"^(?:{RUN_PATTERN})$")
 # Keys of PaddleSeg's generic `Dataset` that a user's dataset section may carry over into the study's copy.
 _DATASET_KEEP = ("transforms", "ignore_index", "img_channels", "separator", "edge")
 # The study's copies of the user's PaddleSeg YAMLs, with the data set filled in (written by `study_configs`).
@@ -100,14 +104,29 @@ def methods(config: dict) -> dict[str, dict]:
         keys = list(sweep["grid"])
         for values in itertools.product(*(sweep["grid"][k] for k in keys)):
             params = dict(zip(keys, values))
-            name = base + "".join(f"~{k}={_fmt(v)}" for k, v in params.items())
-            out[name] = {"terms": apply_params(out[base]["terms"], params, "sweep.grid"), "params": params,
-                         "base": base}
+            terms = apply_params(out[base]["terms"], params, "sweep.grid")
+            out[method_name(base, params)] = {"terms": terms, "params": params, "base": base}
     return out
 
 
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+def method_name(base: str, params: dict) -> str:
+    """A sweep point's name: ("kl", {"weight": 2.0}) -> `kl~weight=2`."""
+    return base + "".join(f"~{k}={v:g}" if isinstance(v, float) else f"~{k}={v}" for k, v in params.items())
+
+
+def parse_method(name: str) -> tuple[str, dict]:
+    """`kl_cwd~weight=2~cwd.temperature=4` -> ("kl_cwd", {"weight": 2.0, "cwd.temperature": 4.0})."""
+    base, *points = name.split("~")
+    params = {}
+    for p in points:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise SegDistillError(f"sweep arm name '{name}': '{p}' is not key=value")
+        try:
+            params[key] = float(value)
+        except ValueError:
+            params[key] = value
+    return base, params
 
 
 def apply_params(terms: list[dict], params: dict, source: str) -> list[dict]:

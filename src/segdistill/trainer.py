@@ -27,8 +27,9 @@ import numpy as np
 
 from segdistill import checkpoint
 from segdistill.atomic import replacing, write_json
-from segdistill.config import DATA_PATH_KEYS, build, build_model, experiment_dict, ignore_index, num_classes
-from segdistill.distill.cache import data_digest
+from segdistill.config import (DATA_PATH_KEYS, build, build_model, experiment_dict, ignore_index, num_classes,
+                               open_dataset)
+from segdistill.data.digest import data_digest
 from segdistill.data.stream import KeyedStream
 from segdistill.distill import build_distiller
 from segdistill.doctor import check_devices
@@ -38,40 +39,11 @@ from segdistill.losses.task import task_losses
 from segdistill.paddle_env import paddle
 from segdistill.parallel import StudentSide, parameter_digest
 from segdistill.precision import TEACHER_PRECISION, Amp, set_deterministic, to_fp32
+from segdistill.specs import TrainSpec
 
 
 class NonFiniteLoss(SegDistillError):
     pass
-
-
-@dataclass
-class TrainSpec:
-    config: str
-    save_dir: str
-    seed: int = 0
-    data_root: str | None = None
-    iters: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    save_interval: int = 1000
-    log_iters: int = 10
-    keep_checkpoint_max: int = 5  # PaddleSeg's default
-    do_eval: bool = True
-    use_vdl: bool = False
-    num_workers: int = 0
-    resume_model: str | None = None
-    class_names: list[str] | None = None
-    teacher_config: str | None = None  # a patched teacher config: distillation when set
-    distill_terms: list | None = None  # raw term mappings; None -> the student YAML's `distill_loss`
-    pretrained_cache: str | None = None
-    pretrained_backbone: bool = True
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (PaddleSeg's --precision, plus bf16)
-    amp_level: str = "O1"
-    deterministic: bool = False  # GPU: cuDNN's deterministic algorithms (segdistill.precision.set_deterministic)
-    data_seed: int | None = None  # the data stream's key; None -> seed
-    teacher_outputs: str | None = None  # a teacher-outputs folder: the teacher's tensors are read, not computed
-    data_record: str | None = None  # the data validation record (validation.json), part of the data digest
-    extra: dict = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -114,12 +86,9 @@ class Trainer:
         self.builder = build(self.dic, spec.config)
         self.model = build_model(self.dic, spec.config)
         self.task_loss = task_losses(self.dic["loss"], spec.config, self.ignore_index)  # PaddleSeg's `loss:`
-        try:
-            self.train_ds = self.builder.train_dataset
-            self.val_ds = self.builder.val_dataset if spec.do_eval else None
-        except (AssertionError, FileNotFoundError, OSError) as exc:
-            raise SegDistillError(f"{spec.config}: cannot open the data set: {exc}") from None
-        self.data_seed = spec.seed if spec.data_seed is None else spec.data_seed
+        self.train_ds = open_dataset(self.builder, spec.config)
+        self.val_ds = open_dataset(self.builder, spec.config, "val_dataset") if spec.do_eval else None
+        self.data_seed = spec.stream_seed
         self.stream = KeyedStream(self.train_ds, self.batch_size, self.data_seed, self.rank, self.world,
                                   num_classes=self.num_classes, ignore_index=self.ignore_index)
         # What decides the training images (the cache checks it; the run key includes it).
@@ -180,7 +149,12 @@ class Trainer:
         if spec.teacher_outputs:
             cached = {"teacher_outputs": spec.teacher_outputs, "iterations": self.iters,
                       "data_sha256": self.train_data_sha256}
-        return build_distiller(self.model, spec.config, self.dic, spec.teacher_config, spec.distill_terms,
+        terms = spec.distill_terms
+        if spec.distill:
+            from segdistill.distill import read_terms_file
+
+            terms = read_terms_file(spec.distill)
+        return build_distiller(self.model, spec.config, self.dic, spec.teacher_config, terms,
                                data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
                                probe_images=paddle.to_tensor(images), log=self._log, stream=self.stream, **cached)
 
@@ -305,10 +279,11 @@ class Trainer:
         return metrics_record(reduce_matrix(cm), self.class_names)
 
     def run(self) -> dict:
+        """Train from the resumed iteration to `iters`: a log row every `log_iters`; every `save_interval`
+        evaluate (keep the best model) and write a checkpoint; then the run's files."""
         spec = self.spec
         start, meta = self.resumed
-        best_miou, best_iter = meta["best_miou"], meta["best_iter"]
-        train_log, eval_log = list(meta["train_log"]), list(meta["eval_log"])
+        progress = _Progress(meta["best_miou"], meta["best_iter"], list(meta["train_log"]), list(meta["eval_log"]))
         if self.is_main:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             if spec.use_vdl:
@@ -318,13 +293,11 @@ class Trainer:
         if start >= self.iters:
             self._log(f"already trained to iteration {start}")
         self.student_side.train()
-        t0, done_since = time.time(), 0
-        last_ckpt = None
         batches = self.stream.loader(start + 1, self.iters, spec.num_workers)
         for it, (images, labels) in zip(range(start + 1, self.iters + 1), batches):
             loss, parts = self.step(images, labels, it)
             loss_value = float(loss)
-            done_since += 1
+            progress.done_since += 1
             if not math.isfinite(loss_value):
                 path, _ = checkpoint.latest_valid(self.save_dir, self._log)
                 raise NonFiniteLoss(
@@ -332,72 +305,108 @@ class Trainer:
                     f"{path or 'none'}. Lower the learning rate or check the data."
                 )
             if it % spec.log_iters == 0 or it == self.iters:
-                elapsed = time.time() - t0
-                ips = done_since * self.batch_size * self.world / max(elapsed, 1e-9)
-                eta = (self.iters - it) * elapsed / done_since
-                row = {"iter": it, "loss": self._all_mean(loss_value),
-                       **{k: self._all_mean(float(v)) for k, v in parts.items()},
-                       "lr": float(self.optimizer.get_lr())}
-                train_log.append(row)
-                parts_txt = " ".join(f"{k}={row[k]:.4f}" for k in parts)
-                self._log(f"[train] iter {it}/{self.iters} loss={row['loss']:.4f} {parts_txt} lr={row['lr']:.6f} "
-                          f"ips={ips:.2f} img/s eta={_fmt_eta(eta)}")
-                if self.vdl:
-                    for k, v in row.items():
-                        if k != "iter":
-                            self.vdl.add_scalar(f"train/{k}", v, it)
-                t0, done_since = time.time(), 0
+                self._log_train(it, loss_value, parts, progress)
             if it % spec.save_interval == 0 or it == self.iters:
-                if spec.do_eval:
-                    rec = self._eval()
-                    eval_log.append({"iter": it, "miou": rec["miou"], "acc": rec["acc"], "kappa": rec["kappa"],
-                                     "dice": rec["dice"], "num_pixels": rec["num_pixels"]})
-                    self._log(f"[eval] iter {it} mIoU={rec['miou']:.4f} acc={rec['acc']:.4f} "
-                              f"kappa={rec['kappa']:.4f} dice={rec['dice']:.4f}")
-                    if self.vdl:
-                        self.vdl.add_scalar("val/miou", rec["miou"], it)
-                    if rec["miou"] > best_miou:
-                        best_miou, best_iter = rec["miou"], it
-                        if self.is_main:
-                            checkpoint.save_weights(self.model, self._best_store)
-                elif self.is_main:
-                    best_iter = it
-                    checkpoint.save_weights(self.model, self._best_store)
+                self._evaluate_and_keep_best(it, progress)
                 if self.world > 1:
                     self._check_ranks_agree(it)
                 rng_states = self._gather_rng()
                 if self.is_main:
-                    state = {"run_key": self.run_key, "best_miou": best_miou, "best_iter": best_iter,
-                             "train_log": train_log, "eval_log": eval_log, "lr_scheduler": self.lr.state_dict(),
-                             "amp": self.amp.state_dict()}
-                    last_ckpt = checkpoint.save(self.save_dir, it, self.trainable, self.optimizer, state,
-                                                spec.keep_checkpoint_max, rng_states=rng_states)
-                    # Fault-injection hook for the kill tests: die right after a given checkpoint is written.
-                    if os.environ.get("SEGDISTILL_DIE_AFTER_ITER") == str(it):
-                        os._exit(137)
-        summary = {"config": spec.config, "seed": spec.seed, "data_seed": self.data_seed, "iters": self.iters,
-                   "batch_size": self.batch_size, "global_batch_size": self.batch_size * self.world,
-                   "precision": spec.precision, "amp_level": spec.amp_level, "deterministic": spec.deterministic,
-                   "best_miou": best_miou,
-                   "best_iter": best_iter, "world_size": self.world,
-                   "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
-                   "teacher_outputs": self._teacher_outputs_record(),
-                   "last_checkpoint": str(last_ckpt) if last_ckpt else None}
+                    progress.last_checkpoint = self._checkpoint(it, progress, rng_states)
+        summary = self._summary(progress)
         if self.is_main:
-            # best_model/ is the workflow's declared output, which Snakemake deletes before rerunning a killed
-            # job; the copy kept beside the checkpoints survives, so a resumed run still ends with its best model.
-            if not self._best_store.is_file():
-                raise SegDistillError(f"{self._best_store} is missing: no evaluation ran (is iters >= 1?)")
-            best = self.save_dir / "best_model" / "model.pdparams"
-            best.parent.mkdir(parents=True, exist_ok=True)
-            with replacing(best) as tmp:
-                shutil.copyfile(self._best_store, tmp)
-            _write_csv(self.save_dir / "train_log.csv", train_log)
-            _write_csv(self.save_dir / "eval_log.csv", eval_log)
-            write_json(self.save_dir / "train_summary.json", summary)
+            self._write_results(progress, summary)
         if self.vdl:
             self.vdl.close()
         return summary
+
+    def _log_train(self, it: int, loss_value: float, parts: dict, progress: _Progress) -> None:
+        """One training log row (averaged over ranks): the log line, train_log, VisualDL."""
+        elapsed = time.time() - progress.t0
+        ips = progress.done_since * self.batch_size * self.world / max(elapsed, 1e-9)
+        eta = (self.iters - it) * elapsed / progress.done_since
+        row = {"iter": it, "loss": self._all_mean(loss_value),
+               **{k: self._all_mean(float(v)) for k, v in parts.items()},
+               "lr": float(self.optimizer.get_lr())}
+        progress.train_log.append(row)
+        parts_txt = " ".join(f"{k}={row[k]:.4f}" for k in parts)
+        self._log(f"[train] iter {it}/{self.iters} loss={row['loss']:.4f} {parts_txt} lr={row['lr']:.6f} "
+                  f"ips={ips:.2f} img/s eta={_fmt_eta(eta)}")
+        if self.vdl:
+            for k, v in row.items():
+                if k != "iter":
+                    self.vdl.add_scalar(f"train/{k}", v, it)
+        progress.t0, progress.done_since = time.time(), 0
+
+    def _evaluate_and_keep_best(self, it: int, progress: _Progress) -> None:
+        """Evaluate on val and keep the model if its mIoU is the best so far (without evaluation: the latest)."""
+        if not self.spec.do_eval:
+            if self.is_main:
+                progress.best_iter = it
+                checkpoint.save_weights(self.model, self._best_store)
+            return
+        rec = self._eval()
+        progress.eval_log.append({"iter": it, "miou": rec["miou"], "acc": rec["acc"], "kappa": rec["kappa"],
+                                  "dice": rec["dice"], "num_pixels": rec["num_pixels"]})
+        self._log(f"[eval] iter {it} mIoU={rec['miou']:.4f} acc={rec['acc']:.4f} "
+                  f"kappa={rec['kappa']:.4f} dice={rec['dice']:.4f}")
+        if self.vdl:
+            self.vdl.add_scalar("val/miou", rec["miou"], it)
+        if rec["miou"] > progress.best_miou:
+            progress.best_miou, progress.best_iter = rec["miou"], it
+            if self.is_main:
+                checkpoint.save_weights(self.model, self._best_store)
+
+    def _checkpoint(self, it: int, progress: _Progress, rng_states: list) -> Path:
+        """Rank 0 writes the checkpoint of iteration `it` (pruned to keep_checkpoint_max)."""
+        state = {"run_key": self.run_key, "best_miou": progress.best_miou, "best_iter": progress.best_iter,
+                 "train_log": progress.train_log, "eval_log": progress.eval_log,
+                 "lr_scheduler": self.lr.state_dict(), "amp": self.amp.state_dict()}
+        path = checkpoint.save(self.save_dir, it, self.trainable, self.optimizer, state,
+                               self.spec.keep_checkpoint_max, rng_states=rng_states)
+        # Fault-injection hook for the kill tests: die right after a given checkpoint is written.
+        if os.environ.get("SEGDISTILL_DIE_AFTER_ITER") == str(it):
+            os._exit(137)
+        return path
+
+    def _summary(self, progress: _Progress) -> dict:
+        spec, last = self.spec, progress.last_checkpoint
+        return {"config": spec.config, "seed": spec.seed, "data_seed": self.data_seed, "iters": self.iters,
+                "batch_size": self.batch_size, "global_batch_size": self.batch_size * self.world,
+                "precision": spec.precision, "amp_level": spec.amp_level, "deterministic": spec.deterministic,
+                "best_miou": progress.best_miou,
+                "best_iter": progress.best_iter, "world_size": self.world,
+                "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
+                "teacher_outputs": self._teacher_outputs_record(),
+                "last_checkpoint": str(last) if last else None}
+
+    def _write_results(self, progress: _Progress, summary: dict) -> None:
+        """best_model/, the logs as CSV and train_summary.json (rank 0).
+
+        best_model/ is the workflow's declared output, which Snakemake deletes before rerunning a killed job; the
+        copy kept beside the checkpoints survives, so a resumed run still ends with its best model."""
+        if not self._best_store.is_file():
+            raise SegDistillError(f"{self._best_store} is missing: no evaluation ran (is iters >= 1?)")
+        best = self.save_dir / "best_model" / "model.pdparams"
+        best.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(best) as tmp:
+            shutil.copyfile(self._best_store, tmp)
+        _write_csv(self.save_dir / "train_log.csv", progress.train_log)
+        _write_csv(self.save_dir / "eval_log.csv", progress.eval_log)
+        write_json(self.save_dir / "train_summary.json", summary)
+
+
+@dataclass
+class _Progress:
+    """What the loop carries between iterations (and a checkpoint keeps): the best model so far, the logs."""
+
+    best_miou: float
+    best_iter: int
+    train_log: list
+    eval_log: list
+    last_checkpoint: Path | None = None
+    t0: float = field(default_factory=time.time)  # start of the current log window, for img/s and the ETA
+    done_since: int = 0
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -74,8 +74,8 @@ BACKBONES = {
 wildcard_constraints:
     seed=r"\d+",
     arm="teacher|student",
-    method=r"[A-Za-z0-9_.=~-]+",
-    run=r"(teacher|student)/seed\d+|distilled/[A-Za-z0-9_.=~-]+/seed\d+",
+    method=study.METHOD_PATTERN,
+    run=study.RUN_PATTERN,
 
 
 def teacher_outputs_input(wildcards):

@@ -28,7 +28,7 @@ even), float32 (bit-identical to the online teacher).
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segdistill.config import DATA_PATH_KEYS
+from segdistill.data.digest import data_digest
 from segdistill.data.fetch import sha256_of
 from segdistill.distill.recorder import LOGITS, Recorder, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
@@ -50,34 +50,10 @@ HEAD = "head"  # PaddleSeg's segmentation head: its first output is the logits b
 
 # -- what identifies a stream and its data --------------------------------------------------------------------
 
-def data_digest(train_dataset: dict, dataset, validation=None) -> str:
-    """SHA-256 of what decides the training images: the student config's train data set section (type, mode,
-    transforms; not where it lies), its file list (relative to the data root) and the data validation record."""
-    section = {k: v for k, v in train_dataset.items() if k not in DATA_PATH_KEYS}
-    root = str(getattr(dataset, "dataset_root", None) or train_dataset.get("dataset_root") or "")
-    files = [[os.path.relpath(str(p), root) if root else str(p) for p in entry]
-             for entry in (getattr(dataset, "file_list", None) or [])]
-    record = {"train_dataset": section, "files": files,
-              "validation_sha256": sha256_of(validation) if validation else None}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def stream_key(stream, iterations: int) -> dict:
     """The stream a cache serves (see segdistill.data.stream.KeyedStream), as the manifest records it."""
     return {"data_seed": int(stream.seed), "batch_size": int(stream.batch_size), "ranks": int(stream.world),
             "global_batch": int(stream.global_batch), "iterations": int(iterations)}
-
-
-def teacher_weights(teacher_dic: dict, teacher_config) -> Path:
-    weights = teacher_dic["model"].get("pretrained")
-    if not weights:
-        raise SegDistillError(
-            f"{teacher_config}: model.pretrained is not set; point it at the trained teacher "
-            f"(`segdistill patch-teacher`) -- distilling from an untrained teacher is never what you want"
-        )
-    if not Path(weights).is_file():
-        raise SegDistillError(f"{teacher_config}: model.pretrained: weights file not found: {weights}")
-    return Path(weights)
 
 
 # -- dtypes ---------------------------------------------------------------------------------------------------
@@ -145,140 +121,183 @@ def _row_offset(path: Path, shape, dtype) -> int:
     return offset
 
 
-def write_teacher_outputs(student_config, teacher_config, terms_files, out, *, data_seed: int, data_root=None,
-                          iters=None, batch_size=None, ranks: int = 1, dtype: str = "float16", max_gb: float = 8.0,
-                          validation=None, pretrained_cache=None, log=print) -> dict:
-    """Run the teacher of `teacher_config` (patched: model.pretrained = trained weights) over the training stream
-    of `student_config` (data seed, per-rank batch x ranks, iterations as the distill job will have them) and
-    store every tensor that the terms in `terms_files` take from the teacher. Returns the manifest.
+class _Plan:
+    """What a teacher-outputs job will write, known before writing: the resolved student experiment, the teacher
+    (frozen, recorded), one keyed stream per rank, the tensors' names and full shapes, and the bytes they take."""
 
-    `terms_files`: terms files (`segdistill.distill.read_terms_file`); empty -> the student YAML's `distill_loss`.
-    The folder `out` appears complete or not at all (written beside it, then renamed).
-    """
-    from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes
-    from segdistill.data.stream import KeyedStream
-    from segdistill.distill.terms import read_terms_file, resolve_terms
-    from segdistill.doctor import check_devices
-    from segdistill.paddle_env import paddle
+    def __init__(self, spec):
+        from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes, open_dataset
+        from segdistill.data.stream import KeyedStream
+        from segdistill.distill.recorder import check_names
+        from segdistill.distill.teachers import freeze, trained_teacher
+        from segdistill.distill.terms import read_terms_file, resolve_terms
+        from segdistill.paddle_env import paddle
 
-    log(check_devices())  # a job that leased GPUs Paddle cannot use stops here, as training does
-    if dtype not in DTYPES:
-        raise SegDistillError(f"cache.dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
-    if ranks < 1:
-        raise SegDistillError(f"ranks must be at least 1, got {ranks}")
-    out = Path(out)
-    sdic = experiment_dict(student_config, data_root=data_root, iters=iters, batch_size=batch_size,
-                           pretrained_backbone=False, resolve_backbone=False)
-    term_lists = [resolve_terms(read_terms_file(f), student_config, sdic, str(f)) for f in terms_files] or [
-        resolve_terms(None, student_config, sdic)]
-    names = teacher_names(term_lists)
-    tdic = experiment_dict(teacher_config, data_root=data_root, pretrained_cache=pretrained_cache,
-                           pretrained_backbone=False)
-    weights = teacher_weights(tdic, teacher_config)
-    if num_classes(tdic) != num_classes(sdic):
-        raise SegDistillError(f"teacher {teacher_config} has num_classes {num_classes(tdic)} but student "
-                              f"{student_config} has {num_classes(sdic)}")
-    try:
-        dataset = build(sdic, student_config).train_dataset
-    except (AssertionError, FileNotFoundError, OSError) as exc:
-        raise SegDistillError(f"{student_config}: cannot open the data set: {exc}") from None
-    iterations, per_rank = int(sdic["iters"]), int(sdic["batch_size"])
-    streams = [KeyedStream(dataset, per_rank, data_seed, r, ranks, num_classes=num_classes(sdic),
-                           ignore_index=ignore_index(sdic)) for r in range(ranks)]
-    key = stream_key(streams[0], iterations)
-    teacher = build_model(tdic, teacher_config)
-    from segdistill.distill.teachers import freeze, run_teacher
-    from segdistill.distill.recorder import check_names
+        if spec.dtype not in DTYPES:
+            raise SegDistillError(f"cache.dtype: '{spec.dtype}' is not one of {', '.join(DTYPES)}")
+        if spec.ranks < 1:
+            raise SegDistillError(f"ranks must be at least 1, got {spec.ranks}")
+        self.spec = spec
+        config = spec.config
+        sdic = experiment_dict(config, data_root=spec.data_root, iters=spec.iters, batch_size=spec.batch_size,
+                               pretrained_backbone=False, resolve_backbone=False)
+        term_lists = [resolve_terms(read_terms_file(f), config, sdic, str(f)) for f in spec.distill] or [
+            resolve_terms(None, config, sdic)]
+        self.names = teacher_names(term_lists)
+        tdic, self.weights = trained_teacher(spec.teacher_config, config, sdic, spec.data_root, spec.pretrained_cache)
+        self.sdic, self.dataset = sdic, open_dataset(build(sdic, config), config)
+        self.iterations, self.per_rank = int(sdic["iters"]), int(sdic["batch_size"])
+        self.streams = [KeyedStream(self.dataset, self.per_rank, spec.stream_seed, r, spec.ranks,
+                                    num_classes=num_classes(sdic), ignore_index=ignore_index(sdic))
+                        for r in range(spec.ranks)]
+        self.key = stream_key(self.streams[0], self.iterations)
+        self.teacher = build_model(tdic, spec.teacher_config)
+        check_names(self.teacher, self.names, "teacher")
+        freeze(self.teacher)
+        self.probe = paddle.to_tensor(self.streams[0].batch(1)[0])
+        self.rule = logits_rule(self.teacher, self.probe) if LOGITS in self.names else None
+        record = [n for n in self.names if output_index(n) is None] + (
+            [HEAD] if self.rule and HEAD not in self.names else [])
+        self.recorder = Recorder(self.teacher, record)
+        self.first = self.tensors(self.probe)
+        global_batch = self.key["global_batch"]
+        self.shapes = {n: [self.iterations, global_batch, *[int(s) for s in t.shape[1:]]]
+                       for n, t in self.first.items()}
+        self.itemsize = np.dtype(DTYPES[spec.dtype]).itemsize
+        self.bytes = sum(int(np.prod(s)) * self.itemsize for s in self.shapes.values())
+        self.per_sample = self.bytes // (self.iterations * global_batch)
 
-    check_names(teacher, names, "teacher")
-    freeze(teacher)
-    probe = paddle.to_tensor(streams[0].batch(1)[0])
-    rule = logits_rule(teacher, probe) if LOGITS in names else None
-    record = [n for n in names if output_index(n) is None] + ([HEAD] if rule and HEAD not in names else [])
-    recorder = Recorder(teacher, record)
+    def tensors(self, images) -> dict:
+        """The teacher's tensors of one batch, by name (`logits` before the final upsampling when `rule` says)."""
+        from segdistill.distill.teachers import run_teacher
 
-    def tensors(images) -> dict:
-        feats, logits = run_teacher(teacher, recorder, images)
+        feats, logits = run_teacher(self.teacher, self.recorder, images)
         outputs = model_outputs(logits)
-        check_outputs(outputs, names, "teacher", "eval")
-        feats.update({n: outputs[n] for n in names if n in outputs})
-        if rule:
+        check_outputs(outputs, self.names, "teacher", "eval")
+        feats.update({n: outputs[n] for n in self.names if n in outputs})
+        if self.rule:
             feats[LOGITS] = feats[HEAD]
-        return {n: feats[n] for n in names}
+        return {n: feats[n] for n in self.names}
 
-    first = tensors(probe)
-    shapes = {n: [iterations, key["global_batch"], *[int(s) for s in t.shape[1:]]] for n, t in first.items()}
-    itemsize = np.dtype(DTYPES[dtype]).itemsize
-    need = sum(int(np.prod(s)) * itemsize for s in shapes.values())
-    gb = need / 1e9
-    per_sample = need // (iterations * key["global_batch"])
-    log(f"teacher outputs: {', '.join(f'{n} {shapes[n][2:]}' for n in names)} x {iterations} iterations x "
-        f"{key['global_batch']} images, {dtype}: {gb:.3f} GB ({per_sample} bytes per image)")
-    if gb > max_gb:
-        raise SegDistillError(
-            f"the teacher outputs need {gb:.2f} GB ({per_sample} bytes per image x {key['global_batch']} images x "
-            f"{iterations} iterations, {dtype}), over cache.max_gb {max_gb:g}. Options: fewer iterations, "
-            f"cache.dtype float16 (or bfloat16), fewer or smaller teacher tensors in the terms, a larger "
-            f"cache.max_gb if the disk has room, or teacher.outputs: online (no cache)"
-        )
+    def batches(self):
+        """(iteration, rank, {name: array}) over the whole stream, every rank's slice of each iteration."""
+        from segdistill.paddle_env import paddle
+
+        for it in range(1, self.iterations + 1):
+            for r, stream in enumerate(self.streams):
+                feats = self.first if (it == 1 and r == 0) else self.tensors(paddle.to_tensor(stream.batch(it)[0]))
+                yield it, r, {n: t.numpy() for n, t in feats.items()}
+
+    def check_size(self, log) -> None:
+        """Say what will be written; refuse, before writing anything, a cache larger than `max_gb`."""
+        spec, gb, images = self.spec, self.bytes / 1e9, self.key["global_batch"]
+        log(f"teacher outputs: {', '.join(f'{n} {self.shapes[n][2:]}' for n in self.names)} x {self.iterations} "
+            f"iterations x {images} images, {spec.dtype}: {gb:.3f} GB ({self.per_sample} bytes per image)")
+        if gb > spec.max_gb:
+            raise SegDistillError(
+                f"the teacher outputs need {gb:.2f} GB ({self.per_sample} bytes per image x {images} images x "
+                f"{self.iterations} iterations, {spec.dtype}), over cache.max_gb {spec.max_gb:g}. Options: fewer "
+                f"iterations, cache.dtype float16 (or bfloat16), fewer or smaller teacher tensors in the terms, a "
+                f"larger cache.max_gb if the disk has room, or teacher.outputs: online (no cache)"
+            )
+
+    def verify(self, name: str, arr: np.ndarray, it: int) -> None:
+        """Every batch has the shapes of the first (a cache stores fixed-size rows)."""
+        if [*arr.shape[1:]] != self.shapes[name][2:] or arr.shape[0] != self.per_rank:
+            raise SegDistillError(
+                f"teacher tensor '{name}' has shape {list(arr.shape)} at iteration {it} but "
+                f"{[self.per_rank, *self.shapes[name][2:]]} at iteration 1: a cache needs fixed-size batches "
+                f"(give the train transforms a fixed Resize or crop size)")
+
+    def manifest(self) -> dict:
+        spec, rule = self.spec, self.rule
+        validation = spec.data_record
+
+        def recorded(n):
+            if n != LOGITS:
+                return n
+            return f"{HEAD} (before the model's final upsampling)" if rule else "the model's first output"
+
+        upsample = {k: rule[k] for k in ("mode", "align_corners", "size")} if rule else None
+        return {
+            "format": FORMAT,
+            "teacher": {"config": str(spec.teacher_config), "weights": str(self.weights),
+                        "weights_sha256": sha256_of(self.weights), "precision": TEACHER_PRECISION},
+            "data": {"sha256": data_digest(self.sdic["train_dataset"], self.dataset, validation),
+                     "student_config": str(spec.config),
+                     "validation_sha256": sha256_of(validation) if validation else None},
+            "stream": self.key,
+            "dtype": spec.dtype,
+            "storage": "uint16 bit patterns of bfloat16" if spec.dtype == "bfloat16" else spec.dtype,
+            "bytes": self.bytes,
+            "bytes_per_image": self.per_sample,
+            "tensors": {n: {"file": f"{n}.npy", "shape": self.shapes[n],
+                            "upsample": upsample if n == LOGITS else None, "recorded": recorded(n)}
+                        for n in self.names},
+        }
+
+
+def _write_rows(plan: _Plan, folder: Path, log) -> None:
+    """Every rank's slice of every iteration, at its row's offset in the tensor's `.npy` file."""
+    names, dtype, key = plan.names, plan.spec.dtype, plan.key
+    offsets = {n: _row_offset(folder / f"{n}.npy", plan.shapes[n], DTYPES[dtype]) for n in names}
+    row = {n: int(np.prod(plan.shapes[n][2:])) * plan.itemsize for n in names}
+    handles = {n: open(folder / f"{n}.npy", "r+b") for n in names}
+    try:
+        for it, r, feats in plan.batches():
+            for n in names:
+                plan.verify(n, feats[n], it)
+                pos = ((it - 1) * key["global_batch"] + r * plan.per_rank) * row[n]
+                os.pwrite(handles[n].fileno(), _encode(feats[n], dtype).tobytes(), offsets[n] + pos)
+            if r == len(plan.streams) - 1 and (it % max(1, plan.iterations // 10) == 0 or it == plan.iterations):
+                log(f"[teacher outputs] iteration {it}/{plan.iterations}")
+    finally:
+        for fh in handles.values():
+            fh.close()
+
+
+@contextlib.contextmanager
+def _staged(out: Path):
+    """A hidden sibling folder to write into, renamed onto `out` when the block ends without error: `out`
+    appears complete or not at all. Folders left by a killed job writing `out` are removed first."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed job writing this folder
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
         shutil.rmtree(stale)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.mkdir()
     try:
-        files = {n: f"{n}.npy" for n in names}
-        offsets = {n: _row_offset(tmp / files[n], shapes[n], DTYPES[dtype]) for n in names}
-        row = {n: int(np.prod(shapes[n][2:])) * itemsize for n in names}
-        handles = {n: open(tmp / files[n], "r+b") for n in names}
-        try:
-            for it in range(1, iterations + 1):
-                for r, stream in enumerate(streams):
-                    images = probe if (it == 1 and r == 0) else paddle.to_tensor(stream.batch(it)[0])
-                    feats = first if (it == 1 and r == 0) else tensors(images)
-                    for n in names:
-                        arr = feats[n].numpy()
-                        if [*arr.shape[1:]] != shapes[n][2:] or arr.shape[0] != per_rank:
-                            raise SegDistillError(
-                                f"teacher tensor '{n}' has shape {list(arr.shape)} at iteration {it} but "
-                                f"{[per_rank, *shapes[n][2:]]} at iteration 1: a cache needs fixed-size batches "
-                                f"(give the train transforms a fixed Resize or crop size)")
-                        pos = ((it - 1) * key["global_batch"] + r * per_rank) * row[n]
-                        os.pwrite(handles[n].fileno(), _encode(arr, dtype).tobytes(), offsets[n] + pos)
-                if it % max(1, iterations // 10) == 0 or it == iterations:
-                    log(f"[teacher outputs] iteration {it}/{iterations}")
-        finally:
-            for fh in handles.values():
-                fh.close()
-        manifest = {
-            "format": FORMAT,
-            "teacher": {"config": str(teacher_config), "weights": str(weights),
-                        "weights_sha256": sha256_of(weights), "precision": TEACHER_PRECISION},
-            "data": {"sha256": data_digest(sdic["train_dataset"], dataset, validation),
-                     "student_config": str(student_config),
-                     "validation_sha256": sha256_of(validation) if validation else None},
-            "stream": key,
-            "dtype": dtype,
-            "storage": "uint16 bit patterns of bfloat16" if dtype == "bfloat16" else dtype,
-            "bytes": need,
-            "bytes_per_image": per_sample,
-            "tensors": {n: {"file": files[n], "shape": shapes[n],
-                            "upsample": ({k: rule[k] for k in ("mode", "align_corners", "size")}
-                                         if n == LOGITS and rule else None),
-                            "recorded": (f"{HEAD} (before the model's final upsampling)" if n == LOGITS and rule
-                                         else "the model's first output" if n == LOGITS else n)}
-                        for n in names},
-        }
-        for n in names:  # what opening the cache checks first: a truncated or altered file is named at once
-            manifest["tensors"][n].update(file_record(tmp / files[n]))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        yield tmp
         if out.exists():
             shutil.rmtree(out)
         os.rename(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    log(f"wrote {out}: {need} bytes, manifest sha256 {sha256_of(out / MANIFEST)}")
+
+
+def write_teacher_outputs(spec, log=print) -> dict:
+    """Run the teacher of `spec.teacher_config` (patched: model.pretrained = trained weights) over the training
+    stream of `spec.config` (data seed, per-rank batch x ranks, iterations as the distill job will have them) and
+    store every tensor that the terms in `spec.distill` take from the teacher. Returns the manifest.
+
+    `spec`: a `segdistill.specs.TeacherOutputsSpec`; `spec.distill` lists terms files
+    (`segdistill.distill.read_terms_file`), empty -> the student YAML's `distill_loss`.
+    Steps: plan (shapes and size, refused over `max_gb` before anything is written), write (each batch checked
+    against the plan), then the manifest; the folder `spec.out` appears complete or not at all.
+    """
+    from segdistill.doctor import check_devices
+
+    log(check_devices())  # a job that leased GPUs Paddle cannot use stops here, as training does
+    plan = _Plan(spec)
+    plan.check_size(log)
+    out = Path(spec.out)
+    with _staged(out) as tmp:
+        _write_rows(plan, tmp, log)
+        manifest = plan.manifest()
+        for n in plan.names:  # what opening the cache checks first: a truncated or altered file is named at once
+            manifest["tensors"][n].update(file_record(tmp / f"{n}.npy"))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"wrote {out}: {plan.bytes} bytes, manifest sha256 {sha256_of(out / MANIFEST)}")
     return manifest
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from segdistill.data.fetch import sha256_of
 from segdistill.distill.connectors import build_connector
 from segdistill.distill.recorder import Recorder, check_names, check_outputs, model_outputs, output_index
-from segdistill.distill.teachers import OnlineTeacher, isolated_rng
+from segdistill.distill.teachers import OnlineTeacher, isolated_rng, trained_teacher
 from segdistill.distill.terms import DistillTerm, resolve_terms
 from segdistill.errors import SegDistillError
 from segdistill.losses import get_loss
@@ -191,7 +191,7 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
     - online (`teacher_outputs` None): the teacher is built (its construction isolated from the global random
       generators, see `isolated_rng`) and frozen; cached (`teacher_outputs`: a `teacher-outputs` folder): no
       teacher is built; the folder's manifest must match this run's `stream` (the trainer's KeyedStream) and
-      `iterations`, `data_sha256` (`segdistill.distill.cache.data_digest`), the teacher weights'
+      `iterations`, `data_sha256` (`segdistill.data.digest.data_digest`), the teacher weights'
       SHA-256 and the terms' teacher names, else the field that differs is named;
     - `probe_images` (a real batch) checks every shape and builds the connectors, so the returned distiller's
       parameters are final (build the optimizer after this call).
@@ -200,17 +200,10 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
     and `pretrained_cache` apply to the teacher config as to the student's, `student_forward` is the callable
     that runs the student (its DataParallel wrapper under several ranks), `log` gets one line naming the terms.
     """
-    from segdistill.config import build_model, experiment_dict, ignore_index, num_classes
+    from segdistill.config import build_model, ignore_index
     from segdistill.distill import cache
 
-    tdic = experiment_dict(teacher_config, data_root=data_root, pretrained_cache=pretrained_cache,
-                           pretrained_backbone=False)  # the trained teacher's weights cover the backbone
-    weights = cache.teacher_weights(tdic, teacher_config)
-    t_classes, s_classes = num_classes(tdic), num_classes(student_dic)
-    if t_classes != s_classes:
-        raise SegDistillError(
-            f"teacher {teacher_config} has num_classes {t_classes} but student {student_config} has {s_classes}"
-        )
+    tdic, weights = trained_teacher(teacher_config, student_config, student_dic, data_root, pretrained_cache)
     parsed = resolve_terms(terms, student_config, student_dic)
     weights_sha256 = sha256_of(weights)
     if teacher_outputs:

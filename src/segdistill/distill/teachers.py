@@ -1,20 +1,50 @@
 """The online teacher: a frozen model run on each batch, its named sublayers recorded.
 
 A teacher-feature source for the Distiller (the other one, `segdistill.distill.cache.CachedTeacher`, reads what a
-`teacher-outputs` job stored); both it and the cache writer freeze the teacher the same way, so this module is
-what they share.
+`teacher-outputs` job stored); both it and the cache writer read the patched teacher config, check it against
+the student and freeze the teacher the same way, so this module is what they share.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from pathlib import Path
 
 import numpy as np
 
 from segdistill.distill.recorder import Recorder, check_names, check_outputs, model_outputs, output_index
+from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
 from segdistill.precision import teacher_region
+
+
+def teacher_weights(teacher_dic: dict, teacher_config) -> Path:
+    weights = teacher_dic["model"].get("pretrained")
+    if not weights:
+        raise SegDistillError(
+            f"{teacher_config}: model.pretrained is not set; point it at the trained teacher "
+            f"(`segdistill patch-teacher`) -- distilling from an untrained teacher is never what you want"
+        )
+    if not Path(weights).is_file():
+        raise SegDistillError(f"{teacher_config}: model.pretrained: weights file not found: {weights}")
+    return Path(weights)
+
+
+def trained_teacher(teacher_config, student_config, student_dic: dict, data_root=None, pretrained_cache=None):
+    """(experiment dict, weights file) of a patched teacher config, checked: model.pretrained names the trained
+    weights (they cover the backbone, so no backbone is fetched) and the teacher predicts the student's classes."""
+    from segdistill.config import experiment_dict, num_classes
+
+    tdic = experiment_dict(teacher_config, data_root=data_root, pretrained_cache=pretrained_cache,
+                           pretrained_backbone=False)
+    weights = teacher_weights(tdic, teacher_config)
+    t_classes, s_classes = num_classes(tdic), num_classes(student_dic)
+    if t_classes != s_classes:
+        raise SegDistillError(
+            f"teacher {teacher_config} has num_classes {t_classes} but student {student_config} has {s_classes}"
+        )
+    return tdic, weights
 
 
 class OnlineTeacher:

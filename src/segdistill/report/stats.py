@@ -27,6 +27,7 @@ from segdistill.report.records import (
     split_label,
 )
 from segdistill.report.robustness import power_line, robustness
+from segdistill.study import parse_method
 
 
 def mean_std(values) -> tuple[float, float, int]:
@@ -98,21 +99,6 @@ def verdict_sentence(method: str, g: dict, split: str, metric: str = "mIoU") -> 
         head, ptxt, fam = f"{conf}% CI", (f", {ptxt}" if ptxt else ""), ""
     return (f"{method}: {pts(g['mean'])} {metric} points on {split} ({head} {pts(src['ci_low'])} to "
             f"{pts(src['ci_high'])}{fam}, n = {g['n']}{ptxt}): {VERDICT_WORDS[kind]}")
-
-
-def parse_method(name: str) -> tuple[str, dict]:
-    """`kl_cwd~weight=2~cwd.temperature=4` -> ("kl_cwd", {"weight": 2.0, "cwd.temperature": 4.0})."""
-    base, *points = name.split("~")
-    params = {}
-    for p in points:
-        key, sep, value = p.partition("=")
-        if not sep:
-            raise SegDistillError(f"sweep arm name '{name}': '{p}' is not key=value")
-        try:
-            params[key] = float(value)
-        except ValueError:
-            params[key] = value
-    return base, params
 
 
 def arm_table(df, split: str) -> list[dict]:

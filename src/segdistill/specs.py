@@ -1,0 +1,165 @@
+"""What each job kind takes, declared once: training, teacher outputs, evaluation.
+
+Why: an option used to be spelled in the schema, the rule's script, the command line's flags, the code that
+turned flags into arguments and the engine's arguments. Now a job is one typed spec: the workflow's script
+builds it from `snakemake.params` (whose sections use the fields' names), the command line's flags are made
+from its fields (`segdistill.cli`, help text from the field's metadata), and a job that runs on leased devices
+gets it as a JSON file (`write_spec` / `read_spec`): every rank of a multi-device job reads the same file.
+A new training option is a schema key, a field here, and the code that uses it.
+
+No paddle here: the command line's `--help` and the workflow's scripts build specs without importing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segdistill.errors import SegDistillError
+
+
+def opt(default=dataclasses.MISSING, help=None, **cli):
+    """A spec field: its default, the command line's help text and flag details (`choices`, `nargs`,
+    `cli_default` where the command line's default differs from the engine's, `cli=False` for no flag)."""
+    kw = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**kw, metadata={"help": help, **cli})
+
+
+class _Keyed:
+    """A job over the keyed training stream (segdistill.data.stream): its key is `data_seed`, else `seed`."""
+
+    @property
+    def stream_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
+
+@dataclass
+class TrainSpec(_Keyed):
+    """One training run: teacher, student baseline, or distilled student (`teacher_config` set)."""
+
+    config: str = opt(help="PaddleSeg experiment YAML")
+    save_dir: str = opt(help="run folder: checkpoints, best_model/, logs")
+    seed: int = opt(0)
+    data_root: str | None = opt(None, help="override train/val dataset_root")
+    iters: int | None = opt(None)
+    batch_size: int | None = opt(
+        None, help="images per device (rank), as PaddleSeg: the global batch is batch_size x ranks")
+    learning_rate: float | None = opt(None)
+    save_interval: int = opt(1000)
+    log_iters: int = opt(10)
+    keep_checkpoint_max: int = opt(5, help="checkpoints kept, newest first (PaddleSeg: 5)")
+    # The engine evaluates unless told not to; the command line, as PaddleSeg's, only with --do_eval.
+    do_eval: bool = opt(True, cli_default=False)
+    use_vdl: bool = opt(False)
+    num_workers: int = opt(0, help="data loader worker processes (0: in-process); results do not depend on it")
+    resume_model: str | None = opt(
+        None, help="checkpoint folder to resume from (default: newest valid in save_dir)")
+    class_names: list[str] | None = opt(None, nargs="+")
+    teacher_config: str | None = opt(None, help="patched teacher YAML: distil into the student")
+    distill: str | None = opt(None, help="YAML with `terms:` (default: the student YAML's distill_loss)")
+    distill_terms: list | None = opt(None, cli=False)  # raw term mappings, instead of a `distill` file
+    pretrained_cache: str | None = opt(
+        None, help="folder of downloaded backbones (default resources/pretrained)")
+    pretrained_backbone: bool = opt(True, help="use the backbone's `pretrained:` (--no_pretrained_backbone: "
+                                               "train from scratch)")
+    precision: str = opt("fp32", choices=["fp32", "fp16", "bf16"],
+                         help="mixed precision (GPU only; fp16 with loss scaling), as PaddleSeg's --precision")
+    amp_level: str = opt("O1", choices=["O1", "O2"],
+                         help="O1: cast per op (white list); O2: cast the parameters too (fp32 master weights)")
+    deterministic: bool = opt(
+        False, help="GPU: cuDNN's deterministic algorithms (FLAGS_cudnn_deterministic); see docs/distillation.md")
+    data_seed: int | None = opt(None, help="key of the augmented data stream (default: --seed); see "
+                                           "docs/distillation.md")
+    teacher_outputs: str | None = opt(
+        None, help="folder written by `segdistill teacher-outputs` for this run's stream: the teacher is not built")
+    data_record: str | None = opt(
+        None, help="the data validation record (validation.json), checked with the cache")
+
+    def __post_init__(self):
+        if self.distill and self.distill_terms is not None:
+            raise SegDistillError("give the distillation terms once: a `distill` file or `distill_terms`")
+        if self.distill and not self.teacher_config:
+            raise SegDistillError("--distill needs --teacher_config")
+        if self.teacher_outputs and not self.teacher_config:
+            raise SegDistillError("--teacher_outputs needs --teacher_config (its weights' SHA-256 is checked "
+                                  "against the cache)")
+
+
+@dataclass
+class TeacherOutputsSpec(_Keyed):
+    """One seed's teacher outputs: the teacher over the distilled runs' training stream, stored."""
+
+    config: str = opt(help="the student's PaddleSeg YAML (its data, transforms, iters, batch)")
+    teacher_config: str = opt(help="patched teacher YAML (model.pretrained = trained weights)")
+    out: str = opt(help="folder to write (manifest.json + one .npy per tensor)")
+    distill: list[str] = opt(list, nargs="*",
+                             help="terms files of every method to serve (default: the student YAML's distill_loss)")
+    seed: int = opt(0, help="the distilled runs' --seed")
+    data_seed: int | None = opt(None, help="the runs' --data_seed (default: --seed)")
+    data_root: str | None = opt(None)
+    iters: int | None = opt(None)
+    batch_size: int | None = opt(None, help="per rank, as in train")
+    ranks: int = opt(1, help="ranks of the distill runs (global batch = batch_size x ranks)")
+    dtype: str = opt("float16", choices=["float16", "bfloat16", "float32"])
+    max_gb: float = opt(8.0, help="refuse before writing when the cache would be larger")
+    data_record: str | None = opt(None, help="the data validation record (validation.json)")
+    pretrained_cache: str | None = opt(None)
+
+
+@dataclass
+class EvaluateSpec:
+    """Metrics of one run's trained weights on each split."""
+
+    config: str = opt(help="PaddleSeg experiment YAML")
+    model: str = opt(help="model.pdparams")
+    data_root: str | None = opt(None)
+    split: list[str] = opt(lambda: ["val"], nargs="+")
+    class_names: list[str] | None = opt(None, nargs="+")
+    run: str | None = opt(None, help="run id recorded in the JSON, e.g. distilled/kl/seed0")
+    out: str | None = opt(None, help="JSON file to write (-: print it)", cli_default="-")
+
+
+# A job's kind is the command-line subcommand that runs it (`segdistill <kind> --spec FILE`).
+KINDS = {"train": TrainSpec, "teacher-outputs": TeacherOutputsSpec, "evaluate": EvaluateSpec}
+_KIND_OF = {cls: kind for kind, cls in KINDS.items()}
+
+
+def kind_of(spec) -> str:
+    return _KIND_OF[type(spec)]
+
+
+def write_spec(spec, path) -> Path:
+    """The spec as JSON (`{"kind": ..., "spec": {field: value}}`), written whole or not at all."""
+    from segdistill.atomic import write_json
+
+    write_json(path, {"kind": kind_of(spec), "spec": dataclasses.asdict(spec)})
+    return Path(path)
+
+
+def from_mapping(cls, values: dict, source: str):
+    """`cls(**values)`, but an unknown or missing key is named with `source` and the closest field names."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            raise SegDistillError(f"{source}: '{key}' is not a field of the {_KIND_OF[cls]} spec"
+                                  + (f" (closest: {', '.join(close)})" if close else ""))
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SegDistillError(f"{source}: missing {', '.join(missing)}")
+    return cls(**values)
+
+
+def read_spec(path):
+    """The spec `write_spec` wrote to `path`."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SegDistillError(f"{path}: not a job spec: {exc}") from None
+    if not isinstance(record, dict) or record.get("kind") not in KINDS or not isinstance(record.get("spec"), dict):
+        raise SegDistillError(f"{path}: not a job spec (expected kind: one of {', '.join(KINDS)}, and spec)")
+    return from_mapping(KINDS[record["kind"]], record["spec"], str(path))
