@@ -113,3 +113,18 @@ def test_no_module_imports_one_that_imports_it_back():
         visit(start, [start], {start})
     cycles = [c for c in cycles if not any(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(c, c[1:]))]
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
+
+
+def test_no_function_in_src_is_longer_than_80_lines():
+    """Long functions are split into named steps: about 60 lines, 80 at the most (the body and its docstring,
+    from `def` to the last line)."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "functions over 80 lines: " + "; ".join(long)

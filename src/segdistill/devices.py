@@ -266,6 +266,22 @@ def run(
     `paddle.distributed.launch` with its log folder `log_dir`. SIGTERM/SIGINT are passed on to the command.
     """
     cmd = [str(c) for c in cmd]
+    _check_run_args(cmd, n, nprocs, threads)
+    with _held(n, ids, pool_dir, poll, timeout, record) as holding:
+        env = dict(os.environ)
+        # The command checks this against what Paddle can use (segdistill.doctor.check_devices).
+        env["SEGDISTILL_LEASED_GPUS"] = ",".join(holding.ids)
+        # Pool ids are nvidia-smi's, which numbers GPUs in PCI bus order; CUDA's default (FASTEST_FIRST) can
+        # number a mixed box differently, and CUDA_VISIBLE_DEVICES would then name another card than leased.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        cmd, ranks = _place(cmd, env, holding.ids, n, nprocs, log_dir)
+        per_rank = threads if threads is not None else _default_threads(ranks)
+        for var in THREAD_VARS:
+            env[var] = str(per_rank)
+        return _run_forwarding(cmd, env, holding.fds)
+
+
+def _check_run_args(cmd: list[str], n, nprocs, threads) -> None:
     if not cmd:
         raise SegDistillError("no command given to run (put it after `--`)")
     _check_count(n, "--gpus")
@@ -278,46 +294,35 @@ def run(
         if threads == 0:
             raise SegDistillError("--threads must be at least 1")
 
-    with _held(n, ids, pool_dir, poll, timeout, record) as holding:
-        leased = holding.ids
-        env = dict(os.environ)
-        # The command checks this against what Paddle can use (segdistill.doctor.check_devices).
-        env["SEGDISTILL_LEASED_GPUS"] = ",".join(leased)
-        # Pool ids are nvidia-smi's, which numbers GPUs in PCI bus order; CUDA's default (FASTEST_FIRST) can
-        # number a mixed box differently, and CUDA_VISIBLE_DEVICES would then name another card than leased.
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        if leased:
-            if nprocs not in (None, len(leased)):
-                raise SegDistillError(
-                    f"--nprocs {nprocs} does not match --gpus {n}: on GPUs the launcher starts one process "
-                    f"per leased device"
-                )
-            ranks = len(leased)
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(leased)
-            if ranks > 1:
-                prefix, _ = _launcher(log_dir, ["--devices", ",".join(leased)])
-                cmd = prefix + cmd
-        else:
-            why = f" ({n} GPU(s) asked for, but the device pool is empty)" if n else ""
-            print(CPU_MESSAGE + why, file=sys.stderr, flush=True)
-            ranks = nprocs or 1
-            if ranks > 1:
-                # Paddle's launcher reads any CUDA_VISIBLE_DEVICES (even "") as a GPU list and then fails to
-                # place CPU ranks, so CPU multi-process runs go without it.
-                if available_devices():
-                    raise SegDistillError(
-                        "--nprocs > 1 without GPUs is only possible on a machine without GPUs "
-                        f"(the pool here is {','.join(available_devices())}); lease GPUs with --gpus instead"
-                    )
-                env.pop("CUDA_VISIBLE_DEVICES", None)
-                prefix, _ = _launcher(log_dir, ["--nproc_per_node", str(ranks)])
-                cmd = prefix + cmd
-            else:
-                env["CUDA_VISIBLE_DEVICES"] = ""
-        per_rank = threads if threads is not None else _default_threads(ranks)
-        for var in THREAD_VARS:
-            env[var] = str(per_rank)
-        return _run_forwarding(cmd, env, holding.fds)
+
+def _place(cmd: list[str], env: dict, leased: list[str], n: int, nprocs, log_dir) -> tuple[list[str], int]:
+    """(the command as it runs, number of ranks): one rank per leased GPU, under the launcher when several;
+    on CPU `nprocs` ranks (launcher when > 1). Sets CUDA_VISIBLE_DEVICES in `env` to match."""
+    if leased:
+        if nprocs not in (None, len(leased)):
+            raise SegDistillError(
+                f"--nprocs {nprocs} does not match --gpus {n}: on GPUs the launcher starts one process "
+                f"per leased device"
+            )
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(leased)
+        if len(leased) > 1:
+            cmd = _launcher(log_dir, ["--devices", ",".join(leased)])[0] + cmd
+        return cmd, len(leased)
+    why = f" ({n} GPU(s) asked for, but the device pool is empty)" if n else ""
+    print(CPU_MESSAGE + why, file=sys.stderr, flush=True)
+    ranks = nprocs or 1
+    if ranks == 1:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        return cmd, 1
+    # Paddle's launcher reads any CUDA_VISIBLE_DEVICES (even "") as a GPU list and then fails to place CPU
+    # ranks, so CPU multi-process runs go without it.
+    if available_devices():
+        raise SegDistillError(
+            "--nprocs > 1 without GPUs is only possible on a machine without GPUs "
+            f"(the pool here is {','.join(available_devices())}); lease GPUs with --gpus instead"
+        )
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return _launcher(log_dir, ["--nproc_per_node", str(ranks)])[0] + cmd, ranks
 
 
 def _run_forwarding(cmd: list[str], env: dict[str, str], keep_fds: list[int]) -> int:

@@ -159,6 +159,67 @@ def _write(path: Path, array: np.ndarray, params: list[int]) -> None:
         raise OSError(f"could not write {path}")
 
 
+def _checked_params(num_images, size, seed) -> tuple[int, int, int]:
+    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 2:
+        raise SegDistillError(f"num_images must be an integer >= 2, got {num_images!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 16 <= size <= 4096:
+        raise SegDistillError(f"size must be an integer between 16 and 4096, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SegDistillError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(num_images), int(size), int(seed)
+
+
+def _write_images(folder: Path, num_images: int, size: int, seed: int, counts: dict) -> list[float]:
+    """Images, labels and list files into `folder`; returns each image's disc fraction."""
+    width = max(4, len(str(num_images - 1)))
+    names = [f"synth_{i:0{width}d}" for i in range(num_images)]
+    # Separate streams for the split and for each image, so an image does not depend on how many come before it.
+    order = np.random.default_rng([seed, 1, num_images]).permutation(num_images)
+    bounds = np.cumsum([counts[s] for s in SPLIT_NAMES])[:-1]
+    split_of = {}
+    for name, idx in zip(SPLIT_NAMES, np.split(order, bounds)):
+        for i in idx:
+            split_of[int(i)] = name
+
+    (folder / "JPEGImages").mkdir()
+    (folder / "Annotations").mkdir()
+    lines: dict[str, list[str]] = {s: [] for s in SPLIT_NAMES}
+    fractions = []
+    for i, name in enumerate(names):
+        img, label = _render(size, np.random.default_rng([seed, 0, i]))
+        _write(folder / "JPEGImages" / f"{name}.jpg", img, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+        _write(folder / "Annotations" / f"{name}.png", label, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        lines[split_of[i]].append(f"JPEGImages/{name}.jpg Annotations/{name}.png")
+        fractions.append(float(label.mean()))
+    for s in SPLIT_NAMES:
+        text = "".join(line + "\n" for line in lines[s])
+        (folder / f"{s}_list.txt").write_text(text, encoding="utf-8")
+    return fractions
+
+
+def _info(num_images: int, size: int, seed: int, split, counts: dict, fr: np.ndarray) -> dict:
+    """dataset_info.json: how the set was made and what it holds."""
+    return {
+        "generator": "segdistill.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "params": {
+            "num_images": num_images,
+            "size": size,
+            "seed": seed,
+            "split": [float(f) for f in split],
+        },
+        "counts": counts,
+        "num_classes": len(CLASS_NAMES),
+        "class_names": list(CLASS_NAMES),
+        "ignore_index": 255,
+        "disc_fraction": {
+            "mean": round(float(fr.mean()), 6),
+            "min": round(float(fr.min()), 6),
+            "max": round(float(fr.max()), 6),
+        },
+    }
+
+
 def generate(
     out_dir: str | os.PathLike,
     num_images: int = 200,
@@ -173,64 +234,16 @@ def generate(
     and dataset_info.json. It is built in a temporary sibling and renamed into place when complete. An existing
     non-empty `out_dir` is an error unless `overwrite` is set.
     """
-    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 2:
-        raise SegDistillError(f"num_images must be an integer >= 2, got {num_images!r}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 16 <= size <= 4096:
-        raise SegDistillError(f"size must be an integer between 16 and 4096, got {size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise SegDistillError(f"seed must be a non-negative integer, got {seed!r}")
-    num_images, size, seed = int(num_images), int(size), int(seed)
+    num_images, size, seed = _checked_params(num_images, size, seed)
     counts = _split_counts(num_images, split)
 
     out = Path(out_dir)
     check_target_free(out, overwrite)
 
-    width = max(4, len(str(num_images - 1)))
-    names = [f"synth_{i:0{width}d}" for i in range(num_images)]
-    # Separate streams for the split and for each image, so an image does not depend on how many come before it.
-    order = np.random.default_rng([seed, 1, num_images]).permutation(num_images)
-    bounds = np.cumsum([counts[s] for s in SPLIT_NAMES])[:-1]
-    split_of = {}
-    for name, idx in zip(SPLIT_NAMES, np.split(order, bounds)):
-        for i in idx:
-            split_of[int(i)] = name
-
     tmp = make_temp_sibling(out)
     try:
-        (tmp / "JPEGImages").mkdir()
-        (tmp / "Annotations").mkdir()
-        lines: dict[str, list[str]] = {s: [] for s in SPLIT_NAMES}
-        fractions = []
-        for i, name in enumerate(names):
-            img, label = _render(size, np.random.default_rng([seed, 0, i]))
-            _write(tmp / "JPEGImages" / f"{name}.jpg", img, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-            _write(tmp / "Annotations" / f"{name}.png", label, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-            lines[split_of[i]].append(f"JPEGImages/{name}.jpg Annotations/{name}.png")
-            fractions.append(float(label.mean()))
-        for s in SPLIT_NAMES:
-            text = "".join(line + "\n" for line in lines[s])
-            (tmp / f"{s}_list.txt").write_text(text, encoding="utf-8")
-
-        fr = np.array(fractions)
-        info = {
-            "generator": "segdistill.data.synthetic",
-            "generator_version": GENERATOR_VERSION,
-            "params": {
-                "num_images": num_images,
-                "size": size,
-                "seed": seed,
-                "split": [float(f) for f in split],
-            },
-            "counts": counts,
-            "num_classes": len(CLASS_NAMES),
-            "class_names": list(CLASS_NAMES),
-            "ignore_index": 255,
-            "disc_fraction": {
-                "mean": round(float(fr.mean()), 6),
-                "min": round(float(fr.min()), 6),
-                "max": round(float(fr.max()), 6),
-            },
-        }
+        fractions = _write_images(tmp, num_images, size, seed, counts)
+        info = _info(num_images, size, seed, split, counts, np.array(fractions))
         (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         publish_dir(tmp, out, overwrite=overwrite)
     except BaseException:

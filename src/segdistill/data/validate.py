@@ -111,6 +111,50 @@ def _check_pair(img_path: Path, lab_path: Path, where: str, num_classes: int, ig
     return (int(img.shape[0]), int(img.shape[1])), dict(zip(values.tolist(), counts.tolist()))
 
 
+def _read_lists(root: Path, required_splits, optional_splits, list_names, allow_outside) -> tuple[dict, dict]:
+    """({split: entries}, {split: list file}) of the splits present; a required one must exist and be non-empty."""
+    required = list(dict.fromkeys(required_splits))
+    optional = [s for s in dict.fromkeys(optional_splits) if s not in required]
+    splits: dict[str, list] = {}
+    list_files: dict[str, str] = {}
+    for split in required + optional:
+        list_path = root / (list_names or {}).get(split, f"{split}_list.txt")
+        if not list_path.is_file():
+            if split in required:
+                raise SegDistillError(f"list file {list_path} for the required '{split}' split does not exist")
+            continue
+        entries = _read_list(list_path, root, allow_outside)
+        if split in required and not entries:
+            raise SegDistillError(f"list file {list_path} is empty; the '{split}' split needs at least one sample")
+        splits[split] = entries
+        list_files[split] = str(list_path)
+    return splits, list_files
+
+
+def _check_pairs(unique: dict, num_classes: int, ignore_index) -> tuple[set, dict]:
+    """Decode and check every (image, label) pair: (distinct sizes, {label value: pixels})."""
+    pixel_counts: dict[int, int] = {}
+    sizes: set[tuple[int, int]] = set()
+    # cv2 and Pillow release the GIL while decoding, so threads give a real speed-up.
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(_check_pair, img, lab, where, num_classes, ignore_index)
+            for (img, lab), where in unique.items()
+        ]
+        try:
+            # In list order, so the error reported is the first one in the files, whatever finished first.
+            for fut in futures:
+                size, counts = fut.result()
+                sizes.add(size)
+                for v, c in counts.items():
+                    pixel_counts[v] = pixel_counts.get(v, 0) + c
+        finally:
+            for fut in futures:
+                fut.cancel()
+    return sizes, pixel_counts
+
+
 def validate_dataset(
     root: str | os.PathLike,
     num_classes: int,
@@ -142,47 +186,13 @@ def validate_dataset(
     if not root.is_dir():
         raise SegDistillError(f"dataset root {root} is not a folder")
 
-    required = list(dict.fromkeys(required_splits))
-    optional = [s for s in dict.fromkeys(optional_splits) if s not in required]
-    splits: dict[str, list] = {}
-    list_files: dict[str, str] = {}
-    for split in required + optional:
-        list_path = root / (list_names or {}).get(split, f"{split}_list.txt")
-        if not list_path.is_file():
-            if split in required:
-                raise SegDistillError(f"list file {list_path} for the required '{split}' split does not exist")
-            continue
-        entries = _read_list(list_path, root, allow_outside)
-        if split in required and not entries:
-            raise SegDistillError(f"list file {list_path} is empty; the '{split}' split needs at least one sample")
-        splits[split] = entries
-        list_files[split] = str(list_path)
-
+    splits, list_files = _read_lists(root, required_splits, optional_splits, list_names, allow_outside)
     # A sample listed in several splits is decoded once.
     unique: dict[tuple[Path, Path], str] = {}
     for entries in splits.values():
         for img, lab, where in entries:
             unique.setdefault((img, lab), where)
-
-    pixel_counts: dict[int, int] = {}
-    sizes: set[tuple[int, int]] = set()
-    # cv2 and Pillow release the GIL while decoding, so threads give a real speed-up.
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [
-            pool.submit(_check_pair, img, lab, where, int(num_classes), ignore_index)
-            for (img, lab), where in unique.items()
-        ]
-        try:
-            # In list order, so the error reported is the first one in the files, whatever finished first.
-            for fut in futures:
-                size, counts = fut.result()
-                sizes.add(size)
-                for v, c in counts.items():
-                    pixel_counts[v] = pixel_counts.get(v, 0) + c
-        finally:
-            for fut in futures:
-                fut.cancel()
+    sizes, pixel_counts = _check_pairs(unique, int(num_classes), ignore_index)
 
     info = {
         "root": str(root),
