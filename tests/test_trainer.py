@@ -193,3 +193,28 @@ def test_tutorial_command_line(tiny_data, tmp_path, patched_teacher):
     assert summary["distill_terms"][0]["loss"] == "kl" and summary["distill_terms"][0]["weight"] == 3.0
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "out")] == ["iter_2"]
     assert "kl:logits" in proc.stderr
+
+
+def _first_step_change(trainer):
+    """Global L2 norm of the trainable parameters' change over the first step, and of the parameters before it."""
+    params = [p for p in trainer.trainable.parameters() if not p.stop_gradient]
+    before = [p.numpy().copy() for p in params]
+    images, labels = trainer.stream.batch(1)
+    trainer.student_side.train()
+    trainer.step(paddle.to_tensor(images), paddle.to_tensor(labels), 1)
+    change = np.sqrt(sum(float(((p.numpy() - b) ** 2).sum()) for p, b in zip(params, before)))
+    return change, np.sqrt(sum(float((b ** 2).sum()) for b in before))
+
+
+def test_grad_clip_norm_bounds_the_first_step(tiny_data, tmp_path):
+    """Momentum's first step moves the parameters by lr x (clipped gradient + weight decay x parameters): with the
+    gradients' global norm clipped to c, by at most lr x (c + wd |params|). Unclipped, the step is far larger."""
+    clip, wd = 1e-3, 4.0e-5  # wd: student_tiny.yml's optimizer.weight_decay
+    clipped = Trainer(spec(tiny_data, tmp_path / "clip", iters=1, grad_clip_norm=clip), log=lambda m: None)
+    lr = float(clipped.optimizer.get_lr())
+    change, norm = _first_step_change(clipped)
+    bound = lr * (clip + wd * norm)
+    assert change <= bound * (1 + 1e-4), (change, bound)
+    free = Trainer(spec(tiny_data, tmp_path / "free", iters=1), log=lambda m: None)
+    assert _first_step_change(free)[0] > 10 * bound
+    assert clipped.run_key != free.run_key  # a clipped run never resumes an unclipped one's checkpoints

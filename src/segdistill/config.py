@@ -89,6 +89,7 @@ def experiment_dict(
     iters: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
+    grad_clip_norm: float | None = None,
     pretrained_cache: str | None = None,
     resolve_backbone: bool = True,
     pretrained_backbone: bool = True,
@@ -111,6 +112,8 @@ def experiment_dict(
         dic["batch_size"] = int(batch_size)
     if learning_rate is not None:
         dic["lr_scheduler"]["learning_rate"] = float(learning_rate)
+    if grad_clip_norm is not None:
+        dic["optimizer"]["grad_clip_cfg"] = {"name": "ClipGradByGlobalNorm", "clip_norm": float(grad_clip_norm)}
     for key in ("iters", "batch_size"):
         if not isinstance(dic.get(key), int) or dic[key] < 1:
             raise SegDistillError(f"{path}: '{key}' must be a positive integer, got {dic.get(key)!r}")

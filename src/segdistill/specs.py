@@ -48,6 +48,8 @@ class TrainSpec(_Keyed):
     batch_size: int | None = opt(
         None, help="images per device (rank), as PaddleSeg: the global batch is batch_size x ranks")
     learning_rate: float | None = opt(None)
+    grad_clip_norm: float | None = opt(
+        None, help="clip the global L2 norm of the gradients (student and connectors) to this; default: none")
     save_interval: int = opt(1000)
     log_iters: int = opt(10)
     keep_checkpoint_max: int = opt(5, help="checkpoints kept, newest first (PaddleSeg: 5)")

@@ -70,8 +70,8 @@ class Trainer:
         self.save_dir = Path(spec.save_dir)
         self.dic = experiment_dict(
             spec.config, data_root=spec.data_root, iters=spec.iters, batch_size=spec.batch_size,
-            learning_rate=spec.learning_rate, pretrained_cache=spec.pretrained_cache,
-            pretrained_backbone=spec.pretrained_backbone,
+            learning_rate=spec.learning_rate, grad_clip_norm=spec.grad_clip_norm,
+            pretrained_cache=spec.pretrained_cache, pretrained_backbone=spec.pretrained_backbone,
         )
         self.iters = self.dic["iters"]
         self.batch_size = self.dic["batch_size"]
