@@ -46,6 +46,8 @@ test: install
 	$(BIN)/python -m pytest -ra
 
 lint: install
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check workflow
 

@@ -63,10 +63,16 @@ def main(argv=None) -> dict:
     finally:
         shutil.rmtree(scratch)
     mb = record["size"] / 1e6
-    out = {"shape": shape, "dtype": args.dtype, "file_bytes": record["size"], "file_mb": round(mb, 1),
-           "record_s": [round(t, 3) for t in record_s], "verify_s": [round(t, 3) for t in verify_s],
-           "verify_median_s": round(statistics.median(verify_s), 3),
-           "verify_mb_per_s": round(mb / statistics.median(verify_s), 1)}
+    out = {
+        "shape": shape,
+        "dtype": args.dtype,
+        "file_bytes": record["size"],
+        "file_mb": round(mb, 1),
+        "record_s": [round(t, 3) for t in record_s],
+        "verify_s": [round(t, 3) for t in verify_s],
+        "verify_median_s": round(statistics.median(verify_s), 3),
+        "verify_mb_per_s": round(mb / statistics.median(verify_s), 1),
+    }
     print(json.dumps(out))
     return out
 

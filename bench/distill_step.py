@@ -56,14 +56,15 @@ CONFIGS = {
     "paddleslim_kl_frozen": "(f') PaddleSlim Distill, same, teacher params frozen",
 }
 
-TARGET_STEP = 1.05   # distill step <= 1.05 x (student step + teacher forward)
-TARGET_RSS = 1.10    # distill peak RSS <= 1.10 x (student train peak + teacher inference peak)
+TARGET_STEP = 1.05  # distill step <= 1.05 x (student step + teacher forward)
+TARGET_RSS = 1.10  # distill peak RSS <= 1.10 x (student train peak + teacher inference peak)
 TARGET_TRAINER = 1.03  # trainer step <= 1.03 x bare loop
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # child side: everything that imports paddle runs here, one configuration per process
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _maxrss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -88,9 +89,10 @@ def _write_json(obj, path: Path) -> None:
 
 def _prepare(work: Path, spec: dict) -> dict:
     """Configs resized to --size, a generated data set, and teacher weights with a patched teacher config."""
+    from segdistill.paddle_env import paddle
+
     from segdistill.config import build_model, patch_teacher, read_yaml, write_yaml
     from segdistill.data.synthetic import generate
-    from segdistill.paddle_env import paddle
     from segdistill.trainer import seed_everything
 
     size, batch = spec["size"], spec["batch"]
@@ -124,9 +126,10 @@ def _prepare(work: Path, spec: dict) -> dict:
 
 def _batch(work: Path, spec: dict):
     """The same batch for every configuration: the keyed training stream's first batch."""
+    from segdistill.paddle_env import paddle
+
     from segdistill.config import build, read_yaml
     from segdistill.data.stream import KeyedStream
-    from segdistill.paddle_env import paddle
 
     dic = read_yaml(work / "student.yml")
     ds = build(dic, work / "student.yml").train_dataset
@@ -136,20 +139,27 @@ def _batch(work: Path, spec: dict):
 
 def _optimizer(dic: dict, parameters, source):
     """The student YAML's SGD(+momentum) and PolynomialDecay, built by hand for the bare loop and PaddleSlim."""
-    from segdistill.errors import SegDistillError
     from segdistill.paddle_env import paddle
+
+    from segdistill.errors import SegDistillError
 
     opt, lr_cfg = dict(dic["optimizer"]), dict(dic["lr_scheduler"])
     if opt.get("type") not in ("SGD", "sgd") or lr_cfg.get("type") != "PolynomialDecay":
-        raise SegDistillError(f"{source}: the benchmark's hand-built loops support optimizer SGD with "
-                              f"lr_scheduler PolynomialDecay, got {opt.get('type')} / {lr_cfg.get('type')}")
+        raise SegDistillError(
+            f"{source}: the benchmark's hand-built loops support optimizer SGD with "
+            f"lr_scheduler PolynomialDecay, got {opt.get('type')} / {lr_cfg.get('type')}"
+        )
     lr = paddle.optimizer.lr.PolynomialDecay(
-        learning_rate=float(lr_cfg["learning_rate"]), decay_steps=int(dic["iters"]),
-        end_lr=float(lr_cfg.get("end_lr", 0.0)), power=float(lr_cfg.get("power", 1.0)))
+        learning_rate=float(lr_cfg["learning_rate"]),
+        decay_steps=int(dic["iters"]),
+        end_lr=float(lr_cfg.get("end_lr", 0.0)),
+        power=float(lr_cfg.get("power", 1.0)),
+    )
     wd = opt.get("weight_decay")
     if "momentum" in opt:
-        o = paddle.optimizer.Momentum(learning_rate=lr, momentum=float(opt["momentum"]), parameters=parameters,
-                                      weight_decay=wd)
+        o = paddle.optimizer.Momentum(
+            learning_rate=lr, momentum=float(opt["momentum"]), parameters=parameters, weight_decay=wd
+        )
     else:
         o = paddle.optimizer.SGD(learning_rate=lr, parameters=parameters, weight_decay=wd)
     return o, lr
@@ -161,15 +171,26 @@ def _trainer(work: Path, spec: dict, terms):
     kw = {}
     if terms is not None:
         kw = {"teacher_config": str(work / "teacher_patched.yml"), "distill_terms": terms}
-    t = Trainer(TrainSpec(config=str(work / "student.yml"), save_dir=str(work / "run"), seed=spec["seed"],
-                          data_root=str(work / "data"), batch_size=spec["batch"], do_eval=False,
-                          pretrained_backbone=False, **kw), log=lambda msg: None)
+    t = Trainer(
+        TrainSpec(
+            config=str(work / "student.yml"),
+            save_dir=str(work / "run"),
+            seed=spec["seed"],
+            data_root=str(work / "data"),
+            batch_size=spec["batch"],
+            do_eval=False,
+            pretrained_backbone=False,
+            **kw,
+        ),
+        log=lambda msg: None,
+    )
     t.net.train()  # as Trainer.run() sets the modes before its loop
     return t
 
 
 # Each builder returns (step, parts): a zero-argument callable doing one step of its configuration on the fixed
 # batch, and {phase: [(owner, attribute or index)]} naming the callables that make up each phase (--breakdown).
+
 
 def _student_dic(work: Path):
     from segdistill.config import read_yaml
@@ -206,16 +227,29 @@ def _bare_student(name: str, work: Path, spec: dict):
         lr.step()
         return float(loss)
 
-    return step, {"student_fwd": [(model, "forward")], "ce": [(F, "cross_entropy")],
-                  "optimizer": [(opt, "step"), (opt, "clear_grad")]}
+    return step, {
+        "student_fwd": [(model, "forward")],
+        "ce": [(F, "cross_entropy")],
+        "optimizer": [(opt, "step"), (opt, "clear_grad")],
+    }
 
 
 TRAINER_TERMS = {
     "trainer_student": None,
     "distill_kl": [{"name": "kl", "loss": "kl", "weight": 3.0}],
-    "distill_kl_cwd": [{"name": "kl", "loss": "kl", "weight": 3.0}] + [
-        {"name": f"cwd_{s}", "student": s, "teacher": t, "loss": "cwd", "weight": 1.0, "temperature": 4.0,
-         **({"connector": c} if c else {})} for s, t, c in FEATURE_PAIRS],
+    "distill_kl_cwd": [{"name": "kl", "loss": "kl", "weight": 3.0}]
+    + [
+        {
+            "name": f"cwd_{s}",
+            "student": s,
+            "teacher": t,
+            "loss": "cwd",
+            "weight": 1.0,
+            "temperature": 4.0,
+            **({"connector": c} if c else {}),
+        }
+        for s, t, c in FEATURE_PAIRS
+    ],
 }
 
 
@@ -228,8 +262,11 @@ def _trainer_step(name: str, work: Path, spec: dict):
         loss, _ = trainer.step(images, labels)
         return float(loss)
 
-    parts = {"student_fwd": [(trainer.model, "forward")], "ce": [(trainer, "task_loss")],
-             "optimizer": [(trainer.optimizer, "step"), (trainer.optimizer, "clear_grad")]}
+    parts = {
+        "student_fwd": [(trainer.model, "forward")],
+        "ce": [(trainer, "task_loss")],
+        "optimizer": [(trainer.optimizer, "step"), (trainer.optimizer, "clear_grad")],
+    }
     d = trainer.distiller
     if d is not None:
         parts["teacher_fwd"] = [(d.teacher, "forward")]
@@ -273,8 +310,13 @@ def _paddleslim(name: str, work: Path, spec: dict):
             p.stop_gradient = True
     # The final logits come from F.interpolate, not a sublayer; an eval-mode teacher never routes functional
     # calls through PaddleSlim's wrappers, so the head's (pre-upsampling) logits are the hookable ones.
-    cfg = [{"layers": [{"layers_name": ["head", "head"], "idx": [0, 0], "loss_function": "KLLoss",
-                        "weight": 3.0, "axis": 1}]}]
+    cfg = [
+        {
+            "layers": [
+                {"layers_name": ["head", "head"], "idx": [0, 0], "loss_function": "KLLoss", "weight": 3.0, "axis": 1}
+            ]
+        }
+    ]
     # convert_fn=False: the name hook needs no functional wrappers, and with them any plain function calling
     # paddle.nn.functional (our cross_entropy) fails inside PaddleSlim's frame inspection.
     distill = Distill(cfg, student, teacher, convert_fn=False, return_model_outputs=True)
@@ -289,14 +331,24 @@ def _paddleslim(name: str, work: Path, spec: dict):
         lr.step()
         return float(loss)
 
-    return step, {"student_fwd": [(student, "forward")], "teacher_fwd": [(teacher, "forward")],
-                  "ce": [(seg_losses, "cross_entropy")], "distill_losses": [(distill.distill_loss, "forward")],
-                  "optimizer": [(opt, "step"), (opt, "clear_grad")]}
+    return step, {
+        "student_fwd": [(student, "forward")],
+        "teacher_fwd": [(teacher, "forward")],
+        "ce": [(seg_losses, "cross_entropy")],
+        "distill_losses": [(distill.distill_loss, "forward")],
+        "optimizer": [(opt, "step"), (opt, "clear_grad")],
+    }
 
 
-BUILDERS = {"bare_student": _bare_student, "trainer_student": _trainer_step, "teacher_forward": _teacher_forward,
-            "distill_kl": _trainer_step, "distill_kl_cwd": _trainer_step, "paddleslim_kl": _paddleslim,
-            "paddleslim_kl_frozen": _paddleslim}
+BUILDERS = {
+    "bare_student": _bare_student,
+    "trainer_student": _trainer_step,
+    "teacher_forward": _teacher_forward,
+    "distill_kl": _trainer_step,
+    "distill_kl_cwd": _trainer_step,
+    "paddleslim_kl": _paddleslim,
+    "paddleslim_kl_frozen": _paddleslim,
+}
 
 
 def _build_step(name: str, work: Path, spec: dict):
@@ -382,8 +434,10 @@ def run_child(name: str, work: Path, result: Path) -> None:
     # Import what the configuration needs first, so its floor (runtime + libraries) is recorded apart; for the
     # segdistill configurations that floor (paddle, paddleseg, segdistill) is the runtime every process pays.
     import paddleseg  # noqa: F401
+
     import segdistill.distill  # noqa: F401
     import segdistill.trainer  # noqa: F401
+
     if name.startswith("paddleslim"):
         import paddleslim.dygraph.dist  # noqa: F401
     rss_imports = _maxrss_kb()
@@ -402,9 +456,14 @@ def run_child(name: str, work: Path, result: Path) -> None:
         cpu.append(time.process_time() - c0)
     if value != value:  # NaN: the numbers would describe a broken run
         raise RuntimeError(f"{name}: the step returned NaN")
-    out = {"step_times_s": times, "step_cpu_s": cpu, "first_step_s": first, "rss_imports_kb": rss_imports,
-           "rss_built_kb": rss_built,
-           "vmhwm_kb": _vmhwm_kb()}
+    out = {
+        "step_times_s": times,
+        "step_cpu_s": cpu,
+        "first_step_s": first,
+        "rss_imports_kb": rss_imports,
+        "rss_built_kb": rss_built,
+        "vmhwm_kb": _vmhwm_kb(),
+    }
     # After the timed steps, so the wrappers never touch the headline numbers.
     if spec.get("breakdown"):
         out["breakdown_s"] = _breakdown(step, parts, spec["breakdown"])
@@ -415,6 +474,7 @@ def run_child(name: str, work: Path, result: Path) -> None:
 # parent side: stdlib only
 # ---------------------------------------------------------------------------------------------------------------
 
+
 class _Child:
     """One configuration in its own process; its peak RSS comes from wait4, i.e. that process alone."""
 
@@ -424,8 +484,20 @@ class _Child:
         self.log = work / f"log_{name}{tag}.txt"
         with open(self.log, "w") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--child", name, "--work", str(work),
-                 "--child-result", str(self.result)], stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT))
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--child",
+                    name,
+                    "--work",
+                    str(work),
+                    "--child-result",
+                    str(self.result),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+            )
         self.deadline = time.monotonic() + timeout
         self.maxrss_kb = None
 
@@ -436,8 +508,7 @@ class _Child:
                 self.proc.kill()
                 os.wait4(self.proc.pid, 0)
                 self.proc.returncode = -9
-                raise RuntimeError(f"configuration {self.name} took longer than {self.timeout:.0f} s; "
-                                   f"log: {self.log}")
+                raise RuntimeError(f"configuration {self.name} took longer than {self.timeout:.0f} s; log: {self.log}")
             return False
         self.proc.returncode = os.waitstatus_to_exitcode(status)  # keeps Popen from waiting on a reaped child
         self.maxrss_kb = usage.ru_maxrss
@@ -456,10 +527,12 @@ class _Child:
 def _cpu_busy(seconds: float = 1.0) -> float:
     """Fraction of all CPUs busy over `seconds` (Linux /proc/stat); with no child of ours running, that is the
     load other programs put on the machine."""
+
     def sample():
         vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
         return sum(vals), idle
+
     try:
         t0, i0 = sample()
         time.sleep(seconds)
@@ -497,9 +570,12 @@ def _run(tasks: list[tuple[str, str]], work: Path, args) -> list[dict]:
                     res = json.loads(child.result.read_text())
                     out[i] = {"result": res, "maxrss_kb": child.maxrss_kb, "background_busy": busy}
                     if isinstance(res.get("step_times_s"), list) and res["step_times_s"]:
-                        print(f"{child.name}{tasks[i][1]}: median {statistics.median(res['step_times_s']):.3f} s, "
-                              f"peak RSS {_mb(child.maxrss_kb):.0f} MB, background CPU {busy}",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"{child.name}{tasks[i][1]}: median {statistics.median(res['step_times_s']):.3f} s, "
+                            f"peak RSS {_mb(child.maxrss_kb):.0f} MB, background CPU {busy}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
     finally:
         for _, child, _ in running:
             child.kill()
@@ -542,8 +618,11 @@ def summarise(runs: dict, runtime_kb: float) -> tuple[dict, dict]:
             "rss_after_imports_mb": _mb(statistics.median(r["result"]["rss_imports_kb"] for r in rounds)),
             "rss_after_build_mb": _mb(statistics.median(r["result"]["rss_built_kb"] for r in rounds)),
             "vmhwm_mb": _mb(statistics.median(r["result"]["vmhwm_kb"] for r in rounds)),
-            **({"breakdown_s": _median_dicts([r["result"]["breakdown_s"] for r in rounds])}
-               if "breakdown_s" in rounds[0]["result"] else {}),
+            **(
+                {"breakdown_s": _median_dicts([r["result"]["breakdown_s"] for r in rounds])}
+                if "breakdown_s" in rounds[0]["result"]
+                else {}
+            ),
             "step_times_s": [round(t, 5) for t in times],
         }
     step = {k: v["median_step_s"] for k, v in confs.items()}
@@ -558,14 +637,18 @@ def summarise(runs: dict, runtime_kb: float) -> tuple[dict, dict]:
             continue
         if parts:
             ratios[f"{d}_step_vs_student_plus_teacher"] = _ratio(
-                step[d], step["trainer_student"] + step["teacher_forward"], TARGET_STEP)
+                step[d], step["trainer_student"] + step["teacher_forward"], TARGET_STEP
+            )
             # The same on CPU seconds: robust when other programs share the machine.
             ratios[f"{d}_cpu_vs_student_plus_teacher"] = _ratio(
-                cpu[d], cpu["trainer_student"] + cpu["teacher_forward"], TARGET_STEP)
+                cpu[d], cpu["trainer_student"] + cpu["teacher_forward"], TARGET_STEP
+            )
             ratios[f"{d}_rss_vs_student_plus_teacher"] = _ratio(
-                rss[d], rss["trainer_student"] + rss["teacher_forward"], TARGET_RSS)
+                rss[d], rss["trainer_student"] + rss["teacher_forward"], TARGET_RSS
+            )
             ratios[f"{d}_rss_net_vs_student_plus_teacher_net"] = _ratio(
-                net[d], net["trainer_student"] + net["teacher_forward"], TARGET_RSS)
+                net[d], net["trainer_student"] + net["teacher_forward"], TARGET_RSS
+            )
         for ps in ("paddleslim_kl", "paddleslim_kl_frozen"):
             if ps in confs:
                 ratios[f"{d}_rss_vs_{ps}"] = _ratio(rss[d], rss[ps], 1.0)
@@ -579,9 +662,11 @@ def summarise(runs: dict, runtime_kb: float) -> tuple[dict, dict]:
 def summarise_paired(res: dict) -> dict:
     """Ratios as the median over cycles of the per-cycle ratio: steps of one cycle ran seconds apart, so a burst
     of other programs' load mostly hits numerator and denominator alike."""
-    out = {"median_step_s": {n: round(statistics.median(t), 5) for n, t in res["step_times_s"].items()},
-           "median_step_cpu_s": {n: round(statistics.median(t), 5) for n, t in res["step_cpu_s"].items()},
-           "ratios": {}}
+    out = {
+        "median_step_s": {n: round(statistics.median(t), 5) for n, t in res["step_times_s"].items()},
+        "median_step_cpu_s": {n: round(statistics.median(t), 5) for n, t in res["step_cpu_s"].items()},
+        "ratios": {},
+    }
     for clock, key in (("step", "step_times_s"), ("cpu", "step_cpu_s")):
         t = res[key]
         parts = [s_ + c_ for s_, c_ in zip(t["trainer_student"], t["teacher_forward"])]
@@ -604,27 +689,49 @@ def _median_dicts(rows: list[dict]) -> dict:
 
 def format_table(report: dict) -> str:
     s = report["settings"]
-    lines = [f"size {s['size']}x{s['size']}, batch {s['batch']}, {s['steps']} timed steps x {s['rounds']} rounds "
-             f"(+{s['warmup']} warm-up), {report['machine']['cpus']} CPUs"]
+    lines = [
+        f"size {s['size']}x{s['size']}, batch {s['batch']}, {s['steps']} timed steps x {s['rounds']} rounds "
+        f"(+{s['warmup']} warm-up), {report['machine']['cpus']} CPUs"
+    ]
     if not s["timings_valid"]:
         lines.append(f"WARNING: {s['jobs']} children ran at once; the times below are not valid measurements")
-    lines += ["",
-              "| configuration | median step (s) | round medians (s) | CPU per step (s) | first step (s) "
-              "| RSS after imports / after build (MB) | peak RSS (MB) | peak net of runtime (MB) |",
-              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, c in report["configurations"].items():
+    lines += [
+        "",
+        "| configuration | median step (s) | round medians (s) | CPU per step (s) | first step (s) "
+        "| RSS after imports / after build (MB) | peak RSS (MB) | peak net of runtime (MB) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in report["configurations"].values():
         rm = " / ".join(f"{x:.3f}" for x in c["round_medians_s"])
-        lines.append(f"| {c['description']} | {c['median_step_s']:.3f} | {rm} | {c['median_step_cpu_s']:.3f} | "
-                     f"{c['first_step_s']:.3f} | {c['rss_after_imports_mb']:.0f} / {c['rss_after_build_mb']:.0f} | "
-                     f"{c['peak_rss_mb']:.0f} | {c['peak_rss_net_mb']:.0f} |")
-    lines.append(f"| runtime: paddle, paddleseg, segdistill imported, nothing built | | | | | | "
-                 f"{report['reference']['runtime_peak_rss_mb']:.0f} | 0 |")
-    phases = ["teacher_fwd", "student_fwd", "ce", "distill_losses", "connectors", "backward", "optimizer", "other",
-              "total"]
+        lines.append(
+            f"| {c['description']} | {c['median_step_s']:.3f} | {rm} | {c['median_step_cpu_s']:.3f} | "
+            f"{c['first_step_s']:.3f} | {c['rss_after_imports_mb']:.0f} / {c['rss_after_build_mb']:.0f} | "
+            f"{c['peak_rss_mb']:.0f} | {c['peak_rss_net_mb']:.0f} |"
+        )
+    lines.append(
+        f"| runtime: paddle, paddleseg, segdistill imported, nothing built | | | | | | "
+        f"{report['reference']['runtime_peak_rss_mb']:.0f} | 0 |"
+    )
+    phases = [
+        "teacher_fwd",
+        "student_fwd",
+        "ce",
+        "distill_losses",
+        "connectors",
+        "backward",
+        "optimizer",
+        "other",
+        "total",
+    ]
     rows = {n: c["breakdown_s"] for n, c in report["configurations"].items() if "breakdown_s" in c}
     if rows:
-        lines += ["", "phase breakdown, median seconds per step (separate, instrumented steps):", "",
-                  "| configuration | " + " | ".join(phases) + " |", "| --- |" + " ---: |" * len(phases)]
+        lines += [
+            "",
+            "phase breakdown, median seconds per step (separate, instrumented steps):",
+            "",
+            "| configuration | " + " | ".join(phases) + " |",
+            "| --- |" + " ---: |" * len(phases),
+        ]
         for n, b in rows.items():
             lines.append(f"| {n} | " + " | ".join(f"{b[k]:.3f}" if k in b else "" for k in phases) + " |")
     lines += ["", "| ratio | measured | target | met |", "| --- | ---: | ---: | --- |"]
@@ -638,8 +745,11 @@ def format_table(report: dict) -> str:
     if report.get("paired"):
         med = report["paired"]["median_step_s"]
         cpu = report["paired"]["median_step_cpu_s"]
-        lines += ["", f"paired (one process, round-robin, {s['paired']} cycles), median step wall / CPU (s): "
-                  + ", ".join(f"{n} {v:.3f} / {cpu[n]:.3f}" for n, v in med.items())]
+        lines += [
+            "",
+            f"paired (one process, round-robin, {s['paired']} cycles), median step wall / CPU (s): "
+            + ", ".join(f"{n} {v:.3f} / {cpu[n]:.3f}" for n, v in med.items()),
+        ]
     return "\n".join(lines)
 
 
@@ -656,15 +766,33 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", choices=list(CONFIGS), help="run only these configurations")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per child process")
     p.add_argument("--out", default="bench_distill_step.json", help="JSON report path")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="children at once; >1 only for a quick functional check (timings then interfere)")
-    p.add_argument("--max-busy", type=float, default=0.15,
-                   help="before each child, wait for other programs' CPU use to drop to this fraction")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="children at once; >1 only for a quick functional check (timings then interfere)",
+    )
+    p.add_argument(
+        "--max-busy",
+        type=float,
+        default=0.15,
+        help="before each child, wait for other programs' CPU use to drop to this fraction",
+    )
     p.add_argument("--patience", type=float, default=60, help="at most this many seconds of that wait per child")
-    p.add_argument("--breakdown", type=int, default=6, metavar="N",
-                   help="after the timed steps, N more steps timing each phase (forward, losses, backward, ...)")
-    p.add_argument("--paired", type=int, default=30, metavar="N",
-                   help="also step (a)-(e) round-robin in one process for N cycles (drift-free step ratios)")
+    p.add_argument(
+        "--breakdown",
+        type=int,
+        default=6,
+        metavar="N",
+        help="after the timed steps, N more steps timing each phase (forward, losses, backward, ...)",
+    )
+    p.add_argument(
+        "--paired",
+        type=int,
+        default=30,
+        metavar="N",
+        help="also step (a)-(e) round-robin in one process for N cycles (drift-free step ratios)",
+    )
     p.add_argument("--keep-work", action="store_true", help="keep the temporary folder (configs, logs)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -681,10 +809,17 @@ def main(argv=None) -> int:
     if min(args.steps, args.warmup, args.rounds, args.batch, args.jobs) < 1 or args.size < 16:
         p.error("--steps, --warmup, --rounds, --batch, --jobs must be >= 1 and --size >= 16")
     needed = [n for n in CONFIGS if n in (args.only or CONFIGS)]
-    spec = {"size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "seed": args.seed,
-            "breakdown": args.breakdown, "paired": args.paired,
-            "teacher_config": str(Path(args.teacher_config).resolve()),
-            "student_config": str(Path(args.student_config).resolve())}
+    spec = {
+        "size": args.size,
+        "batch": args.batch,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "breakdown": args.breakdown,
+        "paired": args.paired,
+        "teacher_config": str(Path(args.teacher_config).resolve()),
+        "student_config": str(Path(args.student_config).resolve()),
+    }
     work = Path(tempfile.mkdtemp(prefix="segdistill-bench-"))
     started = time.time()
     load_before = _loadavg()
@@ -700,8 +835,11 @@ def main(argv=None) -> int:
             tasks.append(("paired", ""))
         done = _run(tasks, work, args)
         floors = [d["result"]["rss_imports_kb"] for (n, _), d in zip(tasks, done) if n in CONFIGS]
-        lean = [d["result"]["rss_imports_kb"] for (n, _), d in zip(tasks, done)
-                if n in CONFIGS and not n.startswith("paddleslim")]
+        lean = [
+            d["result"]["rss_imports_kb"]
+            for (n, _), d in zip(tasks, done)
+            if n in CONFIGS and not n.startswith("paddleslim")
+        ]
         runtime_kb = statistics.median(lean or floors)
         runs = {n: [d for (m, _), d in zip(tasks, done) if m == n] for n in needed}
         confs, ratios = summarise(runs, runtime_kb)
@@ -712,11 +850,23 @@ def main(argv=None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     report = {
-        "settings": {**spec, "rounds": args.rounds, "jobs": args.jobs, "timings_valid": args.jobs == 1, "feature_pairs": [list(fp) for fp in FEATURE_PAIRS],
-                     "command": " ".join([Path(sys.executable).name, "bench/distill_step.py", *(argv or sys.argv[1:])])},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    **prep["versions"], "loadavg_before": load_before, "loadavg_after": _loadavg(),
-                    "wall_s": round(time.time() - started, 1)},
+        "settings": {
+            **spec,
+            "rounds": args.rounds,
+            "jobs": args.jobs,
+            "timings_valid": args.jobs == 1,
+            "feature_pairs": [list(fp) for fp in FEATURE_PAIRS],
+            "command": " ".join([Path(sys.executable).name, "bench/distill_step.py", *(argv or sys.argv[1:])]),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            **prep["versions"],
+            "loadavg_before": load_before,
+            "loadavg_after": _loadavg(),
+            "wall_s": round(time.time() - started, 1),
+        },
         "reference": {"runtime_peak_rss_mb": _mb(runtime_kb)},
         "configurations": confs,
         "ratios": ratios,

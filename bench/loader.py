@@ -48,13 +48,23 @@ def loader_rate(data_root: Path, batch: int, iters: int, workers: int) -> dict:
 
 def step_rate(data_root: Path, batch: int, steps: int) -> dict:
     """A student training step (forward, CE, backward, optimizer) at 512x512 as the trainer runs it."""
+    from segdistill.paddle_env import paddle
+
     from segdistill.config import build
     from segdistill.data.stream import KeyedStream
-    from segdistill.paddle_env import paddle
     from segdistill.trainer import Trainer, TrainSpec
 
-    trainer = Trainer(TrainSpec(config=str(STUDENT), save_dir=tempfile.mkdtemp(), data_root=str(data_root),
-                                batch_size=batch, pretrained_backbone=False, do_eval=False), log=lambda m: None)
+    trainer = Trainer(
+        TrainSpec(
+            config=str(STUDENT),
+            save_dir=tempfile.mkdtemp(),
+            data_root=str(data_root),
+            batch_size=batch,
+            pretrained_backbone=False,
+            do_eval=False,
+        ),
+        log=lambda m: None,
+    )
     stream = KeyedStream(build(_dic(data_root, batch), STUDENT).train_dataset, batch, seed=0)
     images, labels = (paddle.to_tensor(a) for a in stream.batch(1))
     trainer.student_side.train()
@@ -86,16 +96,20 @@ def main(argv=None) -> int:
         rows = [loader_rate(data, args.batch, args.iters, w) for w in args.workers]
         step = step_rate(data, args.batch, args.step_steps) if args.step_steps else None
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"512x512, batch {args.batch}, optic-disc student transforms, {args.iters} timed iterations, "
-          f"{cpus} CPUs ({platform.processor() or platform.machine()})")
+    print(
+        f"512x512, batch {args.batch}, optic-disc student transforms, {args.iters} timed iterations, "
+        f"{cpus} CPUs ({platform.processor() or platform.machine()})"
+    )
     print("| loader | images/s | s per batch |")
     print("| --- | ---: | ---: |")
     for r in rows:
         name = "in-process (0 workers)" if r["workers"] == 0 else f"{r['workers']} worker(s)"
         print(f"| {name} | {r['images_per_s']:.1f} | {args.batch / r['images_per_s']:.3f} |")
     if step:
-        print(f"| student step consumes (ResNet18_vd DeepLabV3P, CPU, median of {step['steps']}) | "
-              f"{step['images_per_s']:.2f} | {step['median_s']:.2f} |")
+        print(
+            f"| student step consumes (ResNet18_vd DeepLabV3P, CPU, median of {step['steps']}) | "
+            f"{step['images_per_s']:.2f} | {step['median_s']:.2f} |"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps({"loader": rows, "step": step, "cpus": cpus}, indent=2))
     return 0

@@ -55,6 +55,7 @@ def _study_terms(study: Path) -> dict:
 
 # -- child side -------------------------------------------------------------------------------------------------
 
+
 def _prepare(work: Path, spec: dict) -> dict:
     from segdistill.config import write_yaml
     from segdistill.distill import cache
@@ -63,26 +64,51 @@ def _prepare(work: Path, spec: dict) -> dict:
     versions = _helpers()._prepare(work, spec)
     terms = work / "terms.yml"
     write_yaml({"terms": [t for ts in spec["arms"].values() for t in ts]}, terms)
-    cache.write_teacher_outputs(TeacherOutputsSpec(
-        config=str(work / "student.yml"), teacher_config=str(work / "teacher_patched.yml"), distill=[str(terms)],
-        out=str(work / "cache"), data_seed=spec["seed"], data_root=str(work / "data"), iters=1,
-        batch_size=spec["batch"], dtype="float32"), log=lambda m: None)
+    cache.write_teacher_outputs(
+        TeacherOutputsSpec(
+            config=str(work / "student.yml"),
+            teacher_config=str(work / "teacher_patched.yml"),
+            distill=[str(terms)],
+            out=str(work / "cache"),
+            data_seed=spec["seed"],
+            data_root=str(work / "data"),
+            iters=1,
+            batch_size=spec["batch"],
+            dtype="float32",
+        ),
+        log=lambda m: None,
+    )
     return versions
 
 
 def _step(name: str, work: Path, spec: dict):
     """A zero-argument callable doing one Trainer.step of configuration `name` on the first batch."""
     from segdistill.paddle_env import paddle
+
     from segdistill.trainer import Trainer, TrainSpec, seed_everything
 
     seed_everything(spec["seed"])
     kw = {}
     if name != STUDENT:
-        kw = {"teacher_config": str(work / "teacher_patched.yml"), "distill_terms": spec["arms"][name],
-              "teacher_outputs": str(work / "cache")}
-    trainer = Trainer(TrainSpec(config=str(work / "student.yml"), save_dir=str(work / f"run_{name}"),
-                                seed=spec["seed"], data_root=str(work / "data"), batch_size=spec["batch"], iters=1,
-                                do_eval=False, pretrained_backbone=False, **kw), log=lambda m: None)
+        kw = {
+            "teacher_config": str(work / "teacher_patched.yml"),
+            "distill_terms": spec["arms"][name],
+            "teacher_outputs": str(work / "cache"),
+        }
+    trainer = Trainer(
+        TrainSpec(
+            config=str(work / "student.yml"),
+            save_dir=str(work / f"run_{name}"),
+            seed=spec["seed"],
+            data_root=str(work / "data"),
+            batch_size=spec["batch"],
+            iters=1,
+            do_eval=False,
+            pretrained_backbone=False,
+            **kw,
+        ),
+        log=lambda m: None,
+    )
     trainer.net.train()
     images, labels = (paddle.to_tensor(a) for a in trainer.stream.batch(1))
 
@@ -118,7 +144,7 @@ def _alone(name: str, work: Path, spec: dict) -> dict:
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return {"step_times_s": times[spec["warmup"]:]}
+    return {"step_times_s": times[spec["warmup"] :]}
 
 
 def _loss_alone(arm: str, side: int, spec: dict) -> dict:
@@ -127,12 +153,13 @@ def _loss_alone(arm: str, side: int, spec: dict) -> dict:
     loss itself scales with the image, which the 64 x 64 step cannot show."""
     import resource
 
+    from segdistill.paddle_env import paddle
+
     import numpy as np
 
     from segdistill.distill.connectors import build_connector
     from segdistill.distill.terms import parse_terms
     from segdistill.losses import get_loss
-    from segdistill.paddle_env import paddle
 
     rng = np.random.default_rng(0)
     n = spec["batch"]
@@ -140,8 +167,9 @@ def _loss_alone(arm: str, side: int, spec: dict) -> dict:
     calls = []
     for term in parse_terms(spec["arms"][arm], arm):
         c, hw = (2, side) if term.student == "logits" else (256, max(1, side // 16))
-        s, t = (paddle.to_tensor(rng.normal(size=(n, c, hw, hw)).astype("float32"), stop_gradient=False)
-                for _ in range(2))
+        s, t = (
+            paddle.to_tensor(rng.normal(size=(n, c, hw, hw)).astype("float32"), stop_gradient=False) for _ in range(2)
+        )
         fn = get_loss(term.loss)
         ctx = {}
         if fn.module_factory:
@@ -158,7 +186,7 @@ def _loss_alone(arm: str, side: int, spec: dict) -> dict:
         total.backward()
         times.append(time.perf_counter() - t0)
     grow = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    return {"median_s": statistics.median(times[spec["warmup"]:]), "rss_growth_kb": grow}
+    return {"median_s": statistics.median(times[spec["warmup"] :]), "rss_growth_kb": grow}
 
 
 def run_child(name: str, work: Path, result: Path) -> None:
@@ -167,19 +195,38 @@ def run_child(name: str, work: Path, result: Path) -> None:
         _, arm, side = name.split(":")
         out = _loss_alone(arm, int(side), spec)
     else:
-        out = (_prepare(work, spec) if name == "prepare" else _paired(work, spec) if name == "paired"
-               else _alone(name, work, spec))
+        out = (
+            _prepare(work, spec)
+            if name == "prepare"
+            else _paired(work, spec)
+            if name == "paired"
+            else _alone(name, work, spec)
+        )
     result.write_text(json.dumps(out))
 
 
 # -- parent side: stdlib only -----------------------------------------------------------------------------------
 
+
 def _child(name: str, work: Path, timeout: float) -> tuple[dict, int]:
     """Run one child; (its result, its peak RSS in kB from wait4)."""
     result, log = work / f"result_{name}.json", work / f"log_{name}.txt"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", name, "--work", str(work),
-                                 "--child-result", str(result)], stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                name,
+                "--work",
+                str(work),
+                "--child-result",
+                str(result),
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+        )
     deadline = time.monotonic() + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -202,31 +249,40 @@ def summarise(paired: dict, peaks: dict) -> dict:
     out = {}
     for name, ts in times.items():
         per_round = [t / b for t, b in zip(ts, base)]
-        out[name] = {"median_step_s": round(statistics.median(ts), 5),
-                     "step_vs_student": round(statistics.median(per_round), 3),
-                     "peak_rss_mb": round(peaks[name] / 1024.0, 1),
-                     "rss_vs_student": round(peaks[name] / peaks[STUDENT], 3)}
+        out[name] = {
+            "median_step_s": round(statistics.median(ts), 5),
+            "step_vs_student": round(statistics.median(per_round), 3),
+            "peak_rss_mb": round(peaks[name] / 1024.0, 1),
+            "rss_vs_student": round(peaks[name] / peaks[STUDENT], 3),
+        }
     return out
 
 
 def table(confs: dict, terms: dict) -> str:
-    rows = ["| configuration | terms | median step (s) | step / student step | peak RSS (MB) | RSS / student |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| configuration | terms | median step (s) | step / student step | peak RSS (MB) | RSS / student |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, c in confs.items():
         what = "; ".join(f"{t['loss']} on {t.get('student', 'logits')}" for t in terms.get(name, [])) or "no teacher"
-        rows.append(f"| {name} | {what} | {c['median_step_s']:.3f} | {c['step_vs_student']:.2f} | "
-                    f"{c['peak_rss_mb']:.0f} | {c['rss_vs_student']:.2f} |")
+        rows.append(
+            f"| {name} | {what} | {c['median_step_s']:.3f} | {c['step_vs_student']:.2f} | "
+            f"{c['peak_rss_mb']:.0f} | {c['rss_vs_student']:.2f} |"
+        )
     return "\n".join(rows)
 
 
 def loss_table(losses: dict) -> str:
     sides = sorted({int(k.split(":")[1]) for k in losses})
-    rows = ["| arm | " + " | ".join(f"{s}x{s}: fwd+bwd (s), RSS growth (MB)" for s in sides) + " |",
-            "| --- |" + " --- |" * len(sides)]
+    rows = [
+        "| arm | " + " | ".join(f"{s}x{s}: fwd+bwd (s), RSS growth (MB)" for s in sides) + " |",
+        "| --- |" + " --- |" * len(sides),
+    ]
     for arm in dict.fromkeys(k.split(":")[0] for k in losses):
         cells = [losses[f"{arm}:{s}"] for s in sides]
-        rows.append(f"| {arm} | " + " | ".join(f"{c['median_s']:.4f}, {c['rss_growth_kb'] / 1024:.0f}" for c in cells)
-                    + " |")
+        rows.append(
+            f"| {arm} | " + " | ".join(f"{c['median_s']:.4f}, {c['rss_growth_kb'] / 1024:.0f}" for c in cells) + " |"
+        )
     return "\n".join(rows)
 
 
@@ -239,8 +295,13 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--paired", type=int, default=20, help="round-robin rounds over all configurations")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--loss-sides", type=int, nargs="*", default=[64, 256, 512],
-                   help="input sides for the losses-alone measurement (none: skip it)")
+    p.add_argument(
+        "--loss-sides",
+        type=int,
+        nargs="*",
+        default=[64, 256, 512],
+        help="input sides for the losses-alone measurement (none: skip it)",
+    )
     p.add_argument("--losses-only", action="store_true", help="only the losses-alone measurement")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--out", default="bench_methods_step.json")
@@ -258,10 +319,17 @@ def main(argv=None) -> int:
     terms = _study_terms(study)
     with tempfile.TemporaryDirectory(prefix="bench_methods_") as tmp:
         work = Path(tmp)
-        spec = {"size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-                "paired": args.paired, "seed": args.seed, "arms": terms,
-                # a study's paths are relative to the workflow's folder, the repository root
-                **{f"{role}_config": str(ROOT / cfg[role]["config"]) for role in ("teacher", "student")}}
+        spec = {
+            "size": args.size,
+            "batch": args.batch,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "paired": args.paired,
+            "seed": args.seed,
+            "arms": terms,
+            # a study's paths are relative to the workflow's folder, the repository root
+            **{f"{role}_config": str(ROOT / cfg[role]["config"]) for role in ("teacher", "student")},
+        }
         (work / "spec.json").write_text(json.dumps(spec))
         load_before = os.getloadavg()
         versions, peaks, paired = {}, {}, {"step_times_s": {}}
@@ -271,18 +339,27 @@ def main(argv=None) -> int:
                 _, peaks[name] = _child(name, work, args.timeout)
                 print(f"{name}: peak RSS {peaks[name] / 1024:.0f} MB", file=sys.stderr, flush=True)
             paired, _ = _child("paired", work, args.timeout)
-        losses = {f"{arm}:{side}": _child(f"loss:{arm}:{side}", work, args.timeout)[0]
-                  for arm in terms for side in args.loss_sides}
+        losses = {
+            f"{arm}:{side}": _child(f"loss:{arm}:{side}", work, args.timeout)[0]
+            for arm in terms
+            for side in args.loss_sides
+        }
     confs = summarise(paired, peaks) if peaks else {}
-    report = {"settings": {k: v for k, v in spec.items() if k != "arms"}, "study": str(study), "versions": versions,
-              "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-              "configurations": confs, "terms": terms, "paired_step_times_s": paired["step_times_s"],
-              "losses_alone": losses}
+    report = {
+        "settings": {k: v for k, v in spec.items() if k != "arms"},
+        "study": str(study),
+        "versions": versions,
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "configurations": confs,
+        "terms": terms,
+        "paired_step_times_s": paired["step_times_s"],
+        "losses_alone": losses,
+    }
     Path(args.out).write_text(json.dumps(report, indent=2))
     if confs:
         print(table(confs, terms))
     if losses:
-        print("\nlosses alone (batch %d, forward + backward, median):\n" % args.batch + loss_table(losses))
+        print(f"\nlosses alone (batch {args.batch}, forward + backward, median):\n" + loss_table(losses))
     return 0
 
 

@@ -1,16 +1,16 @@
 #!/usr/bin/env python
 """Teacher-cache benchmark: a distill step reading cached teacher outputs against a student step alone.
 
-  paired      student Trainer.step (no teacher), KL distill step with cached teacher outputs (float16), and KL
-              distill step with the online teacher, stepped round-robin in one process on the same iterations
-              (drift-free ratios, as bench/distill_step.py --paired)
-  rss         peak RSS of a process doing N steps of each (student / cached KL / online KL), each in its own child
-              (ru_maxrss from wait4)
-  bytes       cache bytes per training image (from the teacher's tensor shapes, see segdistill.distill.cache) at
-              the default CPU configs (64x64) and the optic-disc configs (512x512), for KL on logits and for
-              KL + CWD on head.aspp
+paired      student Trainer.step (no teacher), KL distill step with cached teacher outputs (float16), and KL
+            distill step with the online teacher, stepped round-robin in one process on the same iterations
+            (drift-free ratios, as bench/distill_step.py --paired)
+rss         peak RSS of a process doing N steps of each (student / cached KL / online KL), each in its own child
+            (ru_maxrss from wait4)
+bytes       cache bytes per training image (from the teacher's tensor shapes, see segdistill.distill.cache) at
+            the default CPU configs (64x64) and the optic-disc configs (512x512), for KL on logits and for
+            KL + CWD on head.aspp
 
-    python bench/teacher_cache.py --size 64 --batch 4 --paired 30 --warmup 3 --rss_steps 20 --out bench_cache.json
+  python bench/teacher_cache.py --size 64 --batch 4 --paired 30 --warmup 3 --rss_steps 20 --out bench_cache.json
 """
 
 from __future__ import annotations
@@ -36,12 +36,15 @@ KL = [{"name": "kl", "loss": "kl", "weight": 3.0}]
 CONFIGS = ("student", "cached_kl", "online_kl")
 BYTES_CONFIGS = {
     "cpu 64x64": ("config/paddleseg/cpu/deeplabv3p_resnet50_os8_synthetic_64x64_teacher.yml", 64),
-    "optic disc 512x512": ("config/paddleseg/optic_disc/deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml",
-                           512),
+    "optic disc 512x512": (
+        "config/paddleseg/optic_disc/deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml",
+        512,
+    ),
 }
 
 
 # -- child side -------------------------------------------------------------------------------------------------
+
 
 def _trainer(work: Path, spec: dict, name: str):
     from segdistill.trainer import Trainer, TrainSpec
@@ -51,9 +54,20 @@ def _trainer(work: Path, spec: dict, name: str):
         kw = {"teacher_config": str(work / "teacher_patched.yml"), "distill_terms": KL}
     if name == "cached_kl":
         kw["teacher_outputs"] = str(work / "cache")
-    t = Trainer(TrainSpec(config=str(work / "student.yml"), save_dir=str(work / f"run_{name}"), seed=spec["seed"],
-                          data_root=str(work / "data"), batch_size=spec["batch"], iters=spec["iters"],
-                          do_eval=False, pretrained_backbone=False, **kw), log=lambda msg: None)
+    t = Trainer(
+        TrainSpec(
+            config=str(work / "student.yml"),
+            save_dir=str(work / f"run_{name}"),
+            seed=spec["seed"],
+            data_root=str(work / "data"),
+            batch_size=spec["batch"],
+            iters=spec["iters"],
+            do_eval=False,
+            pretrained_backbone=False,
+            **kw,
+        ),
+        log=lambda msg: None,
+    )
     t.student_side.train()
     return t
 
@@ -70,10 +84,20 @@ def child_prepare(work: Path, spec: dict) -> dict:
 
     versions = distill_step._prepare(work, spec)
     (work / "kl.yml").write_text(json.dumps({"terms": KL}))
-    write_teacher_outputs(TeacherOutputsSpec(
-        config=str(work / "student.yml"), teacher_config=str(work / "teacher_patched.yml"),
-        distill=[str(work / "kl.yml")], out=str(work / "cache"), data_seed=spec["seed"], data_root=str(work / "data"),
-        iters=spec["iters"], batch_size=spec["batch"], dtype="float16"), log=lambda m: None)
+    write_teacher_outputs(
+        TeacherOutputsSpec(
+            config=str(work / "student.yml"),
+            teacher_config=str(work / "teacher_patched.yml"),
+            distill=[str(work / "kl.yml")],
+            out=str(work / "cache"),
+            data_seed=spec["seed"],
+            data_root=str(work / "data"),
+            iters=spec["iters"],
+            batch_size=spec["batch"],
+            dtype="float16",
+        ),
+        log=lambda m: None,
+    )
     return {"versions": versions, "manifest": json.loads((work / "cache/manifest.json").read_text())}
 
 
@@ -105,12 +129,13 @@ def child_rss(work: Path, spec: dict, name: str) -> dict:
 
 def child_bytes(spec: dict) -> dict:
     """Bytes per image of each stored tensor, from a forward of an untrained teacher on one image."""
+    from segdistill.paddle_env import paddle
+
     import numpy as np
 
     from segdistill.config import build_model, experiment_dict
     from segdistill.distill.cache import logits_rule
     from segdistill.distill.recorder import Recorder
-    from segdistill.paddle_env import paddle
 
     out = {}
     for label, (config, size) in BYTES_CONFIGS.items():
@@ -122,15 +147,24 @@ def child_bytes(spec: dict) -> dict:
         rule = logits_rule(model, x)
         with paddle.no_grad(), Recorder(model, ["head", "head.aspp"]) as rec:
             full = model(x)[0]
-        shapes = {"logits (stored)": list(rec["head"].shape[1:]) if rule else list(full.shape[1:]),
-                  "logits (full size)": list(full.shape[1:]), "head.aspp": list(rec["head.aspp"].shape[1:])}
+        shapes = {
+            "logits (stored)": list(rec["head"].shape[1:]) if rule else list(full.shape[1:]),
+            "logits (full size)": list(full.shape[1:]),
+            "head.aspp": list(rec["head.aspp"].shape[1:]),
+        }
         elems = {k: int(np.prod(v)) for k, v in shapes.items()}
-        out[label] = {"shapes": shapes, "pre_upsample": bool(rule),
-                      "bytes_per_image": {
-                          dt: {"kl": elems["logits (stored)"] * b,
-                               "kl_cwd_aspp": (elems["logits (stored)"] + elems["head.aspp"]) * b,
-                               "kl_full_size_logits": elems["logits (full size)"] * b}
-                          for dt, b in (("float16", 2), ("bfloat16", 2), ("float32", 4))}}
+        out[label] = {
+            "shapes": shapes,
+            "pre_upsample": bool(rule),
+            "bytes_per_image": {
+                dt: {
+                    "kl": elems["logits (stored)"] * b,
+                    "kl_cwd_aspp": (elems["logits (stored)"] + elems["head.aspp"]) * b,
+                    "kl_full_size_logits": elems["logits (full size)"] * b,
+                }
+                for dt, b in (("float16", 2), ("bfloat16", 2), ("float32", 4))
+            },
+        }
     return out
 
 
@@ -149,12 +183,25 @@ def run_child(name: str, work: Path, result: Path) -> None:
 
 # -- parent side: stdlib only (a parent holding paddle would raise every child's ru_maxrss floor) ----------------
 
+
 def _child(name: str, work: Path, timeout: float) -> tuple[dict, int]:
     result = work / f"result_{name}.json"
     with open(work / f"log_{name}.txt", "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", name, "--work",
-                                 str(work), "--child-result", str(result)], stdout=fh, stderr=subprocess.STDOUT,
-                                cwd=str(ROOT))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                name,
+                "--work",
+                str(work),
+                "--child-result",
+                str(result),
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+        )
     deadline = time.monotonic() + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -191,9 +238,17 @@ def main(argv=None) -> int:
     if args.child:
         run_child(args.child, Path(args.work), Path(args.child_result))
         return 0
-    spec = {"size": args.size, "batch": args.batch, "seed": args.seed, "iters": args.iters, "warmup": args.warmup,
-            "paired": args.paired, "rss_steps": args.rss_steps, "student_config": args.student_config,
-            "teacher_config": args.teacher_config}
+    spec = {
+        "size": args.size,
+        "batch": args.batch,
+        "seed": args.seed,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "paired": args.paired,
+        "rss_steps": args.rss_steps,
+        "student_config": args.student_config,
+        "teacher_config": args.teacher_config,
+    }
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
         work = Path(tmp)
@@ -205,8 +260,11 @@ def main(argv=None) -> int:
     med = {n: statistics.median(v) for n, v in paired["step_times_s"].items()}
     per_cycle = [c / s for c, s in zip(paired["step_times_s"]["cached_kl"], paired["step_times_s"]["student"])]
     report = {
-        "spec": spec, "versions": prep["versions"], "cpus": os.cpu_count(),
-        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "spec": spec,
+        "versions": prep["versions"],
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "paired_median_step_s": {n: round(v, 4) for n, v in med.items()},
         "cached_kl_vs_student": round(med["cached_kl"] / med["student"], 3),
         "cached_kl_vs_student_median_of_cycles": round(statistics.median(per_cycle), 3),
@@ -214,11 +272,14 @@ def main(argv=None) -> int:
         "peak_rss_mb": {n: round(v, 1) for n, v in rss.items()},
         "rss_cached_kl_vs_student": round(rss["cached_kl"] / rss["student"], 3),
         "rss_online_kl_vs_student": round(rss["online_kl"] / rss["student"], 3),
-        "cache_bytes": prep["manifest"]["bytes"], "bytes_per_image": nbytes,
+        "cache_bytes": prep["manifest"]["bytes"],
+        "bytes_per_image": nbytes,
         "target": TARGET,
     }
-    report["met"] = {"step": report["cached_kl_vs_student"] <= TARGET,
-                     "rss": report["rss_cached_kl_vs_student"] <= TARGET}
+    report["met"] = {
+        "step": report["cached_kl_vs_student"] <= TARGET,
+        "rss": report["rss_cached_kl_vs_student"] <= TARGET,
+    }
     text = json.dumps(report, indent=2)
     if args.out == "-":
         print(text)

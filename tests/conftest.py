@@ -35,8 +35,11 @@ def patched_teacher(tiny_data, tmp_path_factory) -> str:
 
     teacher = str(ROOT / "tests/configs/teacher_tiny.yml")
     out = tmp_path_factory.mktemp("teacher")
-    Trainer(TrainSpec(config=teacher, save_dir=str(out / "run"), data_root=str(tiny_data), iters=2,
-                      save_interval=2, do_eval=False)).run()
+    Trainer(
+        TrainSpec(
+            config=teacher, save_dir=str(out / "run"), data_root=str(tiny_data), iters=2, save_interval=2, do_eval=False
+        )
+    ).run()
     patch_teacher(teacher, out / "run/best_model/model.pdparams", out / "teacher.yml")
     return str(out / "teacher.yml")
 
@@ -65,8 +68,16 @@ def tiny_study(tmp_path_factory):
 
 def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
     """Snakemake from the venv on the repository's workflow, with `workdir` holding results/ and logs/."""
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
-           "--workflow-profile", "none", *map(str, args)]
+    cmd = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(ROOT / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        "none",
+        *map(str, args),
+    ]
     env = dict(os.environ, SEGDISTILL_GPU_IDS="")  # no GPUs: every job runs on CPU
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
@@ -82,7 +93,7 @@ def plan(workdir: Path, config, *args) -> subprocess.CompletedProcess:
 
 def job_counts(output: str) -> dict[str, int]:
     """Snakemake's "Job stats" table of a dry run as {rule: count}."""
-    lines = output[output.index("Job stats:"):].splitlines()[3:]
+    lines = output[output.index("Job stats:") :].splitlines()[3:]
     counts = {}
     for line in lines:
         parts = line.split()
@@ -90,7 +101,6 @@ def job_counts(output: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
-
 
 
 def classless_configs(folder: Path) -> dict[str, Path]:

@@ -49,8 +49,9 @@ def serve(directory: Path, handler_class=_QuietHandler):
         thread.join(timeout=10)
 
 
-def make_generic_dataset(root: Path, class_names=("sky", "road", "car"), counts=None, size: int = 32, seed: int = 0,
-                         list_names=None) -> Path:
+def make_generic_dataset(
+    root: Path, class_names=("sky", "road", "car"), counts=None, size: int = 32, seed: int = 0, list_names=None
+) -> Path:
     """A small data set in PaddleSeg's generic layout, written here with numpy and cv2 (not by segdistill).
 
     Each image is noise with a few filled shapes; a shape's colour encodes its class (0 = background), so a

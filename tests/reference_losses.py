@@ -187,7 +187,7 @@ def dice_ref(logits, label, ignore_index=255, weight=None, smooth=1.0):
     y = one_hot(np.where(label == ignore_index, 0, label), c)
     total = 0.0
     for k in range(c):
-        pk, yk = (p[:, k:k + 1] * mask).reshape(n, -1), (y[:, k:k + 1] * mask).reshape(n, -1)
+        pk, yk = (p[:, k : k + 1] * mask).reshape(n, -1), (y[:, k : k + 1] * mask).reshape(n, -1)
         d = 1 - (2 * (pk * yk).sum(1) + smooth) / ((pk + yk).sum(1) + smooth + 1e-8)
         total += d.mean() * (1.0 if weight is None else weight[k])
     return total / c
@@ -217,7 +217,7 @@ def lovasz_softmax_ref(logits, label, ignore_index=255, classes="present"):
     lab = label.reshape(-1)
     p, lab = p[lab != ignore_index], lab[lab != ignore_index]
     losses = []
-    for k in (range(c) if classes in ("all", "present") else classes):
+    for k in range(c) if classes in ("all", "present") else classes:
         fg = (lab == k).astype(np.float64)
         if classes == "present" and fg.sum() == 0:
             continue
@@ -239,7 +239,7 @@ def _laplacian(label, stride):
     out = np.zeros((n, out_h, out_w))
     for i in range(out_h):
         for j in range(out_w):
-            win = pad[:, i * stride:i * stride + 3, j * stride:j * stride + 3]
+            win = pad[:, i * stride : i * stride + 3, j * stride : j * stride + 3]
             out[:, i, j] = 9 * win[:, 1, 1] - win.sum(axis=(1, 2))
     return out
 
@@ -264,6 +264,7 @@ def detail_aggregate_ref(logits, label, fuse_kernel):
     inter = (sig * target).reshape(n, -1).sum(1)
     dice = 1 - (2 * inter + 1) / (sig.reshape(n, -1).sum(1) + target.reshape(n, -1).sum(1) + 1)
     return bce + dice.mean()
+
 
 # ---- the field's methods (docs/methods.md), written from the formulas in the losses' docstrings ----------------
 
@@ -299,19 +300,20 @@ def max_pool_ceil(f, k):
     out = np.empty((n, c, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            out[:, :, i, j] = f[:, :, i * k:(i + 1) * k, j * k:(j + 1) * k].max(axis=(2, 3))
+            out[:, :, i, j] = f[:, :, i * k : (i + 1) * k, j * k : (j + 1) * k].max(axis=(2, 3))
     return out
 
 
 def skd_pairwise_ref(s, t, pool=2):
     """Mean over N * HW' * HW' of (A_S - A_T)^2, A = F^T F of max-pooled, (|v| + 1e-8)-normalised pixels."""
+
     def affinity(f):
         f = max_pool_ceil(f, pool) if pool > 1 else f
         n, c = f.shape[:2]
         out = []
         for a in range(n):
             vecs = f[a].reshape(c, -1).T  # HW' x C
-            vecs = vecs / (np.sqrt((vecs ** 2).sum(axis=1, keepdims=True)) + 1e-8)
+            vecs = vecs / (np.sqrt((vecs**2).sum(axis=1, keepdims=True)) + 1e-8)
             out.append(vecs @ vecs.T)
         return np.array(out)
 
@@ -320,11 +322,12 @@ def skd_pairwise_ref(s, t, pool=2):
 
 def cirkd_pixel_ref(s, t, temperature=0.1, pool=1):
     """1/N^2 sum_(i,j) 1/HW sum_rows KL(softmax(T_ij[m]/tau) || softmax(S_ij[m]/tau)), unit-norm pixels."""
+
     def units(f):
         f = max_pool_ceil(f, pool) if pool > 1 else f
         n, c = f.shape[:2]
         vecs = f.reshape(n, c, -1).transpose(0, 2, 1)  # N x HW x C
-        return vecs / np.maximum(np.sqrt((vecs ** 2).sum(axis=2, keepdims=True)), 1e-12)
+        return vecs / np.maximum(np.sqrt((vecs**2).sum(axis=2, keepdims=True)), 1e-12)
 
     u_s, u_t = units(s), units(t)
     n, hw = u_s.shape[:2]
@@ -332,8 +335,7 @@ def cirkd_pixel_ref(s, t, temperature=0.1, pool=1):
     for i in range(n):
         for j in range(n):
             sim_s, sim_t = u_s[i] @ u_s[j].T, u_t[i] @ u_t[j].T
-            total += sum(kl(softmax(sim_t[m] / temperature), softmax(sim_s[m] / temperature))
-                         for m in range(hw)) / hw
+            total += sum(kl(softmax(sim_t[m] / temperature), softmax(sim_s[m] / temperature)) for m in range(hw)) / hw
     return total / (n * n)
 
 
@@ -366,14 +368,15 @@ def conv3x3(x, weight, bias):
     out = np.zeros((n, weight.shape[0], h, w))
     for di in range(3):
         for dj in range(3):
-            out += np.einsum("ncij,oc->noij", padded[:, :, di:di + h, dj:dj + w], weight[:, :, di, dj])
+            out += np.einsum("ncij,oc->noij", padded[:, :, di : di + h, dj : dj + w], weight[:, :, di, dj])
     return out + bias[None, :, None, None]
 
 
 def mgd_mask_ref(keys, h, w, lambda_mask):
     """0 where u > 1 - lambda, u = default_rng(key).random((H, W)) per image."""
-    return np.array([(np.random.default_rng(list(k)).random((h, w)) <= 1 - lambda_mask) for k in keys],
-                    dtype=np.float64)[:, None]
+    return np.array(
+        [(np.random.default_rng(list(k)).random((h, w)) <= 1 - lambda_mask) for k in keys], dtype=np.float64
+    )[:, None]
 
 
 def mgd_ref(s, t, params, keys, alpha=2e-5, lambda_mask=0.75):

@@ -15,11 +15,10 @@ import numpy as np
 import paddle
 import pytest
 
+from conftest import ROOT
 from segdistill import checkpoint, precision
 from segdistill.errors import SegDistillError
 from segdistill.trainer import Trainer, TrainSpec
-
-from conftest import ROOT
 
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
@@ -66,21 +65,28 @@ def o2_on_cpu(monkeypatch):
 def _fp32_checkpoint(tiny_data, tmp_path):
     # Fresh parameter names, as in the new process that resumes it (the optimizer state is keyed by them).
     with paddle.utils.unique_name.guard():
-        Trainer(TrainSpec(config=STUDENT, save_dir=str(tmp_path / "fp32"), data_root=str(tiny_data), iters=2,
-                          batch_size=2, save_interval=2, do_eval=False)).run()
+        Trainer(
+            TrainSpec(
+                config=STUDENT,
+                save_dir=str(tmp_path / "fp32"),
+                data_root=str(tiny_data),
+                iters=2,
+                batch_size=2,
+                save_interval=2,
+                do_eval=False,
+            )
+        ).run()
     return tmp_path / "fp32" / "iter_2"
 
 
-def test_o2_resumes_before_decorate_and_decorates_before_data_parallel(tiny_data, tmp_path, monkeypatch,
-                                                                      o2_on_cpu):
+def test_o2_resumes_before_decorate_and_decorates_before_data_parallel(tiny_data, tmp_path, monkeypatch, o2_on_cpu):
     ckpt = _fp32_checkpoint(tiny_data, tmp_path)
     wrapped = []
 
     class SpyDataParallel:
         def __init__(self, layers):
             # What Paddle's reducer sees when it is built: the parameters' dtypes and values at this moment.
-            wrapped.append((layers, {p.name: (str(p.dtype), p.astype("float32").numpy())
-                                     for p in layers.parameters()}))
+            wrapped.append((layers, {p.name: (str(p.dtype), p.astype("float32").numpy()) for p in layers.parameters()}))
 
     # Two ranks as far as the trainer can tell (no process group: only the constructor is checked).
     monkeypatch.setattr(paddle, "DataParallel", SpyDataParallel)
@@ -88,9 +94,19 @@ def test_o2_resumes_before_decorate_and_decorates_before_data_parallel(tiny_data
     monkeypatch.setattr(paddle.distributed, "get_rank", lambda: 0)
     monkeypatch.setattr(paddle.distributed, "init_parallel_env", lambda: None)
     with paddle.utils.unique_name.guard():
-        t = Trainer(TrainSpec(config=STUDENT, save_dir=str(tmp_path / "o2"), data_root=str(tiny_data), iters=4,
-                              batch_size=2, precision="fp16", amp_level="O2", do_eval=False,
-                              resume_model=str(ckpt)))
+        t = Trainer(
+            TrainSpec(
+                config=STUDENT,
+                save_dir=str(tmp_path / "o2"),
+                data_root=str(tiny_data),
+                iters=4,
+                batch_size=2,
+                precision="fp16",
+                amp_level="O2",
+                do_eval=False,
+                resume_model=str(ckpt),
+            )
+        )
     assert t.resumed[0] == 2  # the fp32 checkpoint loaded (after decorate it fails: dtypes differ)
     [(layers, seen)] = wrapped
     assert layers is t.student_side and isinstance(t.net, SpyDataParallel)
@@ -110,8 +126,18 @@ def test_o2_resumes_before_decorate_and_decorates_before_data_parallel(tiny_data
 def test_o2_evaluation_needs_the_autocast_and_runs_under_it(tiny_data, tmp_path, monkeypatch, o2_on_cpu):
     from segdistill.evaluate import evaluate
 
-    t = Trainer(TrainSpec(config=STUDENT, save_dir=str(tmp_path / "o2"), data_root=str(tiny_data), iters=2,
-                          batch_size=2, precision="bf16", amp_level="O2", do_eval=True))
+    t = Trainer(
+        TrainSpec(
+            config=STUDENT,
+            save_dir=str(tmp_path / "o2"),
+            data_root=str(tiny_data),
+            iters=2,
+            batch_size=2,
+            precision="bf16",
+            amp_level="O2",
+            do_eval=True,
+        )
+    )
     # The crash: O2 weights are bf16, the images fp32; without autocast (as before) the first conv fails.
     with pytest.raises(ValueError, match="does not match the type of data"):
         evaluate(t.model, t.val_ds, t.num_classes, t.ignore_index)
@@ -145,10 +171,21 @@ def test_o2_evaluation_needs_the_autocast_and_runs_under_it(tiny_data, tmp_path,
     assert calls[0]["custom_black_list"] == {"bilinear_interp_v2"}
 
 
-def test_online_teacher_is_not_decorated_and_runs_outside_the_autocast(tiny_data, tmp_path, monkeypatch,
-                                                                      o2_on_cpu, patched_teacher):
-    o2 = Trainer(TrainSpec(config=STUDENT, save_dir=str(tmp_path / "o2"), data_root=str(tiny_data), iters=2,
-                           batch_size=2, precision="fp16", amp_level="O2", teacher_config=patched_teacher))
+def test_online_teacher_is_not_decorated_and_runs_outside_the_autocast(
+    tiny_data, tmp_path, monkeypatch, o2_on_cpu, patched_teacher
+):
+    o2 = Trainer(
+        TrainSpec(
+            config=STUDENT,
+            save_dir=str(tmp_path / "o2"),
+            data_root=str(tiny_data),
+            iters=2,
+            batch_size=2,
+            precision="fp16",
+            amp_level="O2",
+            teacher_config=patched_teacher,
+        )
+    )
     assert {str(p.dtype) for p in o2.distiller.teacher.parameters()} == {"paddle.float32"}
     assert "paddle.float16" in {str(p.dtype) for p in o2.model.parameters()}
 
@@ -166,8 +203,18 @@ def test_online_teacher_is_not_decorated_and_runs_outside_the_autocast(tiny_data
             stack.pop()
 
     monkeypatch.setattr(paddle.amp, "auto_cast", auto_cast)
-    t = Trainer(TrainSpec(config=STUDENT, save_dir=str(tmp_path / "o1"), data_root=str(tiny_data), iters=2,
-                          batch_size=2, precision="fp16", amp_level="O1", teacher_config=patched_teacher))
+    t = Trainer(
+        TrainSpec(
+            config=STUDENT,
+            save_dir=str(tmp_path / "o1"),
+            data_root=str(tiny_data),
+            iters=2,
+            batch_size=2,
+            precision="fp16",
+            amp_level="O1",
+            teacher_config=patched_teacher,
+        )
+    )
     for name, model in (("student", t.model), ("teacher", t.distiller.teacher)):
         model.register_forward_pre_hook(lambda layer, inputs, name=name: seen.setdefault(name, list(stack)) and None)
     t.step(*map(paddle.to_tensor, t.stream.batch(1)), it=1)
@@ -201,8 +248,16 @@ def test_cache_records_the_teacher_precision_and_refuses_another(tiny_data, tmp_
 
     monkeypatch.setattr(teachers, "run_teacher", run_teacher)
     out = tmp_path / "cache"
-    spec = TeacherOutputsSpec(config=STUDENT, teacher_config=patched_teacher, out=str(out), data_seed=0,
-                              data_root=str(tiny_data), iters=2, batch_size=2, dtype="float32")
+    spec = TeacherOutputsSpec(
+        config=STUDENT,
+        teacher_config=patched_teacher,
+        out=str(out),
+        data_seed=0,
+        data_root=str(tiny_data),
+        iters=2,
+        batch_size=2,
+        dtype="float32",
+    )
     manifest = write_teacher_outputs(spec, log=lambda m: None)
     assert manifest["teacher"]["precision"] == "fp32" == precision.TEACHER_PRECISION
     assert seen and all(s[-1] is False for s in seen)  # the same fp32 region as the online teacher
@@ -211,8 +266,12 @@ def test_cache_records_the_teacher_precision_and_refuses_another(tiny_data, tmp_
     data = json.loads((out / "manifest.json").read_text())
     data["teacher"]["precision"] = "fp16"
     (out / "manifest.json").write_text(json.dumps(data))
-    expected = {"stream": data["stream"], "data_sha256": data["data"]["sha256"], "weights": "w",
-                "weights_sha256": data["teacher"]["weights_sha256"]}
+    expected = {
+        "stream": data["stream"],
+        "data_sha256": data["data"]["sha256"],
+        "weights": "w",
+        "weights_sha256": data["teacher"]["weights_sha256"],
+    }
     with pytest.raises(SegDistillError, match="teacher.precision is fp16 in the cache"):
         cache.CachedTeacher(out, expected).check_names(["logits"])
 

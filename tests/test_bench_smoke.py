@@ -8,15 +8,45 @@ import sys
 from conftest import ROOT
 
 SCRIPT = ROOT / "bench" / "distill_step.py"
-CONFIGS = ["bare_student", "trainer_student", "teacher_forward", "distill_kl", "distill_kl_cwd",
-           "paddleslim_kl", "paddleslim_kl_frozen"]
+CONFIGS = [
+    "bare_student",
+    "trainer_student",
+    "teacher_forward",
+    "distill_kl",
+    "distill_kl_cwd",
+    "paddleslim_kl",
+    "paddleslim_kl_frozen",
+]
 
 
 def test_bench_reports_every_configuration(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(SCRIPT), "--size", "32", "--batch", "2", "--steps", "2", "--warmup", "1",
-           "--rounds", "1", "--jobs", "2", "--breakdown", "1", "--paired", "1", "--teacher-config", str(ROOT / "tests/configs/teacher_tiny.yml"),
-           "--student-config", str(ROOT / "tests/configs/student_tiny.yml"), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--rounds",
+        "1",
+        "--jobs",
+        "2",
+        "--breakdown",
+        "1",
+        "--paired",
+        "1",
+        "--teacher-config",
+        str(ROOT / "tests/configs/teacher_tiny.yml"),
+        "--student-config",
+        str(ROOT / "tests/configs/student_tiny.yml"),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
@@ -35,13 +65,22 @@ def test_bench_reports_every_configuration(tmp_path):
     confs = report["configurations"]
     assert confs["trainer_student"]["peak_rss_mb"] > confs["teacher_forward"]["peak_rss_mb"]
     ratios = report["ratios"]
-    for key in ("trainer_step_vs_bare_loop", "distill_kl_step_vs_student_plus_teacher",
-                "distill_kl_rss_vs_student_plus_teacher", "distill_kl_cwd_rss_vs_paddleslim_kl"):
+    for key in (
+        "trainer_step_vs_bare_loop",
+        "distill_kl_step_vs_student_plus_teacher",
+        "distill_kl_rss_vs_student_plus_teacher",
+        "distill_kl_cwd_rss_vs_paddleslim_kl",
+    ):
         assert ratios[key]["ratio"] > 0 and isinstance(ratios[key]["met"], bool), key
     assert not report["settings"]["timings_valid"]  # two children ran at once
     paired = report["paired"]
-    assert set(paired["median_step_s"]) == {"bare_student", "trainer_student", "teacher_forward", "distill_kl",
-                                            "distill_kl_cwd"}
+    assert set(paired["median_step_s"]) == {
+        "bare_student",
+        "trainer_student",
+        "teacher_forward",
+        "distill_kl",
+        "distill_kl_cwd",
+    }
     assert all(v > 0 for v in paired["median_step_s"].values())
     assert all(r["ratio"] > 0 for r in paired["ratios"].values())
     # The table goes to stdout and names every configuration.
@@ -51,10 +90,28 @@ def test_bench_reports_every_configuration(tmp_path):
 
 def test_teacher_cache_bench_reports_ratios(tmp_path):
     out = tmp_path / "cache.json"
-    cmd = [sys.executable, str(ROOT / "bench" / "teacher_cache.py"), "--size", "32", "--batch", "2", "--iters", "2",
-           "--warmup", "0", "--paired", "2", "--rss_steps", "1",
-           "--teacher_config", str(ROOT / "tests/configs/teacher_tiny.yml"),
-           "--student_config", str(ROOT / "tests/configs/student_tiny.yml"), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "teacher_cache.py"),
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        "--paired",
+        "2",
+        "--rss_steps",
+        "1",
+        "--teacher_config",
+        str(ROOT / "tests/configs/teacher_tiny.yml"),
+        "--student_config",
+        str(ROOT / "tests/configs/student_tiny.yml"),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
@@ -80,8 +137,26 @@ def test_methods_bench_reports_every_arm_against_the_student(tmp_path):
     path = tmp_path / "methods.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(ROOT / "bench/methods_step.py"), "--study", str(path), "--size", "32", "--batch", "2",
-           "--steps", "1", "--warmup", "1", "--paired", "2", "--loss-sides", "32", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench/methods_step.py"),
+        "--study",
+        str(path),
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--paired",
+        "2",
+        "--loss-sides",
+        "32",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
@@ -97,8 +172,20 @@ def test_methods_bench_reports_every_arm_against_the_student(tmp_path):
 
 
 def test_cache_verify_bench_reports_size_and_times(tmp_path):
-    cmd = [sys.executable, str(ROOT / "bench/cache_verify.py"), "--size", "32", "--batch", "2", "--iters", "3",
-           "--rounds", "2", "--dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench/cache_verify.py"),
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--iters",
+        "3",
+        "--rounds",
+        "2",
+        "--dir",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)

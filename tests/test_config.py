@@ -2,15 +2,15 @@
 
 import copy
 
+from segdistill.paddle_env import paddle
+
 import pytest
 import yaml
 
+from conftest import ROOT, TINY_STUDY
 from segdistill import study
 from segdistill.config import base_files, build_model, experiment_dict, load_weights, patch_teacher, read_yaml
 from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle
-
-from conftest import ROOT, TINY_STUDY
 
 TEACHER = ROOT / "tests/configs/teacher_tiny.yml"
 STUDENT = ROOT / "tests/configs/student_tiny.yml"
@@ -92,8 +92,15 @@ def test_config_errors_name_the_file_and_key(tmp_path):
 def test_study_runs_and_checks():
     cfg = tiny_study()
     study.check(cfg)
-    assert study.runs(cfg) == ["teacher/seed0", "student/seed0", "student/seed1", "distilled/kl/seed0",
-                               "distilled/kl/seed1", "distilled/kl_cwd/seed0", "distilled/kl_cwd/seed1"]
+    assert study.runs(cfg) == [
+        "teacher/seed0",
+        "student/seed0",
+        "student/seed1",
+        "distilled/kl/seed0",
+        "distilled/kl/seed1",
+        "distilled/kl_cwd/seed0",
+        "distilled/kl_cwd/seed1",
+    ]
     assert study.parse_run("distilled/kl_cwd/seed1") == {"arm": "distilled", "method": "kl_cwd", "seed": 1}
 
 
@@ -117,8 +124,11 @@ def test_study_rejects_unknown_loss_and_bad_sweep():
         study.check(bad)
     bad = copy.deepcopy(cfg)
     bad["distill"]["kl_cwd"]["terms"][1]["options"] = {"tau": 4}
-    with pytest.raises(SegDistillError, match=r"distill.kl_cwd.terms\[1\] \(term 'cwd_aspp'\).options: loss 'cwd' "
-                                              r"has no option 'tau'.*Its options: temperature"):
+    with pytest.raises(
+        SegDistillError,
+        match=r"distill.kl_cwd.terms\[1\] \(term 'cwd_aspp'\).options: loss 'cwd' "
+        r"has no option 'tau'.*Its options: temperature",
+    ):
         study.check(bad)
     bad = copy.deepcopy(cfg)
     bad["sweep"] = {"method": "kl_cwd", "grid": {"cwd_aspp.alpha": [1]}}

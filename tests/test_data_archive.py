@@ -1,8 +1,8 @@
 import zipfile
 
 import pytest
-from data_helpers import hidden_leftovers, tree_bytes, zip_dir
 
+from data_helpers import hidden_leftovers, tree_bytes, zip_dir
 from segdistill.data import generate, safe_extract, validate_dataset
 from segdistill.errors import SegDistillError
 

@@ -3,8 +3,8 @@ import socket
 import time
 
 import pytest
-from data_helpers import _QuietHandler, hidden_leftovers, serve, zip_dir
 
+from data_helpers import _QuietHandler, hidden_leftovers, serve, zip_dir
 from segdistill.data import download, generate, safe_extract, sha256_of, validate_dataset
 from segdistill.errors import SegDistillError
 

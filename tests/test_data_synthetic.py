@@ -3,9 +3,9 @@ import json
 import cv2
 import numpy as np
 import pytest
-from data_helpers import hidden_leftovers, tree_bytes
 
 import segdistill.data.synthetic as synthetic
+from data_helpers import hidden_leftovers, tree_bytes
 from segdistill.data import generate, validate_dataset
 from segdistill.errors import SegDistillError
 

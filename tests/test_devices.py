@@ -378,9 +378,9 @@ def test_cpu_multiprocess_run_uses_the_launcher_with_its_own_log_dir(tmp_path, m
     out = tmp_path / "ranks.txt"
     log_dir = tmp_path / "launch"
     rank = (
-        "import os; fd = os.open(%r, os.O_WRONLY | os.O_CREAT | os.O_APPEND); "
+        f"import os; fd = os.open({str(out)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND); "
         "os.write(fd, (os.environ['PADDLE_TRAINER_ID'] + ' ' + os.environ['PADDLE_TRAINERS_NUM'] + ' ' "
-        "+ os.environ['OMP_NUM_THREADS'] + chr(10)).encode())" % str(out)
+        "+ os.environ['OMP_NUM_THREADS'] + chr(10)).encode())"
     )
     proc = subprocess.run(
         [
@@ -415,23 +415,32 @@ def test_nprocs_must_match_leased_gpus(pool_env):
         devices.run(1, [], log_dir=None)
 
 
-
-ENV_PROBE = ("import os; print('|'.join(os.environ.get(k, '<unset>') for k in ('CUDA_VISIBLE_DEVICES', "
-             "'CUDA_DEVICE_ORDER', 'SEGDISTILL_LEASED_GPUS', 'OMP_NUM_THREADS')))")
+ENV_PROBE = (
+    "import os; print('|'.join(os.environ.get(k, '<unset>') for k in ('CUDA_VISIBLE_DEVICES', "
+    "'CUDA_DEVICE_ORDER', 'SEGDISTILL_LEASED_GPUS', 'OMP_NUM_THREADS')))"
+)
 
 
 def test_a_leased_job_gets_pci_order_and_its_ids_whatever_the_shell_set(pool_env, monkeypatch):
     """CUDA_VISIBLE_DEVICES names the leased ids in nvidia-smi's (PCI bus) numbering only if CUDA numbers the
     same way: CUDA_DEVICE_ORDER=PCI_BUS_ID, set over whatever the caller's shell had."""
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
-    proc = subprocess.run([PY, "-m", "segdistill.devices", "run", "--gpus", "1", "--threads", "2", "--", PY, "-c",
-                           ENV_PROBE], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [PY, "-m", "segdistill.devices", "run", "--gpus", "1", "--threads", "2", "--", PY, "-c", ENV_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     visible, order, leased, threads = proc.stdout.strip().split("|")
     assert (order, threads) == ("PCI_BUS_ID", "2")
     assert visible == leased and visible in POOL
     # No GPU in the pool: CPU, nothing visible, nothing leased, the same order.
     monkeypatch.setenv("SEGDISTILL_GPU_IDS", "")
-    proc = subprocess.run([PY, "-m", "segdistill.devices", "run", "--gpus", "1", "--threads", "1", "--", PY, "-c",
-                           ENV_PROBE], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [PY, "-m", "segdistill.devices", "run", "--gpus", "1", "--threads", "1", "--", PY, "-c", ENV_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stdout.strip().split("|") == ["", "PCI_BUS_ID", "", "1"]

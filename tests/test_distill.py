@@ -1,12 +1,13 @@
 """The distiller's parts on small layers: recorders record only inside a `with` block, the teacher stays in eval
 whatever mode the distiller is put in, and the `distill_loss` fallback of the terms."""
 
+from segdistill.paddle_env import paddle
+
 import pytest
 
 from segdistill.distill import Distiller, resolve_terms
 from segdistill.distill.recorder import Recorder
 from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle
 
 nn = paddle.nn
 
@@ -46,8 +47,13 @@ def test_recorder_records_only_inside_with():
 def test_distiller_train_keeps_teacher_in_eval():
     student, teacher = Net(), Net()
     teacher.train()
-    d = Distiller(student, teacher, resolve_terms([{"loss": "kl"}, {"name": "mse_stem", "student": "stem",
-                                                                     "teacher": "stem", "loss": "mse"}], "s.yml"))
+    d = Distiller(
+        student,
+        teacher,
+        resolve_terms(
+            [{"loss": "kl"}, {"name": "mse_stem", "student": "stem", "teacher": "stem", "loss": "mse"}], "s.yml"
+        ),
+    )
     x = paddle.rand([2, 3, 8, 8])
     d.setup(x)
     teacher.train()  # whoever switches the teacher, the distiller's train() puts it back
@@ -88,8 +94,13 @@ def test_term_options_reach_the_loss_and_a_new_loss_needs_no_other_edit():
         return factor * ((student - teacher) ** 2).mean()
 
     student, teacher = Net(), Net()
-    terms = resolve_terms([{"loss": "dist", "options": {"beta": 2.0, "gamma": 0.5, "temperature": 3}},
-                           {"loss": "scaled_mse_for_test", "options": {"factor": 7.5}}], "s.yml")
+    terms = resolve_terms(
+        [
+            {"loss": "dist", "options": {"beta": 2.0, "gamma": 0.5, "temperature": 3}},
+            {"loss": "scaled_mse_for_test", "options": {"factor": 7.5}},
+        ],
+        "s.yml",
+    )
     d = Distiller(student, teacher, terms)
     x = paddle.rand([2, 3, 8, 8])
     d.setup(x)
@@ -104,8 +115,11 @@ def test_term_options_reach_the_loss_and_a_new_loss_needs_no_other_edit():
 
 def test_unknown_option_names_the_term_and_the_option():
     with pytest.raises(SegDistillError) as err:
-        resolve_terms([{"loss": "kl"}, {"name": "rel", "loss": "dist", "options": {"gama": 2}}], "study.yaml",
-                      source="distill.dist.terms")
+        resolve_terms(
+            [{"loss": "kl"}, {"name": "rel", "loss": "dist", "options": {"gama": 2}}],
+            "study.yaml",
+            source="distill.dist.terms",
+        )
     msg = str(err.value)
     assert "distill.dist.terms[1] (term 'rel').options" in msg and "'gama'" in msg and "did you mean gamma" in msg
     assert "beta (default 1.0)" in msg
@@ -118,8 +132,10 @@ def test_unknown_option_names_the_term_and_the_option():
 
 
 def test_temperature_key_is_the_options_temperature():
-    a, b, c = resolve_terms([{"loss": "cwd", "temperature": 4}, {"loss": "kl", "options": {"temperature": 4}},
-                             {"loss": "cirkd_pixel"}], "s.yml")
+    a, b, c = resolve_terms(
+        [{"loss": "cwd", "temperature": 4}, {"loss": "kl", "options": {"temperature": 4}}, {"loss": "cirkd_pixel"}],
+        "s.yml",
+    )
     assert a.options == {"temperature": 4.0} and b.options == {"temperature": 4.0}
     assert a.temperature == b.temperature == 4.0
     assert c.options == {} and c.temperature == 0.1  # unset: the loss's own default, not 1
@@ -136,8 +152,9 @@ class FakeStream:
 
 def test_mgd_generator_trains_beside_the_connectors_and_its_mask_follows_the_iteration():
     student, teacher = Net(), Net()
-    terms = resolve_terms([{"name": "mgd", "student": "stem", "teacher": "stem", "loss": "mgd",
-                            "options": {"alpha": 1.0}}], "s.yml")
+    terms = resolve_terms(
+        [{"name": "mgd", "student": "stem", "teacher": "stem", "loss": "mgd", "options": {"alpha": 1.0}}], "s.yml"
+    )
     d = Distiller(student, teacher, terms, stream=FakeStream())
     x = paddle.rand([2, 3, 8, 8])
     d.setup(x)
@@ -163,11 +180,25 @@ def test_check_terms_probes_both_untrained_models(tmp_path):
 
     student, teacher = (str(ROOT / f"tests/configs/{r}_tiny.yml") for r in ("student", "teacher"))
     good, bad = tmp_path / "kl_cwd.yml", tmp_path / "bad.yml"
-    good.write_text(yaml.safe_dump({"terms": [{"loss": "kl"}, {"name": "cwd", "student": "backbone.bb_2_1",
-                                                               "teacher": "backbone.bb_3_1", "loss": "cwd",
-                                                               "connector": "conv1x1"}]}))
-    bad.write_text(yaml.safe_dump({"terms": [{"student": "backbone.bb_2_1", "teacher": "backbone.bb_3_1",
-                                              "loss": "cwd"}]}))
+    good.write_text(
+        yaml.safe_dump(
+            {
+                "terms": [
+                    {"loss": "kl"},
+                    {
+                        "name": "cwd",
+                        "student": "backbone.bb_2_1",
+                        "teacher": "backbone.bb_3_1",
+                        "loss": "cwd",
+                        "connector": "conv1x1",
+                    },
+                ]
+            }
+        )
+    )
+    bad.write_text(
+        yaml.safe_dump({"terms": [{"student": "backbone.bb_2_1", "teacher": "backbone.bb_3_1", "loss": "cwd"}]})
+    )
     out = tmp_path / "checked.json"
     check_terms(student, teacher, [good], out, log=lambda m: None)
     assert json.loads(out.read_text())["methods"] == {"kl_cwd": ["kl:logits", "cwd"]}

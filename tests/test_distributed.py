@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 import segdistill.cli
-from segdistill import devices
-
 from conftest import ROOT
+from segdistill import devices
 
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
@@ -30,18 +29,49 @@ def _digests(log: str) -> dict[int, str]:
 
 def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):
     terms = tmp_path / "terms.yml"
-    terms.write_text("terms:\n  - {loss: kl, weight: 3}\n"
-                     "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
-                     " connector: conv1x1}\n")
-    args = ["train", "--config", STUDENT, "--teacher_config", patched_teacher, "--distill", str(terms),
-            "--data_root", str(tiny_data), "--iters", "4", "--save_interval", "2", "--log_iters", "1", "--seed", "1",
-            "--do_eval"]
+    terms.write_text(
+        "terms:\n  - {loss: kl, weight: 3}\n"
+        "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
+        " connector: conv1x1}\n"
+    )
+    args = [
+        "train",
+        "--config",
+        STUDENT,
+        "--teacher_config",
+        patched_teacher,
+        "--distill",
+        str(terms),
+        "--data_root",
+        str(tiny_data),
+        "--iters",
+        "4",
+        "--save_interval",
+        "2",
+        "--log_iters",
+        "1",
+        "--seed",
+        "1",
+        "--do_eval",
+    ]
     cmd = [sys.executable, segdistill.cli.__file__, *args]
     # batch_size is per device: 4 on one process and 2 on each of 2 ranks is the same global batch.
-    assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "one"), "--batch_size", "4"], log_dir=tmp_path / "l1",
-                       threads=1) == 0
-    assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "two"), "--batch_size", "2"], log_dir=tmp_path / "l2",
-                       threads=1, nprocs=2) == 0
+    assert (
+        devices.run(
+            0, cmd + ["--save_dir", str(tmp_path / "one"), "--batch_size", "4"], log_dir=tmp_path / "l1", threads=1
+        )
+        == 0
+    )
+    assert (
+        devices.run(
+            0,
+            cmd + ["--save_dir", str(tmp_path / "two"), "--batch_size", "2"],
+            log_dir=tmp_path / "l2",
+            threads=1,
+            nprocs=2,
+        )
+        == 0
+    )
     # Rank 0 alone writes: one set of outputs, and each rank left its own worker log in the job's folder.
     assert sorted(p.name for p in (tmp_path / "l2").glob("workerlog.*")) == ["workerlog.0", "workerlog.1"]
     summary = json.loads((tmp_path / "two/train_summary.json").read_text())
@@ -80,11 +110,38 @@ def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):
     from segdistill.distill.cache import write_teacher_outputs
     from segdistill.specs import TeacherOutputsSpec
 
-    write_teacher_outputs(TeacherOutputsSpec(config=STUDENT, teacher_config=patched_teacher, distill=[str(terms)],
-                                             out=str(tmp_path / "cache"), data_seed=1, data_root=str(tiny_data),
-                                             iters=4, batch_size=2, ranks=2, dtype="float32"))
-    assert devices.run(0, cmd + ["--save_dir", str(tmp_path / "cached"), "--batch_size", "2", "--teacher_outputs",
-                                 str(tmp_path / "cache")], log_dir=tmp_path / "l3", threads=1, nprocs=2) == 0
+    write_teacher_outputs(
+        TeacherOutputsSpec(
+            config=STUDENT,
+            teacher_config=patched_teacher,
+            distill=[str(terms)],
+            out=str(tmp_path / "cache"),
+            data_seed=1,
+            data_root=str(tiny_data),
+            iters=4,
+            batch_size=2,
+            ranks=2,
+            dtype="float32",
+        )
+    )
+    assert (
+        devices.run(
+            0,
+            cmd
+            + [
+                "--save_dir",
+                str(tmp_path / "cached"),
+                "--batch_size",
+                "2",
+                "--teacher_outputs",
+                str(tmp_path / "cache"),
+            ],
+            log_dir=tmp_path / "l3",
+            threads=1,
+            nprocs=2,
+        )
+        == 0
+    )
     assert (tmp_path / "cached/train_log.csv").read_bytes() == (tmp_path / "two/train_log.csv").read_bytes()
     assert json.loads((tmp_path / "cached/train_summary.json").read_text())["teacher_outputs"]["mode"] == "cached"
 

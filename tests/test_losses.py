@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reference_losses as ref  # noqa: E402
-
-from segdistill.errors import SegDistillError  # noqa: E402
-from segdistill.losses import available, cross_entropy, get_loss, register  # noqa: E402
 from segdistill.paddle_env import paddle  # noqa: E402
 
 import paddle.nn.functional as F  # noqa: E402
+
+import reference_losses as ref  # noqa: E402
+from segdistill.errors import SegDistillError  # noqa: E402
+from segdistill.losses import available, cross_entropy, get_loss, register  # noqa: E402
 
 IGNORE = 255
 DISTILL = ["kl", "cwd", "channelwise_legacy", "mse"]
@@ -172,9 +172,7 @@ def test_kl_label_of_other_size_is_resized_nearest(label_hw):
 def test_label_resize_reference_is_nearest():
     # 2 x 3 -> 4 x 6: every input pixel becomes a 2 x 2 block.
     label = np.array([[[1, 2, 3], [4, 5, 6]]])
-    expected = np.array(
-        [[[1, 1, 2, 2, 3, 3], [1, 1, 2, 2, 3, 3], [4, 4, 5, 5, 6, 6], [4, 4, 5, 5, 6, 6]]]
-    )
+    expected = np.array([[[1, 1, 2, 2, 3, 3], [1, 1, 2, 2, 3, 3], [4, 4, 5, 5, 6, 6], [4, 4, 5, 5, 6, 6]]])
     np.testing.assert_array_equal(ref.nearest_resize(label, 4, 6), expected)
 
 
@@ -232,8 +230,14 @@ def test_cross_entropy_paddleseg_options(weight, avg_non_ignore, top_k):
         return ref.ce_options_ref(z, label, IGNORE, weight, avg_non_ignore, top_k)
 
     x = paddle.to_tensor(logits, stop_gradient=False)
-    loss = cross_entropy(x, paddle.to_tensor(label), ignore_index=IGNORE, weight=weight,
-                         avg_non_ignore=avg_non_ignore, top_k_percent_pixels=top_k)
+    loss = cross_entropy(
+        x,
+        paddle.to_tensor(label),
+        ignore_index=IGNORE,
+        weight=weight,
+        avg_non_ignore=avg_non_ignore,
+        top_k_percent_pixels=top_k,
+    )
     assert float(loss) == pytest.approx(ref_fn(logits), rel=1e-10)
     loss.backward()
     np.testing.assert_allclose(x.grad.numpy(), ref.numeric_grad(ref_fn, logits), rtol=1e-5, atol=1e-8)
@@ -333,9 +337,10 @@ def _method_ref(name, s, t, label, options, gen_params=None):
     if name == "ifvd":
         return ref.ifvd_ref(s, t, label, IGNORE)
     if name == "mgd":
-        return ref.mgd_ref(s, t, gen_params, KEYS3[:s.shape[0]], **opts)
+        return ref.mgd_ref(s, t, gen_params, KEYS3[: s.shape[0]], **opts)
     return {"dist": ref.dist_ref, "skd_pairwise": ref.skd_pairwise_ref, "cirkd_pixel": ref.cirkd_pixel_ref}[name](
-        s, t, **opts)
+        s, t, **opts
+    )
 
 
 # (loss, student shape, teacher shape, options, label?); odd and unequal H, W; channels differ where allowed
@@ -368,9 +373,15 @@ def _method_data(name, s_shape, t_shape, with_label, seed):
 
 
 def _call(name, student, teacher, label, options, gen=None):
-    ctx = {"module": gen, "keys": KEYS3[:int(student.shape[0])]} if name == "mgd" else {}
-    return get_loss(name)(student, teacher, label=None if label is None else paddle.to_tensor(label),
-                          ignore_index=IGNORE, **options, **ctx)
+    ctx = {"module": gen, "keys": KEYS3[: int(student.shape[0])]} if name == "mgd" else {}
+    return get_loss(name)(
+        student,
+        teacher,
+        label=None if label is None else paddle.to_tensor(label),
+        ignore_index=IGNORE,
+        **options,
+        **ctx,
+    )
 
 
 @pytest.mark.parametrize("name,s_shape,t_shape,options,with_label", METHOD_CASES)

@@ -33,8 +33,14 @@ use rule * from segdistill
 
 def snakemake_in(folder: Path, *args, check=True):
     """Snakemake run from `folder` as a user would: its own workflow/Snakefile and config/config.yaml."""
-    proc = subprocess.run([str(BIN / "snakemake"), *map(str, args)], cwd=folder, capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, SEGDISTILL_GPU_IDS=""))
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), *map(str, args)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, SEGDISTILL_GPU_IDS=""),
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -43,8 +49,9 @@ def snakemake_in(folder: Path, *args, check=True):
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     """An empty folder with a module Snakefile, a user config, a data set and a teacher; dry run, then the run."""
-    from segdistill.config import build_model
     from segdistill.paddle_env import paddle
+
+    from segdistill.config import build_model
     from segdistill.study import experiment
 
     d = tmp_path_factory.mktemp("deployed")
@@ -110,8 +117,10 @@ def test_study_writes_its_own_paddleseg_configs(deployed):
     ds = student["val_dataset"]
     assert ds["type"] == "Dataset" and ds["num_classes"] == 3 and ds["dataset_root"] == "data/mine"
     assert ds["val_path"] == "data/mine/lists/val.txt" and ds["test_path"] == "data/mine/test_list.txt"
-    assert ds["transforms"] == yaml.safe_load((ROOT / "tests/configs/student_tiny.yml").read_text())[
-        "val_dataset"]["transforms"]
+    assert (
+        ds["transforms"]
+        == yaml.safe_load((ROOT / "tests/configs/student_tiny.yml").read_text())["val_dataset"]["transforms"]
+    )
     assert student["model"]["num_classes"] == 3
 
 
@@ -126,12 +135,30 @@ def test_optic_disc_study_is_exactly_its_own(tmp_path):
     proc = plan(ROOT, ROOT / "config/optic_disc.yaml")
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts == {
-        "download_optic_disc": 1, "extract_optic_disc": 1, "validate_data": 1, "fetch_backbone": 1,
-        "study_configs": 1, "distill_terms": 1, "check_terms": 1, "train": 4, "patch_teacher": 1, "teacher_outputs": 3,
-        "distill": 3, "evaluate": 7,
-        "summary": 1, "stats": 1, "cost": 1, "export": 1, "figure_means": 1, "figure_paired": 1, "figure_forest": 1,
+        "download_optic_disc": 1,
+        "extract_optic_disc": 1,
+        "validate_data": 1,
+        "fetch_backbone": 1,
+        "study_configs": 1,
+        "distill_terms": 1,
+        "check_terms": 1,
+        "train": 4,
+        "patch_teacher": 1,
+        "teacher_outputs": 3,
+        "distill": 3,
+        "evaluate": 7,
+        "summary": 1,
+        "stats": 1,
+        "cost": 1,
+        "export": 1,
+        "figure_means": 1,
+        "figure_paired": 1,
+        "figure_forest": 1,
         "figure_curves": 1,
-        "figure_samples": 1, "provenance": 1, "overview": 1, "all": 1,
+        "figure_samples": 1,
+        "provenance": 1,
+        "overview": 1,
+        "all": 1,
     }
     out = proc.stdout + proc.stderr
     assert "kl_cwd" not in out and "make_synthetic" not in out
@@ -177,14 +204,19 @@ def test_a_misspelled_key_is_a_few_lines_naming_the_closest(tmp_path):
     assert "teachr: unknown key (did you mean 'teacher'?)" in out and "Allowed at the top level: cache, data" in out
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda c: c["train"].update(precison="fp16"), ("train.precison: unknown key (did you mean 'precision'?). "
-                                                    "Allowed in train: amp_level, ")),
-    (lambda c: c["train"].update(precision="fp64"), "train.precision: 'fp64' is not allowed; allowed: fp32, fp16"),
-    (lambda c: c.update(seeds=[0, "a"]), "seeds.1: 'a' is not of type integer"),
-    (lambda c: c.pop("student"), "the study file: missing required key(s) student"),
-    (lambda c: c["train"].update(save_interval=0), "train.save_interval: 0: 0 is less than the minimum of 1"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (
+            lambda c: c["train"].update(precison="fp16"),
+            ("train.precison: unknown key (did you mean 'precision'?). Allowed in train: amp_level, "),
+        ),
+        (lambda c: c["train"].update(precision="fp64"), "train.precision: 'fp64' is not allowed; allowed: fp32, fp16"),
+        (lambda c: c.update(seeds=[0, "a"]), "seeds.1: 'a' is not of type integer"),
+        (lambda c: c.pop("student"), "the study file: missing required key(s) student"),
+        (lambda c: c["train"].update(save_interval=0), "train.save_interval: 0: 0 is less than the minimum of 1"),
+    ],
+)
 def test_schema_problems_name_key_value_and_what_is_allowed(edit, expected):
     from segdistill.schema import problem
 
@@ -203,19 +235,35 @@ def test_parsing_imports_no_paddle(tmp_path):
         (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} imported while parsing')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), str(ROOT / "src")]))
     for args in (["-n", "--cores", "1"], ["--lint"]):
-        proc = subprocess.run([str(BIN / "snakemake"), "--workflow-profile", "none", *args],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        proc = subprocess.run(
+            [str(BIN / "snakemake"), "--workflow-profile", "none", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "imported while parsing" not in out, out[-3000:]
 
 
 METHOD_ARMS = ["kl", "kl_std", "cwd", "dist", "skd", "ifvd", "cirkd", "mgd"]
-METHOD_LOSSES = [("kl", False), ("kl", True), ("cwd", False), ("dist", False), ("skd_pairwise", False),
-                 ("ifvd", False), ("cirkd_pixel", False), ("mgd", False)]
+METHOD_LOSSES = [
+    ("kl", False),
+    ("kl", True),
+    ("cwd", False),
+    ("dist", False),
+    ("skd_pairwise", False),
+    ("ifvd", False),
+    ("cirkd_pixel", False),
+    ("mgd", False),
+]
 
 
-@pytest.mark.parametrize("name, distilled", [("config.yaml", 8), ("kl_cwd.yaml", 16), ("stride8.yaml", 8),
-                                            ("methods.yaml", 64), ("pp_liteseg.yaml", 8)])
+@pytest.mark.parametrize(
+    "name, distilled",
+    [("config.yaml", 8), ("kl_cwd.yaml", 16), ("stride8.yaml", 8), ("methods.yaml", 64), ("pp_liteseg.yaml", 8)],
+)
 def test_shipped_studies_parse_and_plan(name, distilled):
     """Every study in config/ is whole and plans the default study's chain (8 seeds, one shared teacher)."""
     proc = plan(ROOT, ROOT / "config" / name)
@@ -225,8 +273,11 @@ def test_shipped_studies_parse_and_plan(name, distilled):
         arms = re.findall(r"rule distill:\n(?:.*\n)*?\s+wildcards: method=(\w+), seed=\d+", proc.stdout)
         assert {a: arms.count(a) for a in set(arms)} == {a: 8 for a in METHOD_ARMS}
         study = yaml.safe_load((ROOT / "config" / name).read_text())["distill"]
-        used = {(t["loss"], bool((t.get("options") or {}).get("standardize"))) for arm in study.values()
-                for t in arm["terms"]}
+        used = {
+            (t["loss"], bool((t.get("options") or {}).get("standardize")))
+            for arm in study.values()
+            for t in arm["terms"]
+        }
         assert used == set(METHOD_LOSSES)
     if name == "pp_liteseg.yaml":  # the default study's teacher, a PP-LiteSeg student
         inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)

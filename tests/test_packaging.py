@@ -63,8 +63,13 @@ def test_snakefmt_clean():
 
 
 def test_snakemake_lint_clean():
-    proc = subprocess.run([str(BIN / "snakemake"), "--lint", "--workflow-profile", "none"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "--lint", "--workflow-profile", "none"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert "Lints for" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-5000:]
 

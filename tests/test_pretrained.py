@@ -10,8 +10,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from data_helpers import serve
 
+from data_helpers import serve
 from segdistill.errors import SegDistillError
 from segdistill.pretrained import backbone_records, download_path, fetch_backbone
 from segdistill.report.provenance import collect

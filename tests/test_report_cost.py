@@ -3,14 +3,14 @@
 import csv
 import math
 
+from segdistill.paddle_env import paddle
+
 import pytest
 
+from conftest import ROOT
 from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle
 from segdistill.models import input_size
 from segdistill.report import cost
-
-from conftest import ROOT
 
 nn = paddle.nn
 TEACHER = str(ROOT / "tests/configs/teacher_tiny.yml")
@@ -65,8 +65,10 @@ def test_counter_leaves_no_hooks_and_keeps_mode():
 def test_input_size_reads_w_h_from_config():
     dic = {"val_dataset": {"transforms": [{"type": "Resize", "target_size": [48, 32]}, {"type": "Normalize"}]}}
     assert input_size(dic) == (32, 48)  # PaddleSeg writes (w, h)
-    dic = {"val_dataset": {"transforms": [{"type": "Normalize"}]},
-           "train_dataset": {"transforms": [{"type": "RandomPaddingCrop", "crop_size": [64, 40]}]}}
+    dic = {
+        "val_dataset": {"transforms": [{"type": "Normalize"}]},
+        "train_dataset": {"transforms": [{"type": "RandomPaddingCrop", "crop_size": [64, 40]}]},
+    }
     assert input_size(dic) == (40, 64)
     assert input_size({"val_dataset": {"transforms": [{"type": "Resize", "target_size": 96}]}}) == (96, 96)
     with pytest.raises(SegDistillError, match="my.yml: no input size"):
@@ -87,8 +89,10 @@ def test_latency_median_of_timed_runs():
 
 
 def test_ratios_by_hand():
-    rows = [{"model": "teacher", "params": 400, "flops": 1000, "cpu_ms": 30.0, "gpu_ms": math.nan},
-            {"model": "student", "params": 100, "flops": 250, "cpu_ms": 10.0, "gpu_ms": math.nan}]
+    rows = [
+        {"model": "teacher", "params": 400, "flops": 1000, "cpu_ms": 30.0, "gpu_ms": math.nan},
+        {"model": "student", "params": 100, "flops": 250, "cpu_ms": 10.0, "gpu_ms": math.nan},
+    ]
     cost.add_ratios(rows)
     assert rows[1]["compression"] == 4 and rows[1]["flops_ratio"] == 4 and rows[1]["cpu_speedup"] == 3
     assert rows[0]["compression"] == 1 and math.isnan(rows[1]["gpu_speedup"])

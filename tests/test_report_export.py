@@ -3,17 +3,17 @@ evaluated weights predict, and a failed check publishes nothing."""
 
 import json
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from segdistill import checkpoint
 from segdistill.config import build_model, experiment_dict
 from segdistill.errors import SegDistillError
 from segdistill.models import load_trained
-from segdistill.paddle_env import paddle
 from segdistill.report import export
-
-from conftest import ROOT
 
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
@@ -26,18 +26,31 @@ def rec(path, run, val, test=None, model="m.pdparams", arm="distilled"):
     """An evaluation record with its val mIoU (which chooses) and test mIoU (default: val)."""
     method = run.split("/")[1] if arm == "distilled" else "none"
     splits = {"val": _m(val), "test": _m(val if test is None else test)}
-    path.write_text(json.dumps({"run": run, "arm": arm, "method": method, "seed": int(run.rsplit("seed", 1)[1]),
-                                "config": STUDENT, "model": str(model), "splits": splits}))
+    path.write_text(
+        json.dumps(
+            {
+                "run": run,
+                "arm": arm,
+                "method": method,
+                "seed": int(run.rsplit("seed", 1)[1]),
+                "config": STUDENT,
+                "model": str(model),
+                "splits": splits,
+            }
+        )
+    )
     return path
 
 
 def test_pick_best_chooses_on_val_ties_by_name(tmp_path):
     # val: kl has the best mean (0.7), its seeds tie -> seed0; cwd/seed1 is the best test run and is not chosen.
-    paths = [rec(tmp_path / "a.json", "distilled/kl/seed1", 0.7, 0.5),
-             rec(tmp_path / "b.json", "distilled/kl/seed0", 0.7, 0.6),
-             rec(tmp_path / "c.json", "distilled/cwd/seed0", 0.6, 0.7),
-             rec(tmp_path / "e.json", "distilled/cwd/seed1", 0.65, 0.95),
-             rec(tmp_path / "d.json", "student/seed0", 0.9, arm="student")]
+    paths = [
+        rec(tmp_path / "a.json", "distilled/kl/seed1", 0.7, 0.5),
+        rec(tmp_path / "b.json", "distilled/kl/seed0", 0.7, 0.6),
+        rec(tmp_path / "c.json", "distilled/cwd/seed0", 0.6, 0.7),
+        rec(tmp_path / "e.json", "distilled/cwd/seed1", 0.65, 0.95),
+        rec(tmp_path / "d.json", "student/seed0", 0.9, arm="student"),
+    ]
     best = export.pick_best(paths)
     assert best["run"] == "distilled/kl/seed0" and best["eval"] == str(paths[1])
     assert best["chosen_on"] == "val" and best["selection_miou"] == 0.7
@@ -58,8 +71,10 @@ def two_students(tmp_path_factory):
         path = d / f"seed{seed}.pdparams"
         checkpoint.save_weights(model, path)
         out.append(path)
-    evals = [rec(d / "e1.json", "distilled/kl/seed1", 0.55, model=out[0]),
-             rec(d / "e2.json", "distilled/kl/seed2", 0.61, model=out[1])]
+    evals = [
+        rec(d / "e1.json", "distilled/kl/seed1", 0.55, model=out[0]),
+        rec(d / "e2.json", "distilled/kl/seed2", 0.61, model=out[1]),
+    ]
     return d, out, evals
 
 

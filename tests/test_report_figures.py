@@ -15,8 +15,14 @@ def pixels(path):
 
 
 def _summary(tmp_path):
-    rows = [("teacher", "none", 0, 0.80), ("student", "none", 0, 0.60), ("student", "none", 1, 0.70),
-            ("distilled", "kl", 0, 0.64), ("distilled", "kl", 1, 0.68), ("student", "none", 0, 0.1)]
+    rows = [
+        ("teacher", "none", 0, 0.80),
+        ("student", "none", 0, 0.60),
+        ("student", "none", 1, 0.70),
+        ("distilled", "kl", 0, 0.64),
+        ("distilled", "kl", 1, 0.68),
+        ("student", "none", 0, 0.1),
+    ]
     df = pd.DataFrame(rows, columns=["arm", "method", "seed", "miou"])
     df["split"] = ["test"] * 5 + ["val"]
     csv = tmp_path / "summary.csv"
@@ -43,8 +49,9 @@ def test_paired_lines_one_per_seed(tmp_path):
     csv = _summary(tmp_path)
     out = tmp_path / "paired.png"
     lines = figures.paired_lines(csv, out)
-    assert lines == {"kl": [(0, pytest.approx(0.60), pytest.approx(0.64)), (1, pytest.approx(0.70),
-                                                                              pytest.approx(0.68))]}
+    assert lines == {
+        "kl": [(0, pytest.approx(0.60), pytest.approx(0.64)), (1, pytest.approx(0.70), pytest.approx(0.68))]
+    }
     assert pixels(out)[..., :3].std() > 0.05
     with pytest.raises(SegDistillError, match="needs student and distilled rows on 'val'"):
         figures.paired_lines(csv, out, split="val")
@@ -52,22 +59,31 @@ def test_paired_lines_one_per_seed(tmp_path):
 
 def test_curves_from_logs(tmp_path):
     runs = {}
-    for run, loss0 in (("teacher/seed0", 2.0), ("student/seed0", 1.5), ("student/seed1", 1.7),
-                       ("distilled/kl/seed0", 3.0)):
+    for run, loss0 in (
+        ("teacher/seed0", 2.0),
+        ("student/seed0", 1.5),
+        ("student/seed1", 1.7),
+        ("distilled/kl/seed0", 3.0),
+    ):
         d = tmp_path / run
         d.mkdir(parents=True)
-        (d / "train_log.csv").write_text("iter,loss,ce,lr\n" + "".join(
-            f"{i},{loss0 / i},{loss0 / i},0.01\n" for i in (1, 2, 3, 4)))
+        (d / "train_log.csv").write_text(
+            "iter,loss,ce,lr\n" + "".join(f"{i},{loss0 / i},{loss0 / i},0.01\n" for i in (1, 2, 3, 4))
+        )
         (d / "eval_log.csv").write_text("iter,miou,acc,kappa,dice\n2,0.4,0.9,0.1,0.5\n4,0.6,0.95,0.3,0.7\n")
         runs[run] = str(d)
     out = tmp_path / "curves.png"
     counts = figures.curves(runs, out)
-    assert counts == {"teacher": {"loss": 1, "miou": 1}, "student": {"loss": 2, "miou": 2},
-                      "distilled (kl)": {"loss": 1, "miou": 1}}
+    assert counts == {
+        "teacher": {"loss": 1, "miou": 1},
+        "student": {"loss": 2, "miou": 2},
+        "distilled (kl)": {"loss": 1, "miou": 1},
+    }
     assert pixels(out)[..., :3].std() > 0.05
 
 
 def test_mean_curve_over_seeds():
-    it, y = figures._mean_curve([(np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0])),
-                                 (np.array([1, 2, 3]), np.array([3.0, 4.0, 5.0]))])
+    it, y = figures._mean_curve(
+        [(np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0])), (np.array([1, 2, 3]), np.array([3.0, 4.0, 5.0]))]
+    )
     assert it.tolist() == [1, 2, 3] and y.tolist() == [2.0, 3.0, 4.0]

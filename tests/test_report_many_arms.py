@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
 
+from conftest import ROOT
 from segdistill import study
 from segdistill.errors import SegDistillError
 from segdistill.report import arm_figures, family, robustness, stats
@@ -107,13 +107,16 @@ def test_one_arm_changes_nothing():
     st = stats.study_stats(df)
     g = next(g for g in st["gains"] if g["metric"] == "miou")
     test = df[df.split == "test"]
-    plain = stats.paired_gain(*[dict(zip(x.seed, x.miou)) for x in (test[test.method == "kl"],
-                                                                    test[test.arm == "student"])])
+    plain = stats.paired_gain(
+        *[dict(zip(x.seed, x.miou)) for x in (test[test.method == "kl"], test[test.arm == "student"])]
+    )
     adj = g["adjusted"]
     assert adj["family_size"] == 1 and adj["confidence"] == pytest.approx(0.95)
-    assert (adj["ci_low"], adj["ci_high"], adj["p_value"]) == (pytest.approx(plain["ci_low"]),
-                                                               pytest.approx(plain["ci_high"]),
-                                                               pytest.approx(plain["p_value"]))
+    assert (adj["ci_low"], adj["ci_high"], adj["p_value"]) == (
+        pytest.approx(plain["ci_low"]),
+        pytest.approx(plain["ci_high"]),
+        pytest.approx(plain["p_value"]),
+    )
     assert st["verdicts"][0]["sentence"] == stats.verdict_sentence("kl", plain, "test")
     assert st["pairs"] == [] and st["ranking"] == []
 
@@ -134,11 +137,11 @@ def test_holm_and_bonferroni_by_hand():
 
 
 def test_verdict_from_adjusted_interval_and_its_words():
-    g = stats.paired_gain({i: 0.5 + d for i, d in enumerate([0.02, 0.025, 0.015, 0.022, 0.018])},
-                          dict.fromkeys(range(5), 0.5))
+    g = stats.paired_gain(
+        {i: 0.5 + d for i, d in enumerate([0.02, 0.025, 0.015, 0.022, 0.018])}, dict.fromkeys(range(5), 0.5)
+    )
     assert stats.verdict(g) == "gain"
-    g["adjusted"] = {"ci_low": -0.001, "ci_high": 0.04, "p_value": 0.07, "confidence": 1 - 0.05 / 12,
-                     "family_size": 12}
+    g["adjusted"] = {"ci_low": -0.001, "ci_high": 0.04, "p_value": 0.07, "confidence": 1 - 0.05 / 12, "family_size": 12}
     assert stats.verdict(g) == "no evidence"
     sentence = stats.verdict_sentence("kl", g, "test")
     assert "(simultaneous 95% CI -0.10 to +4.00 for 12 arms, n = 5, Holm p = 0.07): interval includes 0" in sentence
@@ -158,8 +161,7 @@ def test_method_pairs_and_ranking():
     means = {m: float(np.mean(list(v.values()))) for m, v in (("a", a), ("b", b), ("c", c))}
     rank = family.ranking(means, pairs)
     # b and c have the same mean: the tie goes to the name that sorts first.
-    assert [(r["method"], r["status"]) for r in rank] == [("a", "top"), ("b", "below the top"),
-                                                          ("c", "below the top")]
+    assert [(r["method"], r["status"]) for r in rank] == [("a", "top"), ("b", "below the top"), ("c", "below the top")]
     close = family.ranking({"a": 0.62, "c": 0.61, "b": 0.6}, [by[("c", "b")] | {"a": "c", "b": "a"}])
     assert close[1]["status"] == "cannot be separated from the top"
 
@@ -170,8 +172,10 @@ def test_bootstrap_and_wilcoxon_against_scipy():
     d = np.array([0.012, 0.02, 0.018, 0.01, 0.025, 0.014, 0.02, 0.017])
     boot = robustness.bootstrap_interval(d, 0.95)
     ref = st.bootstrap((d,), np.mean, method="BCa", n_resamples=9999, random_state=np.random.default_rng(0))
-    assert (boot["ci_low"], boot["ci_high"]) == (pytest.approx(ref.confidence_interval.low),
-                                                 pytest.approx(ref.confidence_interval.high))
+    assert (boot["ci_low"], boot["ci_high"]) == (
+        pytest.approx(ref.confidence_interval.low),
+        pytest.approx(ref.confidence_interval.high),
+    )
     assert robustness.bootstrap_interval(d, 0.95) == boot  # fixed seed: stats.json is the same every run
     assert robustness.wilcoxon_p(d)[0] == pytest.approx(st.wilcoxon(d).pvalue) == pytest.approx(2 / 2**8)
     # The cases where BCa cannot be computed say why instead of giving an interval.
@@ -209,7 +213,8 @@ def test_power_line_against_statsmodels_and_textbook():
 
     # Where solve_power works, the same answer; and the textbook case: d = 0.5, α = 0.05, 80% -> 34 (33.4).
     assert robustness.detectable_effect(8, 0.05) == pytest.approx(
-        TTestPower().solve_power(nobs=8, alpha=0.05, power=0.8), rel=1e-6)
+        TTestPower().solve_power(nobs=8, alpha=0.05, power=0.8), rel=1e-6
+    )
     assert robustness.seeds_needed(0.5, 0.05) == 34
     # 2 seeds at α/12: solve_power stops at its bound of 10; the root found instead has 80% power.
     es = robustness.detectable_effect(2, 0.05 / 12)
@@ -274,13 +279,27 @@ def test_kl_cwd_report_shows_pairs_robustness_power_and_forest(tmp_path):
     g = {x["method"]: x for x in st["gains"] if x["metric"] == "miou"}
     assert rows[1]["ci_low"] == pytest.approx(100 * g["kl_cwd"]["adjusted"]["ci_low"])
     cost = tmp_path / "cost.csv"
-    cost.write_text("model,backbone,input,params,flops,cpu_ms,gpu_ms,compression,cpu_speedup\n"
-                    "teacher,R50,64x64,26000000,3.5e9,200,nan,1,1\nstudent,R18,64x64,12000000,1.7e9,100,nan,2.1,2\n")
-    write_overview(tmp_path / "summary.csv", tmp_path / "stats.json", cost, tmp_path / "o.rst", tmp_path / "o.html",
-                   figures=[("Gain per arm with its family-adjusted interval", forest)])
+    cost.write_text(
+        "model,backbone,input,params,flops,cpu_ms,gpu_ms,compression,cpu_speedup\n"
+        "teacher,R50,64x64,26000000,3.5e9,200,nan,1,1\nstudent,R18,64x64,12000000,1.7e9,100,nan,2.1,2\n"
+    )
+    write_overview(
+        tmp_path / "summary.csv",
+        tmp_path / "stats.json",
+        cost,
+        tmp_path / "o.rst",
+        tmp_path / "o.html",
+        figures=[("Gain per arm with its family-adjusted interval", forest)],
+    )
     page = (tmp_path / "o.html").read_text()
-    for needle in ("Method against method", "Ranking by mean", "Robustness", "Seeds and power",
-                   'alt="Gain per arm with its family-adjusted interval"', "chosen on val"):
+    for needle in (
+        "Method against method",
+        "Ranking by mean",
+        "Robustness",
+        "Seeds and power",
+        'alt="Gain per arm with its family-adjusted interval"',
+        "chosen on val",
+    ):
         assert needle in page, needle
 
 

@@ -62,14 +62,23 @@ def test_paired_gain_one_seed_has_no_interval():
 def test_parse_method_names_of_sweep_points():
     assert stats.parse_method("kl") == ("kl", {})
     assert stats.parse_method("kl_cwd~weight=2~cwd_aspp.temperature=0.5") == (
-        "kl_cwd", {"weight": 2.0, "cwd_aspp.temperature": 0.5})
+        "kl_cwd",
+        {"weight": 2.0, "cwd_aspp.temperature": 0.5},
+    )
     with pytest.raises(SegDistillError, match="not key=value"):
         stats.parse_method("kl~oops")
 
 
 def _split(miou, acc=0.9, kappa=0.5, dice=0.6):
-    return {"miou": miou, "acc": acc, "kappa": kappa, "dice": dice, "num_pixels": 100,
-            "class_iou": {"bg": miou + 0.1, "disc": miou - 0.1}, "class_dice": {"bg": dice, "disc": dice}}
+    return {
+        "miou": miou,
+        "acc": acc,
+        "kappa": kappa,
+        "dice": dice,
+        "num_pixels": 100,
+        "class_iou": {"bg": miou + 0.1, "disc": miou - 0.1},
+        "class_dice": {"bg": dice, "disc": dice},
+    }
 
 
 def record(run, miou, acc=0.9, kappa=0.5, dice=0.6, split="test", val=None):
@@ -78,8 +87,15 @@ def record(run, miou, acc=0.9, kappa=0.5, dice=0.6, split="test", val=None):
     method = rest[0] if arm == "distilled" else "none"
     seed = int(run.rsplit("seed", 1)[1])
     splits = {split: _split(miou, acc, kappa, dice)} | ({"val": _split(val)} if val is not None else {})
-    return {"run": run, "arm": arm, "method": method, "seed": seed, "config": "x.yml", "model": f"{run}.pdparams",
-            "splits": splits}
+    return {
+        "run": run,
+        "arm": arm,
+        "method": method,
+        "seed": seed,
+        "config": "x.yml",
+        "model": f"{run}.pdparams",
+        "splits": splits,
+    }
 
 
 def write_records(tmp_path, recs):
@@ -95,10 +111,14 @@ def write_records(tmp_path, recs):
 # best mean (0.75) and the best single run (0.80), which must not matter.
 SWEEP = [
     record("teacher/seed0", 0.80, val=0.8),
-    record("student/seed0", 0.60, val=0.6), record("student/seed1", 0.70, val=0.6),
-    record("distilled/kl/seed0", 0.62, val=0.6), record("distilled/kl/seed1", 0.71, val=0.6),
-    record("distilled/kl~weight=1/seed0", 0.66, val=0.64), record("distilled/kl~weight=1/seed1", 0.74, val=0.67),
-    record("distilled/kl~weight=3/seed0", 0.80, val=0.70), record("distilled/kl~weight=3/seed1", 0.70, val=0.60),
+    record("student/seed0", 0.60, val=0.6),
+    record("student/seed1", 0.70, val=0.6),
+    record("distilled/kl/seed0", 0.62, val=0.6),
+    record("distilled/kl/seed1", 0.71, val=0.6),
+    record("distilled/kl~weight=1/seed0", 0.66, val=0.64),
+    record("distilled/kl~weight=1/seed1", 0.74, val=0.67),
+    record("distilled/kl~weight=3/seed0", 0.80, val=0.70),
+    record("distilled/kl~weight=3/seed1", 0.70, val=0.60),
 ]
 
 
@@ -111,8 +131,14 @@ def test_best_setting_and_run_are_chosen_on_val_not_test(tmp_path):
     assert best["candidates"] == 3
     # The exported run: the chosen arm's best val run (seed1, val 0.67), not the best test run of any arm.
     assert stats.best_run(df, best["method"], "test") == {
-        "run": "distilled/kl~weight=1/seed1", "method": "kl~weight=1", "metric": "miou", "chosen_on": "val",
-        "selection_value": pytest.approx(0.67), "split": "test", "value": pytest.approx(0.74)}
+        "run": "distilled/kl~weight=1/seed1",
+        "method": "kl~weight=1",
+        "metric": "miou",
+        "chosen_on": "val",
+        "selection_value": pytest.approx(0.67),
+        "split": "test",
+        "value": pytest.approx(0.74),
+    }
     # Changing test numbers changes no choice; changing val numbers does.
     shuffled = df.copy()
     shuffled.loc[shuffled.split == "test", "miou"] = shuffled.loc[shuffled.split == "test", "miou"].values[::-1]
@@ -124,8 +150,11 @@ def test_best_setting_and_run_are_chosen_on_val_not_test(tmp_path):
 
 
 def test_best_setting_tie_goes_to_first_name(tmp_path):
-    recs = [record("student/seed0", 0.5, val=0.5), record("distilled/b/seed0", 0.7, val=0.7),
-            record("distilled/a/seed0", 0.7, val=0.7)]
+    recs = [
+        record("student/seed0", 0.5, val=0.5),
+        record("distilled/b/seed0", 0.7, val=0.7),
+        record("distilled/a/seed0", 0.7, val=0.7),
+    ]
     df = rows_from_evals(write_records(tmp_path, recs))
     assert stats.best_setting(df)["method"] == "a"
     assert stats.best_run(df, "a")["run"] == "distilled/a/seed0"
@@ -146,8 +175,13 @@ def test_stats_json_by_hand(tmp_path):
     data = json.loads(text)
     assert data == res
     arms = {(a["arm"], a["method"]): a for a in data["arms"]}
-    assert list(arms) == [("teacher", "none"), ("student", "none"), ("distilled", "kl"),
-                          ("distilled", "kl~weight=1"), ("distilled", "kl~weight=3")]
+    assert list(arms) == [
+        ("teacher", "none"),
+        ("student", "none"),
+        ("distilled", "kl"),
+        ("distilled", "kl~weight=1"),
+        ("distilled", "kl~weight=3"),
+    ]
     s = arms[("student", "none")]["metrics"]["miou"]
     assert s["mean"] == pytest.approx(0.65) and s["std"] == pytest.approx(math.sqrt(0.005)) and s["n"] == 2
     assert arms[("teacher", "none")]["metrics"]["miou"]["std"] is None  # n = 1
@@ -167,8 +201,11 @@ def test_stats_json_by_hand(tmp_path):
 
 
 def test_one_seed_shows_no_interval_in_json_and_markdown(tmp_path):
-    recs = [record("teacher/seed0", 0.8, val=0.8), record("student/seed0", 0.60, val=0.6),
-            record("distilled/kl/seed0", 0.63, val=0.6)]
+    recs = [
+        record("teacher/seed0", 0.8, val=0.8),
+        record("student/seed0", 0.60, val=0.6),
+        record("distilled/kl/seed0", 0.63, val=0.6),
+    ]
     paths = write_records(tmp_path, recs)
     data = stats.write_stats(paths, tmp_path / "stats.json")
     g = next(g for g in data["gains"] if g["metric"] == "miou")
@@ -176,8 +213,10 @@ def test_one_seed_shows_no_interval_in_json_and_markdown(tmp_path):
     assert g["ci_low"] is None and g["ci_high"] is None and g["std"] is None
     md = markdown(rows_from_evals(paths), data)
     assert "| kl | 1 | +3.00 | n/a (n < 2) | n/a |" in md
-    assert md.splitlines()[0] == ("- kl: +3.00 mIoU points on test (n = 1): one seed has no interval: no verdict "
-                                  "(run at least 2 seeds; 5 or more to detect 1-2 points)")
+    assert md.splitlines()[0] == (
+        "- kl: +3.00 mIoU points on test (n = 1): one seed has no interval: no verdict "
+        "(run at least 2 seeds; 5 or more to detect 1-2 points)"
+    )
     assert "Best setting" in md and "`kl`" in md
 
 
@@ -209,14 +248,20 @@ def _gain(diffs):
     return stats.paired_gain({i: 0.5 + d for i, d in enumerate(diffs)}, student)
 
 
-@pytest.mark.parametrize("diffs, kind, words", [
-    ([0.020, 0.025, 0.015, 0.022, 0.018], "gain", ": a gain"),
-    ([0.020, -0.015, 0.030, -0.010, 0.005], "no evidence",
-     ": interval includes 0: no evidence of a gain at this sample size"),
-    ([-0.020, -0.025, -0.015, -0.022, -0.018], "loss", ": a loss"),
-    ([0.02], "undetermined", ": one seed has no interval: no verdict"),
-    ([0.01, 0.01, 0.01], "gain", ": a gain"),  # identical differences: a zero-width interval above 0
-])
+@pytest.mark.parametrize(
+    "diffs, kind, words",
+    [
+        ([0.020, 0.025, 0.015, 0.022, 0.018], "gain", ": a gain"),
+        (
+            [0.020, -0.015, 0.030, -0.010, 0.005],
+            "no evidence",
+            ": interval includes 0: no evidence of a gain at this sample size",
+        ),
+        ([-0.020, -0.025, -0.015, -0.022, -0.018], "loss", ": a loss"),
+        ([0.02], "undetermined", ": one seed has no interval: no verdict"),
+        ([0.01, 0.01, 0.01], "gain", ": a gain"),  # identical differences: a zero-width interval above 0
+    ],
+)
 def test_verdict_words_for_each_case(diffs, kind, words):
     g = _gain(diffs)
     assert stats.verdict(g) == kind
@@ -232,8 +277,10 @@ def test_verdicts_head_the_summary_and_val_is_labelled(tmp_path):
     recs = []
     for split, bump in (("test", 0.0), ("val", 0.05)):
         for s, (a, b) in enumerate([(0.60, 0.63), (0.70, 0.72), (0.65, 0.69)]):
-            recs += [record(f"student/seed{s}", a + bump, split=split),
-                     record(f"distilled/kl/seed{s}", b + bump, split=split)]
+            recs += [
+                record(f"student/seed{s}", a + bump, split=split),
+                record(f"distilled/kl/seed{s}", b + bump, split=split),
+            ]
     paths = []
     for r in recs:  # one record per run holding both splits, as `segdistill evaluate` writes them
         p = tmp_path / (r["run"].replace("/", "_") + ".json")

@@ -18,11 +18,21 @@ from conftest import BIN, ROOT, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = ["results/report/summary.csv", "results/report/summary.md", "results/report/stats.json",
-           "results/report/cost.csv", "results/export/export.json", "results/report/figures/arm_means.png",
-           "results/report/figures/paired.png", "results/report/figures/forest.png",
-           "results/report/figures/curves.png", "results/report/figures/samples.png",
-           "results/report/provenance.json", "results/report/overview.rst", "results/report/overview.html"]
+OUTPUTS = [
+    "results/report/summary.csv",
+    "results/report/summary.md",
+    "results/report/stats.json",
+    "results/report/cost.csv",
+    "results/export/export.json",
+    "results/report/figures/arm_means.png",
+    "results/report/figures/paired.png",
+    "results/report/figures/forest.png",
+    "results/report/figures/curves.png",
+    "results/report/figures/samples.png",
+    "results/report/provenance.json",
+    "results/report/overview.rst",
+    "results/report/overview.html",
+]
 
 
 def schema_default(*keys):
@@ -39,11 +49,24 @@ def studies(request, tmp_path_factory):
     B starts first and runs beside A when A has not run yet in this session, so both cores stay busy."""
     b = tmp_path_factory.mktemp("report_b")
     cfg_b = tiny_config(b)
-    cmd_b = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(b),
-             "--workflow-profile", "none", "--cores", "1", "results/report/summary.csv", "--configfile", str(cfg_b)]
+    cmd_b = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(ROOT / "workflow/Snakefile"),
+        "--directory",
+        str(b),
+        "--workflow-profile",
+        "none",
+        "--cores",
+        "1",
+        "results/report/summary.csv",
+        "--configfile",
+        str(cfg_b),
+    ]
     with open(b / "snakemake.out", "w") as out:
-        proc_b = subprocess.Popen(cmd_b, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, SEGDISTILL_GPU_IDS=""))
+        proc_b = subprocess.Popen(
+            cmd_b, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, SEGDISTILL_GPU_IDS="")
+        )
         try:
             a, cfg_a = request.getfixturevalue("tiny_study")
             html = tmp_path_factory.mktemp("report_html") / "report.html"
@@ -118,8 +141,9 @@ def test_cost_table(studies):
         assert int(r["flops"]) == 2 * int(r["macs"]) > 0 and float(r["cpu_ms"]) > 0
         # The rule takes every core (the session study runs with --cores 2) so nothing else runs while it times.
         assert r["cpu_threads"] == "2"
-    assert float(rows["student"]["compression"]) == pytest.approx(int(rows["teacher"]["params"])
-                                                                   / int(rows["student"]["params"]))
+    assert float(rows["student"]["compression"]) == pytest.approx(
+        int(rows["teacher"]["params"]) / int(rows["student"]["params"])
+    )
 
 
 def test_export_is_best_run_and_checked(studies):
@@ -145,16 +169,19 @@ def test_figures_not_blank(studies):
 
 def test_provenance(studies):
     from segdistill.paddle_env import paddle
+
     from segdistill.report.provenance import config_hash
 
     a, _, _ = studies
     prov = json.loads((a / "results/report/provenance.json").read_text())
     assert prov["packages"]["paddlepaddle"] == paddle.__version__
     assert prov["config_sha256"] == config_hash(prov["config"])
-    assert prov["config"]["report"] == {"split": schema_default("report", "split"),
-                                        "num_images": schema_default("report", "num_images"),
-                                        "latency_runs": schema_default("report", "latency_runs"),
-                                        "min_effect": schema_default("report", "min_effect")}
+    assert prov["config"]["report"] == {
+        "split": schema_default("report", "split"),
+        "num_images": schema_default("report", "num_images"),
+        "latency_runs": schema_default("report", "latency_runs"),
+        "min_effect": schema_default("report", "min_effect"),
+    }
     study = str(a / "study.yaml")
     assert prov["config_files"][study] == hashlib.sha256((a / "study.yaml").read_bytes()).hexdigest()
     summary = "results/report/summary.csv"
@@ -171,8 +198,19 @@ def test_provenance(studies):
 def test_report_html_has_tables_and_figures(studies):
     _, _, report = studies
     html = report.read_text()
-    for needle in ("arm_means.png", "paired.png", "curves.png", "samples.png", "cost.csv", "provenance.json", "overview.html",
-                   "Model cost", "Figures", "Provenance", "Export"):
+    for needle in (
+        "arm_means.png",
+        "paired.png",
+        "curves.png",
+        "samples.png",
+        "cost.csv",
+        "provenance.json",
+        "overview.html",
+        "Model cost",
+        "Figures",
+        "Provenance",
+        "Export",
+    ):
         assert needle in html, needle
 
 
@@ -203,9 +241,19 @@ def _chromium():
 
 
 def _chrome(args, tmp_path, timeout=120):
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'chrome'}", *args]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 

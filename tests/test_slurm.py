@@ -115,6 +115,7 @@ def test_tiny_study_runs_through_sbatch_to_the_same_report(slurm_cluster, tmp_pa
     `gpus_per_job: 0`: the test node's "GPU" is /dev/null, and a job that leased a GPU refuses to train on a CPU
     build of Paddle (tests/test_gpu_ready.py); how SLURM hands GPUs to jobs is the lease workflow's test above."""
     import pandas as pd
+
     from conftest import tiny_config
 
     config = tiny_config(tmp_path, gpus_per_job=0)
@@ -124,5 +125,6 @@ def test_tiny_study_runs_through_sbatch_to_the_same_report(slurm_cluster, tmp_pa
     for jobid in jobids:
         assert "JobState=COMPLETED" in scontrol_job(jobid), jobid
     local, _ = tiny_study
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results/report/summary.csv"),
-                                  pd.read_csv(local / "results/report/summary.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "results/report/summary.csv"), pd.read_csv(local / "results/report/summary.csv")
+    )

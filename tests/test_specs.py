@@ -6,11 +6,10 @@ import dataclasses
 import pytest
 import yaml
 
+from conftest import ROOT
 from segdistill import cli, study
 from segdistill.errors import SegDistillError
 from segdistill.specs import EvaluateSpec, TeacherOutputsSpec, TrainSpec, read_spec, write_spec
-
-from conftest import ROOT
 
 
 def schema_section(name):
@@ -31,10 +30,35 @@ def parse(*argv):
 
 
 def test_train_flags_come_from_the_spec():
-    spec = parse("train", "--config", "a.yml", "--save-dir", "run", "--keep_checkpoint_max", "3", "--iters", "7",
-                 "--learning_rate", "0.5", "--class_names", "bg", "disc", "--no_pretrained_backbone", "--use_vdl")
-    assert spec == TrainSpec(config="a.yml", save_dir="run", keep_checkpoint_max=3, iters=7, learning_rate=0.5,
-                             class_names=["bg", "disc"], pretrained_backbone=False, use_vdl=True, do_eval=False)
+    spec = parse(
+        "train",
+        "--config",
+        "a.yml",
+        "--save-dir",
+        "run",
+        "--keep_checkpoint_max",
+        "3",
+        "--iters",
+        "7",
+        "--learning_rate",
+        "0.5",
+        "--class_names",
+        "bg",
+        "disc",
+        "--no_pretrained_backbone",
+        "--use_vdl",
+    )
+    assert spec == TrainSpec(
+        config="a.yml",
+        save_dir="run",
+        keep_checkpoint_max=3,
+        iters=7,
+        learning_rate=0.5,
+        class_names=["bg", "disc"],
+        pretrained_backbone=False,
+        use_vdl=True,
+        do_eval=False,
+    )
     assert parse("train", "--config", "a", "--save_dir", "b", "--do_eval").do_eval is True
     flags = {a.dest for a in cli.parser()._subparsers._group_actions[0].choices["train"]._actions}
     cli_fields = {f.name for f in dataclasses.fields(TrainSpec) if f.metadata.get("cli") is not False}
@@ -50,8 +74,16 @@ def test_required_fields_and_bad_combinations_are_named(capsys):
 
 
 def test_a_spec_file_reads_back_as_written_and_takes_no_other_flags(tmp_path, capsys):
-    spec = TeacherOutputsSpec(config="s.yml", teacher_config="t.yml", out="cache", distill=["kl.yml"], seed=1,
-                              ranks=2, dtype="float32", max_gb=0.5)
+    spec = TeacherOutputsSpec(
+        config="s.yml",
+        teacher_config="t.yml",
+        out="cache",
+        distill=["kl.yml"],
+        seed=1,
+        ranks=2,
+        dtype="float32",
+        max_gb=0.5,
+    )
     path = write_spec(spec, tmp_path / "spec.json")
     assert read_spec(path) == spec
     assert parse("teacher-outputs", "--spec", str(path)) == spec
@@ -65,8 +97,11 @@ def test_a_spec_file_reads_back_as_written_and_takes_no_other_flags(tmp_path, ca
 def test_a_bad_spec_file_is_named_with_the_closest_field(tmp_path):
     path = write_spec(EvaluateSpec(config="c.yml", model="m.pdparams"), tmp_path / "spec.json")
     path.write_text(path.read_text().replace('"split"', '"splits"'))
-    with pytest.raises(SegDistillError, match=r"spec.json: 'splits' is not a field of the evaluate spec "
-                                              r"\(closest: split\)"):
+    with pytest.raises(
+        SegDistillError,
+        match=r"spec.json: 'splits' is not a field of the evaluate spec "
+        r"\(closest: split\)",
+    ):
         read_spec(path)
     path.write_text("{}")
     with pytest.raises(SegDistillError, match="spec.json: not a job spec"):

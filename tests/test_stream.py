@@ -5,11 +5,10 @@ import random
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from segdistill.config import build, experiment_dict
 from segdistill.data.stream import KeyedStream
 from segdistill.errors import SegDistillError
-
-from conftest import ROOT
 
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
@@ -70,8 +69,11 @@ def test_ranks_split_the_global_batch(train_ds):
 
 def test_bad_labels_are_named_on_the_host(train_ds):
     stream = KeyedStream(train_ds, 4, seed=0, num_classes=1, ignore_index=255)
-    with pytest.raises(SegDistillError, match=r"Annotations/.*\.png \(train sample \d+\): label values \[1\] are "
-                                              r"outside \[0, 1\)"):
+    with pytest.raises(
+        SegDistillError,
+        match=r"Annotations/.*\.png \(train sample \d+\): label values \[1\] are "
+        r"outside \[0, 1\)",
+    ):
         stream.batch(1)
 
 

@@ -61,8 +61,10 @@ def test_class_count_of_the_dataset_type_is_checked_with_paddleseg(tmp_path):
 
 def test_bf16_o2_over_several_gpus_is_refused_before_any_job(tmp_path):
     cfg = dict(folder_study(tmp_path), train={"precision": "bf16", "amp_level": "O2"}, gpus_per_job=2)
-    with pytest.raises(SegDistillError, match="train.precision bf16 with train.amp_level O2 and gpus_per_job 2 is "
-                                              "refused: it has not been run"):
+    with pytest.raises(
+        SegDistillError,
+        match="train.precision bf16 with train.amp_level O2 and gpus_per_job 2 is refused: it has not been run",
+    ):
         study.preflight(cfg)
     study.preflight(dict(cfg, gpus_per_job=1))
     study.preflight(dict(cfg, train={"precision": "bf16", "amp_level": "O1"}))
@@ -102,8 +104,9 @@ def test_provided_teacher_is_one_run_and_never_trained(tmp_path):
 
 
 def test_provide_teacher_checks_digest_and_every_parameter(tmp_path):
-    from segdistill.config import build_model, write_yaml
     from segdistill.paddle_env import paddle
+
+    from segdistill.config import build_model, write_yaml
     from segdistill.teacher import provide_teacher
 
     cfg = folder_study(tmp_path)
@@ -163,8 +166,9 @@ def test_tar_gz_data_set_extracts_safely(tmp_path):
 def test_generic_layout_validation_errors(tmp_path):
     from segdistill.data import validate_dataset
 
-    root = make_generic_dataset(tmp_path / "d", CLASSES, counts={"train": 2, "val": 1},
-                                list_names={"val": "lists/v.txt"})
+    root = make_generic_dataset(
+        tmp_path / "d", CLASSES, counts={"train": 2, "val": 1}, list_names={"val": "lists/v.txt"}
+    )
     info = validate_dataset(root, 3, list_names={"val": "lists/v.txt"})
     assert info["splits"] == {"train": 2, "val": 1} and set(info["label_values"]) <= {0, 1, 2}
     with pytest.raises(SegDistillError, match=r"list file .*test_list.txt for the required 'test' split"):
@@ -182,9 +186,11 @@ def test_version_comes_from_package_metadata():
 
 def test_provided_teacher_needs_no_teacher_backbone():
     optic = ROOT / "config/paddleseg/optic_disc"
-    cfg = {"teacher": {"config": str(optic / "deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml")},
-           "student": {"config": str(optic / "deeplabv3p_resnet18_os8_optic_disc_512x512_1k_student.yml")},
-           "pretrained_backbones": True}
+    cfg = {
+        "teacher": {"config": str(optic / "deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml")},
+        "student": {"config": str(optic / "deeplabv3p_resnet18_os8_optic_disc_512x512_1k_student.yml")},
+        "pretrained_backbones": True,
+    }
     assert study.backbone_urls(cfg) == ["https://bj.bcebos.com/paddleseg/dygraph/resnet50_vd_ssld_v2.tar.gz"]
     cfg["teacher"]["weights"] = "weights/teacher.pdparams"
     assert study.backbone_urls(cfg) == []

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import reference_losses as ref
+from segdistill.paddle_env import paddle
 
+import reference_losses as ref
 from segdistill.errors import SegDistillError
 from segdistill.losses.task import expand_types, sources, task_losses
-from segdistill.paddle_env import paddle
 
 IGN = 255
 

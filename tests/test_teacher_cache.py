@@ -3,23 +3,32 @@ rounding, and a cache made for another stream, teacher, data or terms is refused
 
 import json
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from segdistill.data.digest import data_digest
 from segdistill.data.fetch import sha256_of
 from segdistill.distill import cache, teachers
 from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle
 from segdistill.specs import TeacherOutputsSpec
 from segdistill.trainer import Trainer, TrainSpec
 
-from conftest import ROOT
-
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
-TERMS = [{"loss": "kl", "weight": 3},
-         {"name": "cwd", "student": "head.aspp", "teacher": "head.aspp", "loss": "cwd", "weight": 3,
-          "temperature": 4, "connector": "conv1x1_bn"}]
+TERMS = [
+    {"loss": "kl", "weight": 3},
+    {
+        "name": "cwd",
+        "student": "head.aspp",
+        "teacher": "head.aspp",
+        "loss": "cwd",
+        "weight": 3,
+        "temperature": 4,
+        "connector": "conv1x1_bn",
+    },
+]
 SEED, ITERS = 3, 4
 
 
@@ -37,16 +46,35 @@ def terms_file(tmp_path, terms, name="terms.yml"):
 
 def make_cache(tmp_path, patched_teacher, data, dtype, terms=TERMS, seed=SEED, name=None, **kw):
     out = tmp_path / (name or f"cache_{dtype}")
-    spec = TeacherOutputsSpec(config=STUDENT, teacher_config=patched_teacher, distill=[terms_file(tmp_path, terms)],
-                              out=str(out), data_seed=seed, data_root=str(data), iters=ITERS, dtype=dtype, **kw)
+    spec = TeacherOutputsSpec(
+        config=STUDENT,
+        teacher_config=patched_teacher,
+        distill=[terms_file(tmp_path, terms)],
+        out=str(out),
+        data_seed=seed,
+        data_root=str(data),
+        iters=ITERS,
+        dtype=dtype,
+        **kw,
+    )
     cache.write_teacher_outputs(spec, log=lambda m: None)
     return out
 
 
 def run(tmp_path, name, data, patched_teacher, terms=TERMS, **kw):
-    spec = TrainSpec(config=STUDENT, save_dir=str(tmp_path / name), data_root=str(data), seed=SEED, iters=ITERS,
-                     save_interval=2, log_iters=1, do_eval=True, teacher_config=patched_teacher,
-                     distill_terms=terms, **kw)
+    spec = TrainSpec(
+        config=STUDENT,
+        save_dir=str(tmp_path / name),
+        data_root=str(data),
+        seed=SEED,
+        iters=ITERS,
+        save_interval=2,
+        log_iters=1,
+        do_eval=True,
+        teacher_config=patched_teacher,
+        distill_terms=terms,
+        **kw,
+    )
     return Trainer(spec, log=lambda m: None)
 
 
@@ -60,12 +88,16 @@ def online(tiny_data, patched_teacher, tmp_path_factory):
 def test_float32_cache_trains_byte_identical_to_online(online, tiny_data, patched_teacher, tmp_path):
     folder = make_cache(tmp_path, patched_teacher, tiny_data, "float32")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["stream"] == {"data_seed": SEED, "batch_size": 4, "ranks": 1, "global_batch": 4,
-                                  "iterations": ITERS}
+    assert manifest["stream"] == {
+        "data_seed": SEED,
+        "batch_size": 4,
+        "ranks": 1,
+        "global_batch": 4,
+        "iterations": ITERS,
+    }
     # DeepLabV3P: the head's logits are stored (1/4 of 32x32) and upsampled when read
     assert manifest["tensors"]["logits"]["shape"] == [ITERS, 4, 2, 8, 8]
-    assert manifest["tensors"]["logits"]["upsample"] == {"mode": "bilinear", "align_corners": False,
-                                                         "size": [32, 32]}
+    assert manifest["tensors"]["logits"]["upsample"] == {"mode": "bilinear", "align_corners": False, "size": [32, 32]}
     assert manifest["tensors"]["head.aspp"]["shape"] == [ITERS, 4, 256, 4, 4]
     trainer = run(tmp_path, "cached", tiny_data, patched_teacher, teacher_outputs=str(folder))
     assert trainer.distiller.teacher is None  # no teacher model in the distill job
@@ -80,7 +112,10 @@ def test_float32_cache_trains_byte_identical_to_online(online, tiny_data, patche
     assert all(got[k].dtype == want[k].dtype and got[k].tobytes() == want[k].tobytes() for k in want)
     assert summary["teacher_outputs"]["mode"] == "cached"
     assert summary["teacher_outputs"]["manifest_sha256"] == sha256_of(folder / "manifest.json")
-    assert json.loads((ref / "train_summary.json").read_text())["teacher_outputs"] == {"mode": "online", "teacher_precision": "fp32"}
+    assert json.loads((ref / "train_summary.json").read_text())["teacher_outputs"] == {
+        "mode": "online",
+        "teacher_precision": "fp32",
+    }
 
 
 # The field's methods (docs/methods.md), one term each; skd_pairwise across channel counts (256 -> 512).
@@ -136,7 +171,7 @@ def test_float16_cache_within_rounding_and_miou(online, tiny_data, patched_teach
         read = cached_source(folder, trainer).features(None, it)
         want = logits.numpy()
         # bilinear weights sum to 1: the error stays within one float16 rounding of the largest input
-        assert np.abs(read["logits"].numpy() - want).max() <= np.abs(want).max() * 2.0 ** -11 + 1e-6
+        assert np.abs(read["logits"].numpy() - want).max() <= np.abs(want).max() * 2.0**-11 + 1e-6
     cached = run(tmp_path, "cached16", tiny_data, patched_teacher, teacher_outputs=str(folder)).run()
     _, ref = online
     assert abs(cached["best_miou"] - ref["best_miou"]) <= 0.005
@@ -147,9 +182,12 @@ def cached_source(folder, trainer):
     from segdistill.config import read_yaml
 
     weights = teachers.teacher_weights(read_yaml(trainer.spec.teacher_config), trainer.spec.teacher_config)
-    expected = {"stream": cache.stream_key(trainer.stream, trainer.iters), "weights": str(weights),
-                "weights_sha256": sha256_of(weights),
-                "data_sha256": data_digest(trainer.dic["train_dataset"], trainer.train_ds)}
+    expected = {
+        "stream": cache.stream_key(trainer.stream, trainer.iters),
+        "weights": str(weights),
+        "weights_sha256": sha256_of(weights),
+        "data_sha256": data_digest(trainer.dic["train_dataset"], trainer.train_ds),
+    }
     source = cache.CachedTeacher(folder, expected)
     source.check_names(["logits", "head.aspp"])
     return source
@@ -158,27 +196,38 @@ def cached_source(folder, trainer):
 def test_bfloat16_round_trip():
     x = np.array([1.0, -2.5, 3.14159, 1e-3, 65504.0, 1.00390625, 1.01171875], dtype=np.float32)
     back = cache._decode(cache._encode(x, "bfloat16"), "bfloat16")
-    assert np.all(np.abs(back - x) <= np.abs(x) * 2.0 ** -8)
+    assert np.all(np.abs(back - x) <= np.abs(x) * 2.0**-8)
     # ties round to even: 1 + 2^-8 -> 1, 1 + 3*2^-8 -> 1 + 2^-6
     assert back[5] == 1.0 and back[6] == np.float32(1.015625)
 
 
 @pytest.fixture(scope="module")
 def f16_cache(tiny_data, patched_teacher, tmp_path_factory):
-    return make_cache(tmp_path_factory.mktemp("f16"), patched_teacher, tiny_data, "float16",
-                      terms=[{"loss": "kl", "weight": 3}])
+    return make_cache(
+        tmp_path_factory.mktemp("f16"), patched_teacher, tiny_data, "float16", terms=[{"loss": "kl", "weight": 3}]
+    )
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"seed": SEED + 1}, "stream.data_seed"),
-    ({"batch_size": 2}, "stream.global_batch"),
-    ({"terms": TERMS}, r"tensors: the cache has no teacher tensor\(s\) \['head.aspp'\]"),
-    ({"iters": ITERS + 2}, "stream.iterations"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"seed": SEED + 1}, "stream.data_seed"),
+        ({"batch_size": 2}, "stream.global_batch"),
+        ({"terms": TERMS}, r"tensors: the cache has no teacher tensor\(s\) \['head.aspp'\]"),
+        ({"iters": ITERS + 2}, "stream.iterations"),
+    ],
+)
 def test_mismatch_is_refused_by_field(f16_cache, tiny_data, patched_teacher, tmp_path, change, field):
-    spec = dict(config=STUDENT, save_dir=str(tmp_path / "run"), data_root=str(tiny_data), seed=SEED, iters=ITERS,
-                teacher_config=patched_teacher, distill_terms=[{"loss": "kl", "weight": 3}],
-                teacher_outputs=str(f16_cache))
+    spec = dict(
+        config=STUDENT,
+        save_dir=str(tmp_path / "run"),
+        data_root=str(tiny_data),
+        seed=SEED,
+        iters=ITERS,
+        teacher_config=patched_teacher,
+        distill_terms=[{"loss": "kl", "weight": 3}],
+        teacher_outputs=str(f16_cache),
+    )
     spec.update({k if k != "terms" else "distill_terms": v for k, v in change.items()})
     with pytest.raises(SegDistillError, match=field):
         Trainer(TrainSpec(**spec), log=lambda m: None)
@@ -195,8 +244,15 @@ def test_other_teacher_or_data_is_refused(f16_cache, tiny_data, patched_teacher,
     from segdistill.config import patch_teacher
 
     patch_teacher(str(ROOT / "tests/configs/teacher_tiny.yml"), other, tmp_path / "other.yml")
-    base = dict(config=STUDENT, save_dir=str(tmp_path / "run"), data_root=str(tiny_data), seed=SEED, iters=ITERS,
-                distill_terms=[{"loss": "kl", "weight": 3}], teacher_outputs=str(f16_cache))
+    base = dict(
+        config=STUDENT,
+        save_dir=str(tmp_path / "run"),
+        data_root=str(tiny_data),
+        seed=SEED,
+        iters=ITERS,
+        distill_terms=[{"loss": "kl", "weight": 3}],
+        teacher_outputs=str(f16_cache),
+    )
     with pytest.raises(SegDistillError, match="teacher.weights_sha256"):
         Trainer(TrainSpec(teacher_config=str(tmp_path / "other.yml"), **base), log=lambda m: None)
     record = tmp_path / "validation.json"
@@ -205,12 +261,16 @@ def test_other_teacher_or_data_is_refused(f16_cache, tiny_data, patched_teacher,
         Trainer(TrainSpec(teacher_config=patched_teacher, data_record=str(record), **base), log=lambda m: None)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda b: b[: len(b) // 2], r"logits.npy: \d+ bytes, the manifest records \d+ \(truncated"),
-    (lambda b: b[:-1] + bytes([b[-1] ^ 1]), r"logits.npy: content differs from the manifest's SHA-256"),
-])
-def test_a_truncated_or_altered_cache_file_is_named_before_the_first_step(f16_cache, tiny_data, patched_teacher,
-                                                                          tmp_path, damage, message):
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[: len(b) // 2], r"logits.npy: \d+ bytes, the manifest records \d+ \(truncated"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), r"logits.npy: content differs from the manifest's SHA-256"),
+    ],
+)
+def test_a_truncated_or_altered_cache_file_is_named_before_the_first_step(
+    f16_cache, tiny_data, patched_teacher, tmp_path, damage, message
+):
     """Half a file (its .npy header intact) or one changed bit: one error naming the file when the cache is opened,
     not a reshape error deep in the run."""
     import shutil
@@ -221,9 +281,16 @@ def test_a_truncated_or_altered_cache_file_is_named_before_the_first_step(f16_ca
     assert manifest["tensors"]["logits"]["sha256"] == sha256_of(folder / "logits.npy")
     data = (folder / "logits.npy").read_bytes()
     (folder / "logits.npy").write_bytes(damage(data))
-    spec = TrainSpec(config=STUDENT, save_dir=str(tmp_path / "run"), data_root=str(tiny_data), seed=SEED,
-                     iters=ITERS, teacher_config=patched_teacher, distill_terms=[{"loss": "kl", "weight": 3}],
-                     teacher_outputs=str(folder))
+    spec = TrainSpec(
+        config=STUDENT,
+        save_dir=str(tmp_path / "run"),
+        data_root=str(tiny_data),
+        seed=SEED,
+        iters=ITERS,
+        teacher_config=patched_teacher,
+        distill_terms=[{"loss": "kl", "weight": 3}],
+        teacher_outputs=str(folder),
+    )
     with pytest.raises(SegDistillError, match=message):
         Trainer(spec, log=lambda m: None)
     assert not (tmp_path / "run").exists()  # refused before anything was trained or written

@@ -6,25 +6,32 @@ import shutil
 import subprocess
 import sys
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from segdistill import checkpoint
-
-from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle
-from segdistill.trainer import Trainer, TrainSpec
-
 from conftest import ROOT
+from segdistill import checkpoint
+from segdistill.errors import SegDistillError
+from segdistill.trainer import Trainer, TrainSpec
 
 TEACHER = str(ROOT / "tests/configs/teacher_tiny.yml")
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
 
 def spec(data, save_dir, **kw):
-    base = dict(config=STUDENT, save_dir=str(save_dir), data_root=str(data), seed=3, save_interval=2, log_iters=1,
-                keep_checkpoint_max=3, do_eval=True)
+    base = dict(
+        config=STUDENT,
+        save_dir=str(save_dir),
+        data_root=str(data),
+        seed=3,
+        save_interval=2,
+        log_iters=1,
+        keep_checkpoint_max=3,
+        do_eval=True,
+    )
     base.update(kw)
     return TrainSpec(**base)
 
@@ -44,19 +51,38 @@ def test_same_seed_same_weights(tiny_data, tmp_path):
 def test_resume_after_kill_equals_uninterrupted(tiny_data, tmp_path, patched_teacher):
     """Distillation (the most state: student, connectors, optimizer, scheduler, RNG) killed after a checkpoint."""
     terms = tmp_path / "terms.yml"
-    terms.write_text("terms:\n  - {loss: kl, weight: 3}\n"
-                     "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
-                     " connector: conv1x1_bn}\n"
-                     # MGD: a trained generator and a random mask per iteration, both resumed exactly
-                     "  - {name: mgd, student: head.aspp, teacher: head.aspp, loss: mgd, options: {alpha: 0.001}}\n")
-    args = ["train", "--config", STUDENT, "--teacher_config", patched_teacher, "--distill", str(terms),
-            "--data_root", str(tiny_data), "--seed", "5", "--save_interval", "2", "--log_iters", "1", "--do_eval"]
+    terms.write_text(
+        "terms:\n  - {loss: kl, weight: 3}\n"
+        "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
+        " connector: conv1x1_bn}\n"
+        # MGD: a trained generator and a random mask per iteration, both resumed exactly
+        "  - {name: mgd, student: head.aspp, teacher: head.aspp, loss: mgd, options: {alpha: 0.001}}\n"
+    )
+    args = [
+        "train",
+        "--config",
+        STUDENT,
+        "--teacher_config",
+        patched_teacher,
+        "--distill",
+        str(terms),
+        "--data_root",
+        str(tiny_data),
+        "--seed",
+        "5",
+        "--save_interval",
+        "2",
+        "--log_iters",
+        "1",
+        "--do_eval",
+    ]
     cli = [sys.executable, "-m", "segdistill.cli"]
     full = subprocess.run(cli + args + ["--save_dir", str(tmp_path / "full")], capture_output=True, text=True)
     assert full.returncode == 0, full.stderr[-3000:]
     env = dict(os.environ, SEGDISTILL_DIE_AFTER_ITER="2")
-    killed = subprocess.run(cli + args + ["--save_dir", str(tmp_path / "resumed")], capture_output=True, text=True,
-                            env=env)
+    killed = subprocess.run(
+        cli + args + ["--save_dir", str(tmp_path / "resumed")], capture_output=True, text=True, env=env
+    )
     assert killed.returncode == 137
     assert not (tmp_path / "resumed/train_summary.json").exists()  # nothing looks complete
     again = subprocess.run(cli + args + ["--save_dir", str(tmp_path / "resumed")], capture_output=True, text=True)
@@ -73,13 +99,23 @@ def test_resume_after_kill_equals_uninterrupted(tiny_data, tmp_path, patched_tea
 def test_checkpoints_of_another_run_are_not_resumed(tiny_data, tmp_path, patched_teacher):
     """Snakemake reruns a job whose config or teacher changed in the same folder: the old run's checkpoints must
     not be resumed (that would hand back the old model), and the new run must equal one made in a fresh folder."""
+
     def train(save_dir, weight, seed=3):
         messages = []
         # Parameter names restart per trainer, as in the separate processes the workflow runs (the optimizer
         # state is keyed by them).
         with paddle.utils.unique_name.guard():
-            Trainer(spec(tiny_data, save_dir, iters=4, seed=seed, teacher_config=patched_teacher,
-                         distill_terms=[{"loss": "kl", "weight": weight}]), log=messages.append).run()
+            Trainer(
+                spec(
+                    tiny_data,
+                    save_dir,
+                    iters=4,
+                    seed=seed,
+                    teacher_config=patched_teacher,
+                    distill_terms=[{"loss": "kl", "weight": weight}],
+                ),
+                log=messages.append,
+            ).run()
         return messages
 
     run = tmp_path / "run"
@@ -111,8 +147,9 @@ def test_a_finished_run_is_trained_again_not_resumed(tiny_data, tmp_path):
     train()
     first = weights(run / "best_model/model.pdparams")
     messages = train()
-    assert any("are of a run that finished (iteration 4 of 4)" in m and "training from iteration 0" in m
-               for m in messages), messages
+    assert any(
+        "are of a run that finished (iteration 4 of 4)" in m and "training from iteration 0" in m for m in messages
+    ), messages
     assert not any(m.startswith("resumed from") for m in messages)
     assert any(m.startswith("[train] iter 1/4") for m in messages)
     again = weights(run / "best_model/model.pdparams")
@@ -136,16 +173,23 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_data, tmp_path):
 
 
 def test_nan_loss_stops_with_iteration_and_checkpoint(tiny_data, tmp_path):
-    trainer = Trainer(spec(tiny_data, tmp_path / "run", iters=6, learning_rate=1e12, save_interval=1,
-                           do_eval=False))
+    trainer = Trainer(spec(tiny_data, tmp_path / "run", iters=6, learning_rate=1e12, save_interval=1, do_eval=False))
     with pytest.raises(SegDistillError, match=r"loss is (nan|inf) at iteration \d+ .*Last good checkpoint"):
         trainer.run()
     assert not (tmp_path / "run/train_summary.json").exists()
 
 
 def test_distill_step_trains_student_only(tiny_data, tmp_path, patched_teacher):
-    trainer = Trainer(spec(tiny_data, tmp_path / "run", iters=1, teacher_config=patched_teacher,
-                           distill_terms=[{"loss": "kl", "weight": 3}], do_eval=False))
+    trainer = Trainer(
+        spec(
+            tiny_data,
+            tmp_path / "run",
+            iters=1,
+            teacher_config=patched_teacher,
+            distill_terms=[{"loss": "kl", "weight": 3}],
+            do_eval=False,
+        )
+    )
     teacher = trainer.distiller.teacher
     before = {k: v.numpy().copy() for k, v in teacher.state_dict().items()}
     s_before = {k: v.numpy().copy() for k, v in trainer.model.state_dict().items()}
@@ -160,8 +204,15 @@ def test_distill_step_trains_student_only(tiny_data, tmp_path, patched_teacher):
 
 def test_unknown_layer_name_is_named_with_suggestions(tiny_data, tmp_path, patched_teacher):
     with pytest.raises(SegDistillError, match=r"no layer named 'head.asp'.*closest: head.aspp"):
-        Trainer(spec(tiny_data, tmp_path / "run", iters=1, teacher_config=patched_teacher,
-                     distill_terms=[{"student": "head.asp", "teacher": "head.aspp", "loss": "mse"}]))
+        Trainer(
+            spec(
+                tiny_data,
+                tmp_path / "run",
+                iters=1,
+                teacher_config=patched_teacher,
+                distill_terms=[{"student": "head.asp", "teacher": "head.aspp", "loss": "mse"}],
+            )
+        )
 
 
 def test_channel_mismatch_suggests_a_connector(tiny_data, tmp_path, patched_teacher):
@@ -169,8 +220,9 @@ def test_channel_mismatch_suggests_a_connector(tiny_data, tmp_path, patched_teac
     with pytest.raises(SegDistillError, match=r"\[4, 256, 4, 4\].*\[4, 512, 4, 4\].*connector: conv1x1"):
         Trainer(spec(tiny_data, tmp_path / "run", iters=1, teacher_config=patched_teacher, distill_terms=terms))
     terms[0]["connector"] = "conv1x1"
-    t = Trainer(spec(tiny_data, tmp_path / "run2", iters=1, teacher_config=patched_teacher, distill_terms=terms,
-                     do_eval=False))
+    t = Trainer(
+        spec(tiny_data, tmp_path / "run2", iters=1, teacher_config=patched_teacher, distill_terms=terms, do_eval=False)
+    )
     summary = t.run()
     assert summary["distill_terms"][0]["connector"] == "conv1x1"
 
@@ -182,10 +234,37 @@ def test_untrained_teacher_is_refused(tiny_data, tmp_path):
 
 def test_tutorial_command_line(tiny_data, tmp_path, patched_teacher):
     """`distill_train.py`'s flags as the tutorial prints them, including the `--teather_config` spelling."""
-    cmd = [sys.executable, "-m", "segdistill.cli", "distill-train", "--teather_config", patched_teacher,
-           "--student_config", STUDENT, "--do_eval", "--save_interval", "2", "--num_workers", "3", "--seed", "0",
-           "--save_dir", str(tmp_path / "out"), "--iters", "2", "--batch_size", "2", "--learning_rate", "0.005",
-           "--keep_checkpoint_max", "1", "--log_iters", "1", "--data_root", str(tiny_data)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "segdistill.cli",
+        "distill-train",
+        "--teather_config",
+        patched_teacher,
+        "--student_config",
+        STUDENT,
+        "--do_eval",
+        "--save_interval",
+        "2",
+        "--num_workers",
+        "3",
+        "--seed",
+        "0",
+        "--save_dir",
+        str(tmp_path / "out"),
+        "--iters",
+        "2",
+        "--batch_size",
+        "2",
+        "--learning_rate",
+        "0.005",
+        "--keep_checkpoint_max",
+        "1",
+        "--log_iters",
+        "1",
+        "--data_root",
+        str(tiny_data),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "out/train_summary.json").read_text())
@@ -203,7 +282,7 @@ def _first_step_change(trainer):
     trainer.student_side.train()
     trainer.step(paddle.to_tensor(images), paddle.to_tensor(labels), 1)
     change = np.sqrt(sum(float(((p.numpy() - b) ** 2).sum()) for p, b in zip(params, before)))
-    return change, np.sqrt(sum(float((b ** 2).sum()) for b in before))
+    return change, np.sqrt(sum(float((b**2).sum()) for b in before))
 
 
 def test_grad_clip_norm_bounds_the_first_step(tiny_data, tmp_path):

@@ -2,13 +2,14 @@
 
 import os
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import ROOT, job_counts, plan, run_snakemake, tiny_config
-from segdistill.paddle_env import paddle
 
 pytestmark = pytest.mark.slow
 
@@ -116,8 +117,16 @@ def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
     config = tiny_config(tmp_path)
     proc = run_snakemake(tmp_path, "-n", "--cores", "all", "--resources", "gpu=4", "--configfile", config)
     out = proc.stdout + proc.stderr
-    for rule in ("make_synthetic", "validate_data", "train", "patch_teacher", "teacher_outputs", "distill", "evaluate",
-                 "summary"):
+    for rule in (
+        "make_synthetic",
+        "validate_data",
+        "train",
+        "patch_teacher",
+        "teacher_outputs",
+        "distill",
+        "evaluate",
+        "summary",
+    ):
         assert rule in out, rule
 
 
@@ -197,19 +206,38 @@ def test_kill_9_at_random_iterations_then_rerun_gives_same_metrics(finished_stud
     rng.seed(seed_used)
     # (run, log, iterations, earliest kill). The teacher (6 iterations, a checkpoint at 3) is killed at 4 or 5, after
     # its first checkpoint, so the resume path is exercised on every run of this test; the others anywhere.
-    targets = [("teacher/seed0", "logs/train/teacher/seed0.log", 6, 4),
-               ("student/seed1", "logs/train/student/seed1.log", 4, 1),
-               ("distilled/kl/seed0", "logs/distill/kl/seed0.log", 4, 1),
-               ("distilled/kl_cwd/seed1", "logs/distill/kl_cwd/seed1.log", 4, 1),
-               ("distilled/kl_cwd/seed0", "logs/distill/kl_cwd/seed0.log", 4, 1)]
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path),
-           "--workflow-profile", "none", "--cores", "1", "--configfile", str(config), "--rerun-incomplete"]
+    targets = [
+        ("teacher/seed0", "logs/train/teacher/seed0.log", 6, 4),
+        ("student/seed1", "logs/train/student/seed1.log", 4, 1),
+        ("distilled/kl/seed0", "logs/distill/kl/seed0.log", 4, 1),
+        ("distilled/kl_cwd/seed1", "logs/distill/kl_cwd/seed1.log", 4, 1),
+        ("distilled/kl_cwd/seed0", "logs/distill/kl_cwd/seed0.log", 4, 1),
+    ]
+    cmd = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(ROOT / "workflow/Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--workflow-profile",
+        "none",
+        "--cores",
+        "1",
+        "--configfile",
+        str(config),
+        "--rerun-incomplete",
+    ]
     env = dict(os.environ, SEGDISTILL_GPU_IDS="")
     killed_at = []
     for run, log, iters, earliest in targets:
         it = rng.randint(earliest, iters - 1)
-        proc = subprocess.Popen(cmd + [f"results/runs/{run}/best_model/model.pdparams"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd + [f"results/runs/{run}/best_model/model.pdparams"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         killed_at.append((run, _kill_at_iteration(proc, tmp_path / log, f"results/runs/{run}", it)))
         proc.wait(timeout=300)
     run_snakemake(tmp_path, "--cores", "2", "--configfile", config, "--rerun-incomplete")
@@ -220,9 +248,12 @@ def test_kill_9_at_random_iterations_then_rerun_gives_same_metrics(finished_stud
     # Metrics of briefly trained tiny models move little; losses and weights show any divergence.
     for run, _, _, _ in targets:
         a, b = reference / f"results/runs/{run}", tmp_path / f"results/runs/{run}"
-        pd.testing.assert_frame_equal(pd.read_csv(a / "train_log.csv"), pd.read_csv(b / "train_log.csv"),
-                                      obj=f"{run} train_log {what}")
+        pd.testing.assert_frame_equal(
+            pd.read_csv(a / "train_log.csv"), pd.read_csv(b / "train_log.csv"), obj=f"{run} train_log {what}"
+        )
         wa, wb = paddle.load(str(a / "best_model/model.pdparams")), paddle.load(str(b / "best_model/model.pdparams"))
         assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa), f"{run} weights differ {what}"
-    resumed = [r for r, _ in killed_at if "resumed from" in (tmp_path / dict((t[0], t[1]) for t in targets)[r]).read_text()]
+    resumed = [
+        r for r, _ in killed_at if "resumed from" in (tmp_path / dict((t[0], t[1]) for t in targets)[r]).read_text()
+    ]
     assert resumed, f"no killed run resumed from a checkpoint: {killed_at}"

@@ -8,10 +8,9 @@ import socket
 import pytest
 import yaml
 
-from conftest import run_snakemake
+from conftest import classless_configs, run_snakemake, tiny_config
 from data_helpers import serve, zip_dir
 from segdistill.data import generate
-from conftest import classless_configs, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,14 @@ def server(tmp_path_factory):
 
 
 def optic_config(workdir, url, sha256):
-    return tiny_config(workdir, data={"source": "optic_disc", "class_names": ["background", "optic_disc"],
-                                      "optic_disc": {"url": url, "sha256": sha256}})
+    return tiny_config(
+        workdir,
+        data={
+            "source": "optic_disc",
+            "class_names": ["background", "optic_disc"],
+            "optic_disc": {"url": url, "sha256": sha256},
+        },
+    )
 
 
 def test_download_rule_with_good_checksum(server, tmp_path):
@@ -43,8 +48,7 @@ def test_download_rule_with_good_checksum(server, tmp_path):
 def test_download_rule_with_bad_checksum_fails_and_leaves_nothing(server, tmp_path):
     url, digest = server
     config = optic_config(tmp_path, url, "0" * 64)
-    proc = run_snakemake(tmp_path, "results/data/validation.json", "--cores", "1", "--configfile", config,
-                         check=False)
+    proc = run_snakemake(tmp_path, "results/data/validation.json", "--cores", "1", "--configfile", config, check=False)
     assert proc.returncode != 0
     log = (tmp_path / "logs/data/download_optic_disc.log").read_text()
     assert "0" * 64 in log and digest in log
@@ -56,8 +60,7 @@ def test_unreachable_url_says_where_to_put_the_zip(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = optic_config(tmp_path, f"http://127.0.0.1:{port}/optic_disc_seg.zip", None)
-    proc = run_snakemake(tmp_path, "results/data/validation.json", "--cores", "1", "--configfile", config,
-                         check=False)
+    proc = run_snakemake(tmp_path, "results/data/validation.json", "--cores", "1", "--configfile", config, check=False)
     assert proc.returncode != 0
     log = (tmp_path / "logs/data/download_optic_disc.log").read_text()
     assert "resources/downloads/optic_disc_seg.zip" in log
@@ -97,9 +100,16 @@ def test_url_data_set_in_generic_layout(tmp_path):
     digest = hashlib.sha256((www / "mine.tar.gz").read_bytes()).hexdigest()
     configs = classless_configs(tmp_path / "configs")
     with serve(www) as base:
-        config = tiny_config(tmp_path, data={"source": "url", "class_names": ["sky", "road", "car"],
-                                             "url": {"url": f"{base}/mine.tar.gz", "sha256": digest}},
-                             teacher={"config": str(configs["teacher"])}, student={"config": str(configs["student"])})
+        config = tiny_config(
+            tmp_path,
+            data={
+                "source": "url",
+                "class_names": ["sky", "road", "car"],
+                "url": {"url": f"{base}/mine.tar.gz", "sha256": digest},
+            },
+            teacher={"config": str(configs["teacher"])},
+            student={"config": str(configs["student"])},
+        )
         run_snakemake(tmp_path, "results/data/validation.json", "--cores", "1", "--configfile", config)
     record = json.loads((tmp_path / "results/data/validation.json").read_text())
     assert record["splits"] == {"train": 3, "val": 2, "test": 2} and record["num_classes"] == 3

@@ -1,9 +1,9 @@
 """Loader workers change nothing: the tiny study with train.num_workers 2 equals the one with 0, byte for byte."""
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 import yaml
-
-from segdistill.paddle_env import paddle
 
 from conftest import TINY_STUDY, run_snakemake, tiny_config
 

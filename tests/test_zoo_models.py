@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, ROOT
 
+from conftest import BIN, ROOT
 from segdistill.distill import cache
 from segdistill.distill.terms import terms_from_paddleseg
 from segdistill.errors import SegDistillError

@@ -21,9 +21,9 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from segdistill.paddle_env import paddle
+
+import numpy as np
 
 FILES = ("model.pdparams", "model.pdopt")  # plus the RNG files, rng_file(rank)
 LEGACY_RNG = "rng.pkl"
@@ -59,8 +59,15 @@ def set_rng_state(state: dict) -> None:
         paddle.set_rng_state(state["paddle"])
 
 
-def save(save_dir: str | os.PathLike, iteration: int, model, optimizer, state: dict, keep: int | None = None,
-         rng_states: list | None = None) -> Path:
+def save(
+    save_dir: str | os.PathLike,
+    iteration: int,
+    model,
+    optimizer,
+    state: dict,
+    keep: int | None = None,
+    rng_states: list | None = None,
+) -> Path:
     """Write `iter_<iteration>` atomically; keep at most `keep` checkpoints (newest first).
 
     `rng_states`: every rank's `rng_state()`, in rank order (default: this process's, as rank 0's)."""
@@ -96,7 +103,7 @@ def list_checkpoints(save_dir: str | os.PathLike) -> list[Path]:
     save_dir = Path(save_dir)
     found = []
     for p in save_dir.glob("iter_*"):
-        suffix = p.name[len("iter_"):]
+        suffix = p.name[len("iter_") :]
         if p.is_dir() and suffix.isdigit():
             found.append((int(suffix), p))
     return [p for _, p in sorted(found, reverse=True)]
@@ -147,8 +154,11 @@ def check_model_state(state: dict, model) -> list[str]:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} (checkpoint {list(state[k].shape)}, model {list(expected[k].shape)})"
-                  for k in expected if k in state and list(state[k].shape) != list(expected[k].shape)]
+    mismatched = [
+        f"{k} (checkpoint {list(state[k].shape)}, model {list(expected[k].shape)})"
+        for k in expected
+        if k in state and list(state[k].shape) != list(expected[k].shape)
+    ]
     return _problems("model", missing, unexpected, mismatched)
 
 
@@ -198,8 +208,10 @@ def load(path: Path, model, optimizer, rank: int = 0, log=None) -> None:
         rng = path / LEGACY_RNG
     if not rng.is_file():
         # Only an explicit --resume_model of a run with fewer ranks gets here (the run key includes the ranks).
-        (log or print)(f"note: {path} has no RNG state of rank {rank} (written with fewer ranks); this rank "
-                       f"continues with its generators as seeded")
+        (log or print)(
+            f"note: {path} has no RNG state of rank {rank} (written with fewer ranks); this rank "
+            f"continues with its generators as seeded"
+        )
         return
     with open(rng, "rb") as fh:
         set_rng_state(pickle.load(fh))

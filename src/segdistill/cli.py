@@ -167,9 +167,15 @@ def cmd_validate_data(args):
         if not sep or not name:
             raise SegDistillError(f"--lists: expected SPLIT=FILE, got {item!r}")
         lists[split] = name
-    info = write_validation(args.root, args.num_classes, out=None if args.out == "-" else args.out,
-                            archive=args.archive, ignore_index=args.ignore_index, required_splits=args.splits,
-                            list_names=lists)
+    info = write_validation(
+        args.root,
+        args.num_classes,
+        out=None if args.out == "-" else args.out,
+        archive=args.archive,
+        ignore_index=args.ignore_index,
+        required_splits=args.splits,
+        list_names=lists,
+    )
     if args.out == "-":
         print(json.dumps(info, indent=2))
 
@@ -198,17 +204,22 @@ def cmd_cost(args):
 
     print(check_devices(), file=sys.stderr)  # a job that leased a GPU Paddle cannot use stops here
 
-    models = [("teacher", args.teacher_config, args.teacher_model), ("student", args.student_config, args.student_model)]
+    models = [
+        ("teacher", args.teacher_config, args.teacher_model),
+        ("student", args.student_config, args.student_model),
+    ]
     for row in cost_table(models, args.out, runs=args.runs, warmup=args.warmup):
-        print(f"{row['model']}: {row['params']} params, {row['flops'] / 1e9:.3f} GFLOPs at {row['input']}, "
-              f"CPU {row['cpu_ms']:.2f} ms/img ({row['cpu_threads']} threads)", file=sys.stderr)
+        print(
+            f"{row['model']}: {row['params']} params, {row['flops'] / 1e9:.3f} GFLOPs at {row['input']}, "
+            f"CPU {row['cpu_ms']:.2f} ms/img ({row['cpu_threads']} threads)",
+            file=sys.stderr,
+        )
 
 
 def cmd_export(args):
     from segdistill.report.export import export_best
 
-    rec = export_best(args.evals, args.out_dir, args.out_json, data_root=args.data_root, split=args.split,
-                      tol=args.tol)
+    rec = export_best(args.evals, args.out_dir, args.out_json, data_root=args.data_root, split=args.split, tol=args.tol)
     print(f"exported {rec['run']} -> {args.out_dir}: max |logit diff| {rec['max_abs_diff']:.3g}", file=sys.stderr)
 
 
@@ -226,23 +237,34 @@ def cmd_figure(args):
     elif args.kind == "curves":
         figures.curves(dict(args.run), args.out)
     else:
-        figures.sample_grid([tuple(m) for m in args.model], args.out, data_root=args.data_root,
-                            num_images=args.num_images, split=args.split)
+        figures.sample_grid(
+            [tuple(m) for m in args.model],
+            args.out,
+            data_root=args.data_root,
+            num_images=args.num_images,
+            split=args.split,
+        )
 
 
 def cmd_provenance(args):
     from segdistill.report.provenance import write_provenance
 
     config = json.loads(Path(args.config_json).read_text()) if args.config_json else {}
-    write_provenance(args.out, config=config, config_files=args.files, result_files=args.results,
-                     repo_dir=args.repo)
+    write_provenance(args.out, config=config, config_files=args.files, result_files=args.results, repo_dir=args.repo)
 
 
 def cmd_overview(args):
     from segdistill.report.overview import write_overview
 
-    write_overview(args.summary, args.stats, args.cost, args.out_rst, args.out_html, export_json=args.export,
-                   provenance_json=args.provenance)
+    write_overview(
+        args.summary,
+        args.stats,
+        args.cost,
+        args.out_rst,
+        args.out_html,
+        export_json=args.export,
+        provenance_json=args.provenance,
+    )
 
 
 def cmd_doctor(args):
@@ -286,8 +308,11 @@ def _training_commands(sub) -> None:
     _spec_flags(p, TrainSpec, skip=("config", "teacher_config", "distill"), spec_file=False)
     p.set_defaults(func=cmd_distill_train)
 
-    p = sub.add_parser("teacher-outputs", help="run a teacher once over a training stream and store what the "
-                                               "distillation terms take from it (train --teacher_outputs)")
+    p = sub.add_parser(
+        "teacher-outputs",
+        help="run a teacher once over a training stream and store what the "
+        "distillation terms take from it (train --teacher_outputs)",
+    )
     _spec_flags(p, TeacherOutputsSpec)
     p.set_defaults(func=cmd_teacher_outputs)
 
@@ -316,8 +341,15 @@ def _data_commands(sub) -> None:
     _flag(p, "num_images", type=int, default=200)
     _flag(p, "size", type=int, default=64)
     _flag(p, "seed", type=int, default=0)
-    _flag(p, "split", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"),
-          help="fractions of the images per split")
+    _flag(
+        p,
+        "split",
+        type=float,
+        nargs=3,
+        default=[0.7, 0.15, 0.15],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fractions of the images per split",
+    )
     p.set_defaults(func=cmd_make_synthetic)
 
     p = sub.add_parser("download", help="download a data set archive, checking its SHA-256 when given")
@@ -336,8 +368,14 @@ def _data_commands(sub) -> None:
     _flag(p, "num_classes", type=int, default=2)
     _flag(p, "ignore_index", type=int, default=255)
     _flag(p, "splits", nargs="+", default=["train", "val"], help="splits that must exist and be non-empty")
-    _flag(p, "lists", nargs="*", default=[], metavar="SPLIT=FILE",
-          help="list file of a split, relative to the root (default <split>_list.txt)")
+    _flag(
+        p,
+        "lists",
+        nargs="*",
+        default=[],
+        metavar="SPLIT=FILE",
+        help="list file of a split, relative to the root (default <split>_list.txt)",
+    )
     _flag(p, "archive", default=None, help="record this archive's SHA-256 in the report")
     _flag(p, "out", default="-")
     p.set_defaults(func=cmd_validate_data)
@@ -362,8 +400,13 @@ def _report_commands(sub) -> None:
     p = sub.add_parser("stats", help="evaluation JSONs -> stats.json (per-arm mean ± std, paired gains, best setting)")
     p.add_argument("evals", nargs="+")
     _flag(p, "split", default=HEADLINE_SPLIT, help="headline split (val chose the checkpoints: biased)")
-    _flag(p, "min_effect", type=float, default=None,
-          help="gain in mIoU points the power line plans seeds for (default: each arm's observed mean)")
+    _flag(
+        p,
+        "min_effect",
+        type=float,
+        default=None,
+        help="gain in mIoU points the power line plans seeds for (default: each arm's observed mean)",
+    )
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_stats)
 
@@ -376,8 +419,10 @@ def _report_commands(sub) -> None:
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_cost)
 
-    p = sub.add_parser("export", help="the distilled run chosen on val (best arm, its best run) -> Paddle inference "
-                                      "model, checked on --split")
+    p = sub.add_parser(
+        "export",
+        help="the distilled run chosen on val (best arm, its best run) -> Paddle inference model, checked on --split",
+    )
     p.add_argument("evals", nargs="+", help="evaluation JSONs of the distilled runs")
     _flag(p, "data_root", default=None)
     _flag(p, "split", default=HEADLINE_SPLIT, help="headline split: reported and used for the parity check")
@@ -386,14 +431,24 @@ def _report_commands(sub) -> None:
     _flag(p, "out_json", required=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("figure", help="report figures: means (mIoU per arm), paired (student -> distilled per seed), "
-                                      "curves, samples, forest (gain per arm), sweep (gain over the sweep grid)")
+    p = sub.add_parser(
+        "figure",
+        help="report figures: means (mIoU per arm), paired (student -> distilled per seed), "
+        "curves, samples, forest (gain per arm), sweep (gain over the sweep grid)",
+    )
     p.add_argument("kind", choices=["means", "paired", "curves", "samples", "forest", "sweep"])
     _flag(p, "summary", default=None, help="means, paired: summary.csv")
     _flag(p, "stats", default=None, help="forest, sweep: stats.json")
     _flag(p, "run", nargs=2, action="append", default=[], metavar=("RUN", "DIR"), help="curves: run id and folder")
-    _flag(p, "model", nargs=3, action="append", default=[], metavar=("TITLE", "CONFIG", "WEIGHTS"),
-          help="samples: one column per model")
+    _flag(
+        p,
+        "model",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("TITLE", "CONFIG", "WEIGHTS"),
+        help="samples: one column per model",
+    )
     _flag(p, "data_root", default=None)
     _flag(p, "num_images", type=int, default=4)
     _flag(p, "split", default=HEADLINE_SPLIT)
@@ -421,9 +476,13 @@ def _environment_commands(sub) -> None:
     p = sub.add_parser("doctor", help="paddle build, CUDA, cuDNN, NCCL, devices, and the installed stack vs the pins")
     _flag(p, "requirements", default=None, help="folder of requirements/*.txt (default: the source checkout's)")
     _flag(p, "strict", action="store_true", help="exit non-zero when anything does not match")
-    _flag(p, "train", action="store_true",
-          help="also train tiny models per precision/level (train, eval, resume) and, with 2 GPUs, distil over "
-               "both; prints a table (docs/scaling.md, 'Checking a GPU box')")
+    _flag(
+        p,
+        "train",
+        action="store_true",
+        help="also train tiny models per precision/level (train, eval, resume) and, with 2 GPUs, distil over "
+        "both; prints a table (docs/scaling.md, 'Checking a GPU box')",
+    )
     _flag(p, "config", default=None, help="with --train: the PaddleSeg YAML to train (default: the CPU student)")
     _flag(p, "work", default=None, help="with --train: keep the runs in this folder (default: a temp folder)")
     p.set_defaults(func=cmd_doctor)

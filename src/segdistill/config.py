@@ -162,6 +162,7 @@ def resolve_pretrained(url: str, cache_dir: str | None, cfg_path: Any) -> str:
 def build(dic: dict, source: Any = "<config>"):
     """A PaddleSeg `SegBuilder` for the experiment dict. `model.pretrained` is NOT loaded here (see load_weights)."""
     from segdistill.paddle_env import paddle  # noqa: F401  (imports paddle safely before paddleseg)
+
     from paddleseg.cvlibs import Config, SegBuilder
 
     dic = copy.deepcopy(dic)
@@ -202,6 +203,7 @@ def num_classes(dic: dict) -> int:
     n = dic["model"].get("num_classes")
     if n is None:
         from segdistill.paddle_env import paddle  # noqa: F401
+
         from paddleseg.cvlibs import manager
 
         n = getattr(manager.DATASETS[dic["train_dataset"]["type"]], "NUM_CLASSES", None)
@@ -212,6 +214,7 @@ def num_classes(dic: dict) -> int:
 
 def ignore_index(dic: dict) -> int:
     from segdistill.paddle_env import paddle  # noqa: F401
+
     from paddleseg.cvlibs import manager
 
     ds = dic["train_dataset"]
@@ -253,8 +256,9 @@ def load_weights(model, path: str | os.PathLike, source: str = "weights") -> Non
     model.set_state_dict(state)
 
 
-def patch_teacher(config_path: str | os.PathLike, weights: str | os.PathLike, out: str | os.PathLike,
-                  check: bool = True) -> dict:
+def patch_teacher(
+    config_path: str | os.PathLike, weights: str | os.PathLike, out: str | os.PathLike, check: bool = True
+) -> dict:
     """The tutorial's step 2.5: a copy of the teacher config whose `model.pretrained` is the trained teacher.
 
     The user's file is never edited. With `check`, the copy is proven to load (every teacher parameter present

@@ -53,8 +53,14 @@ def devices_info() -> list[dict]:
     out = []
     for i in range(paddle.device.cuda.device_count()):
         props = paddle.device.cuda.get_device_properties(i)
-        out.append({"id": i, "name": props.name, "capability": f"{props.major}.{props.minor}",
-                    "memory_gb": round(props.total_memory / 2**30, 1)})
+        out.append(
+            {
+                "id": i,
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "memory_gb": round(props.total_memory / 2**30, 1),
+            }
+        )
     return out
 
 
@@ -67,8 +73,7 @@ def check_devices(world: int = 1) -> str:
 
     leased = leased_gpus()
     info = build_info()
-    versions = (f"paddle {info['paddle']} ({info['paddle_commit'][:10]}), CUDA {info['cuda']}, "
-                f"cuDNN {info['cudnn']}")
+    versions = f"paddle {info['paddle']} ({info['paddle_commit'][:10]}), CUDA {info['cuda']}, cuDNN {info['cudnn']}"
     if leased:
         if not info["compiled_with_cuda"]:
             raise SegDistillError(
@@ -85,8 +90,9 @@ def check_devices(world: int = 1) -> str:
                 f"device pool (SEGDISTILL_GPU_IDS) against `nvidia-smi -L` and `segdistill doctor`"
             )
         if not paddle.get_device().startswith("gpu"):
-            raise SegDistillError(f"this job leased GPU(s) {','.join(leased)} but Paddle's device is "
-                                  f"{paddle.get_device()}")
+            raise SegDistillError(
+                f"this job leased GPU(s) {','.join(leased)} but Paddle's device is {paddle.get_device()}"
+            )
     place = paddle.get_device()
     if place.startswith("gpu"):
         i = int(place.split(":")[1]) if ":" in place else 0
@@ -97,8 +103,10 @@ def check_devices(world: int = 1) -> str:
     else:
         where = f"{place} ({os.environ.get('OMP_NUM_THREADS', 'default')} threads)"
         if os.environ.get("CUDA_VISIBLE_DEVICES") and not info["compiled_with_cuda"]:
-            where += (f"; note: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} is set but this Paddle "
-                      f"is a CPU build")
+            where += (
+                f"; note: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} is set but this Paddle "
+                f"is a CPU build"
+            )
     return f"device: {where}; {versions}"
 
 
@@ -148,8 +156,9 @@ def default_requirements_dir() -> Path | None:
 
 def report(req_dir: str | os.PathLike | None = None) -> tuple[str, bool]:
     """The text `segdistill doctor` prints, and whether everything matched."""
-    from segdistill import devices
     from segdistill.paddle_env import paddle
+
+    from segdistill import devices
     from segdistill.precision import supported_precisions
 
     info = build_info()
@@ -159,11 +168,15 @@ def report(req_dir: str | os.PathLike | None = None) -> tuple[str, bool]:
         f"CUDA: {info['cuda']}   cuDNN: {info['cudnn']}   NCCL: {info['nccl']}",
     ]
     devs = devices_info()
-    lines.append(f"GPUs Paddle sees: {len(devs)}" + (f" (CUDA_VISIBLE_DEVICES="
-                                                     f"{os.environ['CUDA_VISIBLE_DEVICES']!r})"
-                                                     if "CUDA_VISIBLE_DEVICES" in os.environ else ""))
-    lines += [f"  gpu:{d['id']} {d['name']}, compute capability {d['capability']}, {d['memory_gb']} GiB"
-              for d in devs]
+    lines.append(
+        f"GPUs Paddle sees: {len(devs)}"
+        + (
+            f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r})"
+            if "CUDA_VISIBLE_DEVICES" in os.environ
+            else ""
+        )
+    )
+    lines += [f"  gpu:{d['id']} {d['name']}, compute capability {d['capability']}, {d['memory_gb']} GiB" for d in devs]
     try:
         pool = devices.available_devices()
     except SegDistillError as exc:
@@ -175,8 +188,10 @@ def report(req_dir: str | os.PathLike | None = None) -> tuple[str, bool]:
     ok = ok_pool
     if pool and not info["compiled_with_cuda"]:
         ok = False
-        lines.append("PROBLEM: the lease pool has GPUs but Paddle is a CPU build; jobs that lease GPUs will "
-                     "stop. Install the GPU build: make install GPU=<cuda tag> (README 'GPUs').")
+        lines.append(
+            "PROBLEM: the lease pool has GPUs but Paddle is a CPU build; jobs that lease GPUs will "
+            "stop. Install the GPU build: make install GPU=<cuda tag> (README 'GPUs')."
+        )
     lines.append(f"device now: {paddle.get_device()}; precisions: {', '.join(supported_precisions())}")
     req_dir = req_dir or default_requirements_dir()
     if req_dir is None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import sys
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 
 from segdistill.metrics import ConfusionMatrix
-from segdistill.paddle_env import paddle
 
 F = paddle.nn.functional
 
@@ -43,8 +44,9 @@ def predict(model, images, label_hw):
     return paddle.argmax(logits, axis=1)
 
 
-def evaluate(model, dataset, num_classes: int, ignore_index: int = 255, shard=(0, 1),
-             autocast=contextlib.nullcontext) -> ConfusionMatrix:
+def evaluate(
+    model, dataset, num_classes: int, ignore_index: int = 255, shard=(0, 1), autocast=contextlib.nullcontext
+) -> ConfusionMatrix:
     """Confusion matrix over `dataset` (this rank's shard: every world-th sample from rank); the forward runs
     under `autocast()` (the trainer's, so O2's fp16/bf16 weights meet cast inputs)."""
     rank, world = shard

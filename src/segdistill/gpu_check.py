@@ -9,6 +9,7 @@ reason, never as passed; the command fails when a case that ran failed.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import sys
@@ -36,23 +37,37 @@ class Row:
 def default_config() -> Path:
     path = Path(__file__).resolve().parents[2] / CONFIG
     if not path.is_file():
-        raise SegDistillError(f"{CONFIG} not found (not a source checkout?); pass --config with a PaddleSeg YAML "
-                              f"that trains on the synthetic set")
+        raise SegDistillError(
+            f"{CONFIG} not found (not a source checkout?); pass --config with a PaddleSeg YAML "
+            f"that trains on the synthetic set"
+        )
     return path
 
 
 def _spec(config, data, save_dir, precision="fp32", level="O1", **kw):
     from segdistill.trainer import TrainSpec
 
-    return TrainSpec(config=str(config), save_dir=str(save_dir), data_root=str(data), iters=ITERS, batch_size=2,
-                     save_interval=1, log_iters=1, do_eval=True, pretrained_backbone=False, precision=precision,
-                     amp_level=level, **kw)
+    return TrainSpec(
+        config=str(config),
+        save_dir=str(save_dir),
+        data_root=str(data),
+        iters=ITERS,
+        batch_size=2,
+        save_interval=1,
+        log_iters=1,
+        do_eval=True,
+        pretrained_backbone=False,
+        precision=precision,
+        amp_level=level,
+        **kw,
+    )
 
 
 def train_eval_resume(config, data, work: Path, precision: str, level: str, log) -> str:
     """Train ITERS iterations (an evaluation and a checkpoint at each), then resume a copy of the run as it was
     after its first checkpoint and train on to the end. Returns what happened in one line; raises on any failure."""
     from segdistill.paddle_env import paddle
+
     from segdistill.trainer import Trainer
 
     run = work / f"{precision}_{level}"
@@ -75,8 +90,10 @@ def train_eval_resume(config, data, work: Path, precision: str, level: str, log)
 
     final = f"iter_{ITERS}/model.pdparams"
     same = sha256_of(run / final) == sha256_of(killed / final)
-    return (f"train {ITERS} it., eval mIoU {first['best_miou']:.3f}, resumed at 1 -> mIoU {second['best_miou']:.3f}; "
-            f"resumed weights {'bitwise equal to' if same else 'differ from'} the uninterrupted run's")
+    return (
+        f"train {ITERS} it., eval mIoU {first['best_miou']:.3f}, resumed at 1 -> mIoU {second['best_miou']:.3f}; "
+        f"resumed weights {'bitwise equal to' if same else 'differ from'} the uninterrupted run's"
+    )
 
 
 def _two_gpu_distill(config, data, work: Path, teacher_weights: Path, log) -> str:
@@ -86,9 +103,28 @@ def _two_gpu_distill(config, data, work: Path, teacher_weights: Path, log) -> st
 
     teacher = work / "teacher.yml"
     patch_teacher(config, teacher_weights, teacher)
-    cmd = [sys.executable, "-m", "segdistill.cli", "train", "--config", str(config), "--teacher_config",
-           str(teacher), "--data_root", str(data), "--save_dir", str(work / "distill_2gpu"), "--iters", str(ITERS),
-           "--batch_size", "2", "--save_interval", "1", "--do_eval", "--no_pretrained_backbone"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "segdistill.cli",
+        "train",
+        "--config",
+        str(config),
+        "--teacher_config",
+        str(teacher),
+        "--data_root",
+        str(data),
+        "--save_dir",
+        str(work / "distill_2gpu"),
+        "--iters",
+        str(ITERS),
+        "--batch_size",
+        "2",
+        "--save_interval",
+        "1",
+        "--do_eval",
+        "--no_pretrained_backbone",
+    ]
     code = devices.run(2, cmd, log_dir=work / "distill_2gpu_launch")  # the shared pool: other jobs' leases hold
     if code:
         raise SegDistillError(f"exit {code}; see {work / 'distill_2gpu_launch'}/workerlog.*")
@@ -127,7 +163,8 @@ def gpu_check(config=None, work=None, cases=CASES, log=None) -> list[Row]:
             if precision not in ok:
                 rows.append(Row(case, "skipped", f"this device ({_device()}) runs {', '.join(ok)} only"))
                 continue
-            rows.append(_attempt(case, lambda: train_eval_resume(config, data, work, precision, level, log), log))
+            run = functools.partial(train_eval_resume, config, data, work, precision, level, log)
+            rows.append(_attempt(case, run, log))
         n_gpus = len(devices_info())
         fp32 = work / "fp32_O1" / "best_model" / "model.pdparams"
         if n_gpus < 2:
@@ -154,6 +191,8 @@ def table(rows: list[Row]) -> str:
     lines += [f"{r.case.ljust(width)}  {r.status.ljust(7)}  {r.seconds:4.0f}s  {r.detail}" for r in rows]
     ran = [r for r in rows if r.status != "skipped"]
     failed = [r for r in ran if r.status == "FAILED"]
-    lines.append(f"{len(ran) - len(failed)} of {len(ran)} cases that ran worked; {len(rows) - len(ran)} skipped "
-                 f"(not run here, so not checked)")
+    lines.append(
+        f"{len(ran) - len(failed)} of {len(ran)} cases that ran worked; {len(rows) - len(ran)} skipped "
+        f"(not run here, so not checked)"
+    )
     return "\n".join(lines)

@@ -3,8 +3,9 @@ eval and train mode, so users pick distillation tensors by name."""
 
 from __future__ import annotations
 
-from segdistill.config import build_model, experiment_dict
 from segdistill.paddle_env import paddle
+
+from segdistill.config import build_model, experiment_dict
 
 
 def _input_size(dic: dict) -> tuple[int, int]:
@@ -22,9 +23,11 @@ def layer_shapes(model, size: tuple[int, int]) -> list[tuple[str, str, list, int
     """(name, type, output shape, parameter count incl. sublayers) for every sublayer, in definition order."""
     shapes, hooks = {}, []
     for name, layer in model.named_sublayers():
+
         def hook(layer, inputs, output, name=name):
             out = output[0] if isinstance(output, (list, tuple)) else output
             shapes[name] = list(out.shape) if hasattr(out, "shape") else []
+
         hooks.append(layer.register_forward_post_hook(hook))
     model.eval()
     with paddle.no_grad():
@@ -67,11 +70,14 @@ def list_layers(config: str, size: tuple[int, int] | None = None, depth: int | N
         dic["model"]["backbone"]["pretrained"] = None  # shapes do not need weights
     model = build_model(dic, config)
     size = size or _input_size(dic)
-    rows = [r for r in layer_shapes(model, size)
-            if depth is None or r[0].count(".") <= depth or r[1].startswith("output")]
+    rows = [
+        r for r in layer_shapes(model, size) if depth is None or r[0].count(".") <= depth or r[1].startswith("output")
+    ]
     width = max(len(r[0]) for r in rows)
-    lines = [f"# {config}: {type(model).__name__}, input 1x3x{size[0]}x{size[1]}",
-             f"{'name':<{width}}  {'type':<24} {'output shape':<22} params"]
+    lines = [
+        f"# {config}: {type(model).__name__}, input 1x3x{size[0]}x{size[1]}",
+        f"{'name':<{width}}  {'type':<24} {'output shape':<22} params",
+    ]
     for name, kind, shape, n in rows:
         lines.append(f"{name:<{width}}  {kind:<24} {str(shape):<22} {n}")
     return "\n".join(lines)

@@ -28,7 +28,10 @@ def load_trained(config, weights=None, data_root=None):
 
 def input_size(dic: dict, source="<config>") -> tuple[int, int]:
     """(H, W) a model sees: the val transforms' Resize target, else a crop size (PaddleSeg writes (w, h))."""
-    for ds_key, keys in (("val_dataset", ("target_size", "crop_size")), ("train_dataset", ("crop_size", "target_size"))):
+    for ds_key, keys in (
+        ("val_dataset", ("target_size", "crop_size")),
+        ("train_dataset", ("crop_size", "target_size")),
+    ):
         for t in (dic.get(ds_key) or {}).get("transforms") or []:
             for key in keys:
                 if isinstance(t, dict) and t.get(key) is not None:
@@ -37,7 +40,9 @@ def input_size(dic: dict, source="<config>") -> tuple[int, int]:
                         return v, v
                     if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v):
                         return int(v[1]), int(v[0])
-                    raise SegDistillError(f"{source}: {ds_key}.transforms {t.get('type')}.{key} must be an int "
-                                          f"or [w, h], got {v!r}")
-    raise SegDistillError(f"{source}: no input size: give val_dataset.transforms a Resize with target_size "
-                          f"(or a crop_size)")
+                    raise SegDistillError(
+                        f"{source}: {ds_key}.transforms {t.get('type')}.{key} must be an int or [w, h], got {v!r}"
+                    )
+    raise SegDistillError(
+        f"{source}: no input size: give val_dataset.transforms a Resize with target_size (or a crop_size)"
+    )

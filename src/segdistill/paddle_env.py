@@ -22,7 +22,8 @@ for _h in list(logging.getLogger().handlers):
     if _h not in _root_handlers:
         logging.getLogger().removeHandler(_h)
 
-# paddleseg prints every built component's config at INFO to stdout; keep its errors only (segdistill reports what matters itself).
+# paddleseg prints every built component's config at INFO to stdout; keep its errors only (segdistill reports
+# what matters itself).
 try:
     from paddleseg.utils import logger as _seg_logger
 

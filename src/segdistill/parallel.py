@@ -3,16 +3,17 @@
 Why: wrapping only the student in paddle.DataParallel all-reduces the student's gradients but not the
 connectors' (they live in the Distiller), so each rank's connectors drift apart and only rank 0's are saved.
 `StudentSide` is one Layer whose parameters are the student's and the connectors' and whose forward runs the
-whole training forward (an online teacher included, under no_grad; cached teacher tensors come in as arguments); one DataParallel over it synchronises both.
+whole training forward (an online teacher included, under no_grad; cached teacher
+tensors come in as arguments); one DataParallel over it synchronises both.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-import numpy as np
-
 from segdistill.paddle_env import paddle
+
+import numpy as np
 
 
 class StudentSide(paddle.nn.Layer):

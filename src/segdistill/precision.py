@@ -83,9 +83,11 @@ def refused(precision: str, amp_level: str, ranks: int) -> str | None:
     gradients bf16, the data-parallel reducer of the Paddle versions read all-reduces fp16/fp32/fp64 gradient
     groups, and nobody has run it with segdistill yet."""
     if precision == "bf16" and amp_level == "O2" and ranks > 1:
-        return ("is refused: it has not been run (Paddle's data-parallel reducer may not all-reduce bf16 "
-                "gradients). Use amp_level O1, fp16, or one rank; `segdistill doctor --train` tries bf16 O2 on a "
-                "GPU box (docs/distillation.md, 'Mixed precision').")
+        return (
+            "is refused: it has not been run (Paddle's data-parallel reducer may not all-reduce bf16 "
+            "gradients). Use amp_level O1, fp16, or one rank; `segdistill doctor --train` tries bf16 O2 on a "
+            "GPU box (docs/distillation.md, 'Mixed precision')."
+        )
     return None
 
 
@@ -104,16 +106,22 @@ class Amp:
 
         Call it after resuming (a checkpoint is fp32: `save_dtype`) and before wrapping in DataParallel."""
         if self.enabled and self.level == "O2":
-            models, optimizer = paddle.amp.decorate(models=models, optimizers=optimizer, level="O2",
-                                                    dtype=self.dtype, save_dtype="float32")
+            models, optimizer = paddle.amp.decorate(
+                models=models, optimizers=optimizer, level="O2", dtype=self.dtype, save_dtype="float32"
+            )
         return models, optimizer
 
     def autocast(self):
         """The student's forward, in training and in evaluation."""
         if not self.enabled:
             return contextlib.nullcontext()
-        return paddle.amp.auto_cast(enable=True, level=self.level, dtype=self.dtype,
-                                    custom_white_list=set(WHITE_LIST), custom_black_list=set(BLACK_LIST))
+        return paddle.amp.auto_cast(
+            enable=True,
+            level=self.level,
+            dtype=self.dtype,
+            custom_white_list=set(WHITE_LIST),
+            custom_black_list=set(BLACK_LIST),
+        )
 
     def minimize(self, loss, optimizer) -> None:
         """backward + optimizer step (scaled for fp16: steps with inf/nan gradients are skipped)."""
@@ -137,8 +145,9 @@ class Amp:
         if self.scaler is not None and state:
             import numpy as np
 
-            self.scaler.load_state_dict({k: (np.asarray(v, dtype="float32") if k == "scale" else v)
-                                         for k, v in state.items()})
+            self.scaler.load_state_dict(
+                {k: (np.asarray(v, dtype="float32") if k == "scale" else v) for k, v in state.items()}
+            )
 
 
 def set_deterministic() -> str:

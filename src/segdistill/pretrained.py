@@ -36,15 +36,19 @@ def _obtain(url: str, archive: Path, sha256: str | None, log) -> tuple[str, bool
     if archive.is_file():
         seen = sha256_of(archive)
         if sha256 and seen != sha256.lower():
-            raise SegDistillError(f"{archive}: SHA-256 {seen}, but pretrained_sha256 pins {url} to {sha256}; "
-                                  f"replace the file with the published one")
+            raise SegDistillError(
+                f"{archive}: SHA-256 {seen}, but pretrained_sha256 pins {url} to {sha256}; "
+                f"replace the file with the published one"
+            )
         log(f"using {archive} (already there) for {url}")
     else:
         archive.parent.mkdir(parents=True, exist_ok=True)  # the path an offline error names exists
         seen = download(url, archive, sha256=sha256)
     if not sha256:
-        log(f"note: {url} is not pinned, so its download was not verified (SHA-256 {seen}). Backbone files are "
-            f"pickles; pin it in the study: pretrained_sha256: {{{url}: {seen}}}")
+        log(
+            f"note: {url} is not pinned, so its download was not verified (SHA-256 {seen}). Backbone files are "
+            f"pickles; pin it in the study: pretrained_sha256: {{{url}: {seen}}}"
+        )
     return seen, bool(sha256)
 
 
@@ -79,8 +83,16 @@ def fetch_backbone(url: str, cache_dir: str, sha256: str | None = None, log=prin
     archive = download_path(url, cache_dir)
     seen, verified = _obtain(url, archive, sha256, log)
     _extract(url, archive, target)
-    write_json(record, {"url": url, "download": str(archive), "download_sha256": seen, "verified": verified,
-                        "model_sha256": sha256_of(target)})
+    write_json(
+        record,
+        {
+            "url": url,
+            "download": str(archive),
+            "download_sha256": seen,
+            "verified": verified,
+            "model_sha256": sha256_of(target),
+        },
+    )
     return str(target)
 
 

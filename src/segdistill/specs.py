@@ -46,10 +46,12 @@ class TrainSpec(_Keyed):
     data_root: str | None = opt(None, help="override train/val dataset_root")
     iters: int | None = opt(None)
     batch_size: int | None = opt(
-        None, help="images per device (rank), as PaddleSeg: the global batch is batch_size x ranks")
+        None, help="images per device (rank), as PaddleSeg: the global batch is batch_size x ranks"
+    )
     learning_rate: float | None = opt(None)
     grad_clip_norm: float | None = opt(
-        None, help="clip the global L2 norm of the gradients (student and connectors) to this; default: none")
+        None, help="clip the global L2 norm of the gradients (student and connectors) to this; default: none"
+    )
     save_interval: int = opt(1000)
     log_iters: int = opt(10)
     keep_checkpoint_max: int = opt(5, help="checkpoints kept, newest first (PaddleSeg: 5)")
@@ -57,28 +59,35 @@ class TrainSpec(_Keyed):
     do_eval: bool = opt(True, cli_default=False)
     use_vdl: bool = opt(False)
     num_workers: int = opt(0, help="data loader worker processes (0: in-process); results do not depend on it")
-    resume_model: str | None = opt(
-        None, help="checkpoint folder to resume from (default: newest valid in save_dir)")
+    resume_model: str | None = opt(None, help="checkpoint folder to resume from (default: newest valid in save_dir)")
     class_names: list[str] | None = opt(None, nargs="+")
     teacher_config: str | None = opt(None, help="patched teacher YAML: distil into the student")
     distill: str | None = opt(None, help="YAML with `terms:` (default: the student YAML's distill_loss)")
     distill_terms: list | None = opt(None, cli=False)  # raw term mappings, instead of a `distill` file
-    pretrained_cache: str | None = opt(
-        None, help="folder of downloaded backbones (default resources/pretrained)")
-    pretrained_backbone: bool = opt(True, help="use the backbone's `pretrained:` (--no_pretrained_backbone: "
-                                               "train from scratch)")
-    precision: str = opt("fp32", choices=["fp32", "fp16", "bf16"],
-                         help="mixed precision (GPU only; fp16 with loss scaling), as PaddleSeg's --precision")
-    amp_level: str = opt("O1", choices=["O1", "O2"],
-                         help="O1: cast per op (white list); O2: cast the parameters too (fp32 master weights)")
+    pretrained_cache: str | None = opt(None, help="folder of downloaded backbones (default resources/pretrained)")
+    pretrained_backbone: bool = opt(
+        True, help="use the backbone's `pretrained:` (--no_pretrained_backbone: train from scratch)"
+    )
+    precision: str = opt(
+        "fp32",
+        choices=["fp32", "fp16", "bf16"],
+        help="mixed precision (GPU only; fp16 with loss scaling), as PaddleSeg's --precision",
+    )
+    amp_level: str = opt(
+        "O1",
+        choices=["O1", "O2"],
+        help="O1: cast per op (white list); O2: cast the parameters too (fp32 master weights)",
+    )
     deterministic: bool = opt(
-        False, help="GPU: cuDNN's deterministic algorithms (FLAGS_cudnn_deterministic); see docs/distillation.md")
-    data_seed: int | None = opt(None, help="key of the augmented data stream (default: --seed); see "
-                                           "docs/distillation.md")
+        False, help="GPU: cuDNN's deterministic algorithms (FLAGS_cudnn_deterministic); see docs/distillation.md"
+    )
+    data_seed: int | None = opt(
+        None, help="key of the augmented data stream (default: --seed); see docs/distillation.md"
+    )
     teacher_outputs: str | None = opt(
-        None, help="folder written by `segdistill teacher-outputs` for this run's stream: the teacher is not built")
-    data_record: str | None = opt(
-        None, help="the data validation record (validation.json), checked with the cache")
+        None, help="folder written by `segdistill teacher-outputs` for this run's stream: the teacher is not built"
+    )
+    data_record: str | None = opt(None, help="the data validation record (validation.json), checked with the cache")
 
     def __post_init__(self):
         if self.distill and self.distill_terms is not None:
@@ -86,8 +95,9 @@ class TrainSpec(_Keyed):
         if self.distill and not self.teacher_config:
             raise SegDistillError("--distill needs --teacher_config")
         if self.teacher_outputs and not self.teacher_config:
-            raise SegDistillError("--teacher_outputs needs --teacher_config (its weights' SHA-256 is checked "
-                                  "against the cache)")
+            raise SegDistillError(
+                "--teacher_outputs needs --teacher_config (its weights' SHA-256 is checked against the cache)"
+            )
 
 
 @dataclass
@@ -97,8 +107,9 @@ class TeacherOutputsSpec(_Keyed):
     config: str = opt(help="the student's PaddleSeg YAML (its data, transforms, iters, batch)")
     teacher_config: str = opt(help="patched teacher YAML (model.pretrained = trained weights)")
     out: str = opt(help="folder to write (manifest.json + one .npy per tensor)")
-    distill: list[str] = opt(list, nargs="*",
-                             help="terms files of every method to serve (default: the student YAML's distill_loss)")
+    distill: list[str] = opt(
+        list, nargs="*", help="terms files of every method to serve (default: the student YAML's distill_loss)"
+    )
     seed: int = opt(0, help="the distilled runs' --seed")
     data_seed: int | None = opt(None, help="the runs' --data_seed (default: --seed)")
     data_root: str | None = opt(None)
@@ -147,10 +158,15 @@ def from_mapping(cls, values: dict, source: str):
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
-            raise SegDistillError(f"{source}: '{key}' is not a field of the {_KIND_OF[cls]} spec"
-                                  + (f" (closest: {', '.join(close)})" if close else ""))
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            raise SegDistillError(
+                f"{source}: '{key}' is not a field of the {_KIND_OF[cls]} spec"
+                + (f" (closest: {', '.join(close)})" if close else "")
+            )
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise SegDistillError(f"{source}: missing {', '.join(missing)}")
     return cls(**values)

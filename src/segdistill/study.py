@@ -214,8 +214,9 @@ def check_teacher_weights(weights: str | None, sha256: str | None) -> None:
                 f"`sha256sum` of a copy you trust), or download the file yourself and give its local path."
             )
     elif not Path(weights).is_file():
-        raise SegDistillError(f"teacher.weights: file not found: {weights} (paths are relative to the working "
-                              f"directory)")
+        raise SegDistillError(
+            f"teacher.weights: file not found: {weights} (paths are relative to the working directory)"
+        )
 
 
 def _declared_classes(dic: dict) -> dict[str, int]:
@@ -258,9 +259,14 @@ def experiment(config: dict, role: str) -> dict:
         lists = {f"{s}_path": str(Path(root) / name) for s, name in list_files(config).items()}
         for key, mode in (("train_dataset", "train"), ("val_dataset", "val")):
             user = dic[key]
-            dic[key] = {"type": "Dataset", "dataset_root": root, "num_classes": len(names),
-                        "mode": user.get("mode", mode), **lists,
-                        **{k: user[k] for k in _DATASET_KEEP if k in user}}
+            dic[key] = {
+                "type": "Dataset",
+                "dataset_root": root,
+                "num_classes": len(names),
+                "mode": user.get("mode", mode),
+                **lists,
+                **{k: user[k] for k in _DATASET_KEEP if k in user},
+            }
         dic["model"].setdefault("num_classes", len(names))
     else:
         for key in ("train_dataset", "val_dataset"):
@@ -274,8 +280,10 @@ def preflight(config: dict) -> None:
     if data["source"] in GENERIC_SOURCES and not isinstance(data.get(data["source"]), dict):
         raise SegDistillError(f"data.source is {data['source']} but data.{data['source']} is not given")
     if data["source"] == "folder" and not Path(data["folder"]["root"]).is_dir():
-        raise SegDistillError(f"data.folder.root: folder not found: {data['folder']['root']} (paths are relative "
-                              f"to the working directory)")
+        raise SegDistillError(
+            f"data.folder.root: folder not found: {data['folder']['root']} (paths are relative "
+            f"to the working directory)"
+        )
     dicts = {role: experiment(config, role) for role in ("teacher", "student")}
     for name, spec in methods(config).items():
         if spec["terms"] is None and not dicts["student"].get("distill_loss"):
@@ -286,8 +294,9 @@ def preflight(config: dict) -> None:
     precision, level = config.get("train", {}).get("precision", "fp32"), config.get("train", {}).get("amp_level", "O1")
     why = refused(precision, level, config.get("gpus_per_job", 1))
     if why:
-        raise SegDistillError(f"train.precision {precision} with train.amp_level {level} and gpus_per_job "
-                              f"{config['gpus_per_job']} {why}")
+        raise SegDistillError(
+            f"train.precision {precision} with train.amp_level {level} and gpus_per_job {config['gpus_per_job']} {why}"
+        )
     split = config.get("report", {}).get("split", "test")
     if split not in config["evaluate"]["splits"]:
         raise SegDistillError(

@@ -23,8 +23,9 @@ def download_path(url: str, download_dir: str = "resources/downloads") -> Path:
     return Path(download_dir) / f"teacher-{url_key(url)}" / name
 
 
-def provide_teacher(weights: str, sha256: str | None, config: str, out: str, record: str,
-                    download_dir: str = "resources/downloads") -> dict:
+def provide_teacher(
+    weights: str, sha256: str | None, config: str, out: str, record: str, download_dir: str = "resources/downloads"
+) -> dict:
     """Fetch (URL) or take (path) the teacher weights, load them strictly into `config`'s model, copy to `out`.
 
     `record` gets a JSON with the source, its SHA-256 and the config it was checked against. Nothing is written
@@ -52,8 +53,13 @@ def provide_teacher(weights: str, sha256: str | None, config: str, out: str, rec
     load_weights(model, local, source=f"teacher.weights ({weights}) for {config}")
     with replacing(out) as tmp:
         shutil.copyfile(local, tmp)
-    info = {"source": weights, "sha256": seen, "config": str(config), "model": str(out),
-            "check": "every parameter of the teacher config present with its shape, nothing else"}
+    info = {
+        "source": weights,
+        "sha256": seen,
+        "config": str(config),
+        "model": str(out),
+        "check": "every parameter of the teacher config present with its shape, nothing else",
+    }
     write_json(record, info)
     print(f"teacher weights {weights} (sha256 {seen}) fit {config}; copied to {out}")
     return info

@@ -23,12 +23,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 
 from segdistill import checkpoint
 from segdistill.atomic import replacing, write_json
-from segdistill.config import (DATA_PATH_KEYS, build, build_model, experiment_dict, ignore_index, num_classes,
-                               open_dataset)
+from segdistill.config import (
+    DATA_PATH_KEYS,
+    build,
+    build_model,
+    experiment_dict,
+    ignore_index,
+    num_classes,
+    open_dataset,
+)
 from segdistill.data.digest import data_digest
 from segdistill.data.stream import KeyedStream
 from segdistill.distill import build_distiller
@@ -36,7 +45,6 @@ from segdistill.doctor import check_devices
 from segdistill.errors import SegDistillError
 from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
 from segdistill.losses.task import task_losses
-from segdistill.paddle_env import paddle
 from segdistill.parallel import StudentSide, parameter_digest
 from segdistill.precision import TEACHER_PRECISION, Amp, set_deterministic, to_fp32
 from segdistill.specs import TrainSpec
@@ -69,9 +77,14 @@ class Trainer:
             self._log(set_deterministic())
         self.save_dir = Path(spec.save_dir)
         self.dic = experiment_dict(
-            spec.config, data_root=spec.data_root, iters=spec.iters, batch_size=spec.batch_size,
-            learning_rate=spec.learning_rate, grad_clip_norm=spec.grad_clip_norm,
-            pretrained_cache=spec.pretrained_cache, pretrained_backbone=spec.pretrained_backbone,
+            spec.config,
+            data_root=spec.data_root,
+            iters=spec.iters,
+            batch_size=spec.batch_size,
+            learning_rate=spec.learning_rate,
+            grad_clip_norm=spec.grad_clip_norm,
+            pretrained_cache=spec.pretrained_cache,
+            pretrained_backbone=spec.pretrained_backbone,
         )
         self.iters = self.dic["iters"]
         self.batch_size = self.dic["batch_size"]
@@ -89,8 +102,15 @@ class Trainer:
         self.train_ds = open_dataset(self.builder, spec.config)
         self.val_ds = open_dataset(self.builder, spec.config, "val_dataset") if spec.do_eval else None
         self.data_seed = spec.stream_seed
-        self.stream = KeyedStream(self.train_ds, self.batch_size, self.data_seed, self.rank, self.world,
-                                  num_classes=self.num_classes, ignore_index=self.ignore_index)
+        self.stream = KeyedStream(
+            self.train_ds,
+            self.batch_size,
+            self.data_seed,
+            self.rank,
+            self.world,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+        )
         # What decides the training images (the cache checks it; the run key includes it).
         self.train_data_sha256 = data_digest(self.dic["train_dataset"], self.train_ds, spec.data_record)
         self.distiller = self._build_distiller()
@@ -126,16 +146,25 @@ class Trainer:
         import hashlib
         import json
 
-        dic = {k: ({kk: vv for kk, vv in v.items() if kk not in DATA_PATH_KEYS} if isinstance(v, dict) else v)
-               for k, v in self.dic.items()}
+        dic = {
+            k: ({kk: vv for kk, vv in v.items() if kk not in DATA_PATH_KEYS} if isinstance(v, dict) else v)
+            for k, v in self.dic.items()
+        }
         spec = self.spec
-        identity = {"experiment": dic, "train_data": self.train_data_sha256,
-                    "val_data": [list(map(str, e)) for e in (getattr(self.val_ds, "file_list", None) or [])],
-                    "seed": spec.seed, "data_seed": self.data_seed, "world": self.world,
-                    "precision": spec.precision, "amp_level": spec.amp_level, "do_eval": spec.do_eval,
-                    "save_interval": spec.save_interval,
-                    **({"deterministic": True} if spec.deterministic else {}),  # keys of earlier runs unchanged
-                    "distill": getattr(self.distiller, "identity", None) if self.distiller else None}
+        identity = {
+            "experiment": dic,
+            "train_data": self.train_data_sha256,
+            "val_data": [list(map(str, e)) for e in (getattr(self.val_ds, "file_list", None) or [])],
+            "seed": spec.seed,
+            "data_seed": self.data_seed,
+            "world": self.world,
+            "precision": spec.precision,
+            "amp_level": spec.amp_level,
+            "do_eval": spec.do_eval,
+            "save_interval": spec.save_interval,
+            **({"deterministic": True} if spec.deterministic else {}),  # keys of earlier runs unchanged
+            "distill": getattr(self.distiller, "identity", None) if self.distiller else None,
+        }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
     # -- distillation ---------------------------------------------------------------------------------------
@@ -147,16 +176,29 @@ class Trainer:
         images, _ = self.stream.batch(1)
         cached = {}
         if spec.teacher_outputs:
-            cached = {"teacher_outputs": spec.teacher_outputs, "iterations": self.iters,
-                      "data_sha256": self.train_data_sha256}
+            cached = {
+                "teacher_outputs": spec.teacher_outputs,
+                "iterations": self.iters,
+                "data_sha256": self.train_data_sha256,
+            }
         terms = spec.distill_terms
         if spec.distill:
             from segdistill.distill import read_terms_file
 
             terms = read_terms_file(spec.distill)
-        return build_distiller(self.model, spec.config, self.dic, spec.teacher_config, terms,
-                               data_root=spec.data_root, pretrained_cache=spec.pretrained_cache,
-                               probe_images=paddle.to_tensor(images), log=self._log, stream=self.stream, **cached)
+        return build_distiller(
+            self.model,
+            spec.config,
+            self.dic,
+            spec.teacher_config,
+            terms,
+            data_root=spec.data_root,
+            pretrained_cache=spec.pretrained_cache,
+            probe_images=paddle.to_tensor(images),
+            log=self._log,
+            stream=self.stream,
+            **cached,
+        )
 
     def _teacher_outputs_record(self):
         """How the teacher's tensors came (the report's provenance): online, or cached with the manifest hash."""
@@ -165,8 +207,13 @@ class Trainer:
         source = self.distiller.source
         if not source.cached:
             return {"mode": "online", "teacher_precision": TEACHER_PRECISION}
-        return {"mode": "cached", "folder": str(source.folder), "manifest_sha256": source.manifest_sha256,
-                "dtype": source.manifest["dtype"], "teacher_precision": TEACHER_PRECISION}
+        return {
+            "mode": "cached",
+            "folder": str(source.folder),
+            "manifest_sha256": source.manifest_sha256,
+            "dtype": source.manifest["dtype"],
+            "teacher_precision": TEACHER_PRECISION,
+        }
 
     # -- the loop -------------------------------------------------------------------------------------------
     def _resume(self) -> tuple[int, dict]:
@@ -177,8 +224,10 @@ class Trainer:
                 raise SegDistillError(f"--resume_model {source}: not a checkpoint folder")
             path = source
             if meta.get("run_key") != self.run_key:
-                self._log(f"note: --resume_model {source} was written by a run with another config, data, seed "
-                          f"or teacher; resuming it as asked")
+                self._log(
+                    f"note: --resume_model {source} was written by a run with another config, data, seed "
+                    f"or teacher; resuming it as asked"
+                )
         else:
             path, meta = checkpoint.latest_valid(self.save_dir, self._log)
             if path is not None and meta.get("run_key") != self.run_key:
@@ -187,8 +236,11 @@ class Trainer:
             elif path is not None and meta["iteration"] >= self.iters:
                 # Only a run stopped before its last iteration resumes: the job is rerun on purpose (--forcerun,
                 # a rerun Snakemake decided on), and resuming would hand back the old model untrained.
-                self._discard(path, f"are of a run that finished (iteration {meta['iteration']} of {self.iters}); "
-                                    f"this job was rerun, so it trains again")
+                self._discard(
+                    path,
+                    f"are of a run that finished (iteration {meta['iteration']} of {self.iters}); "
+                    f"this job was rerun, so it trains again",
+                )
                 path, meta = None, None
         if path is None:
             return 0, {"best_miou": -1.0, "best_iter": 0, "train_log": [], "eval_log": []}
@@ -203,8 +255,10 @@ class Trainer:
         data or teacher changed; killed runs leave checkpoints behind) or of a finished one (the job is rerun).
         Resuming them would return the old run's model. They and the old best-model copy are removed, so pruning
         and a later resume see this run's checkpoints only."""
-        self._log(f"checkpoints in {self.save_dir} (newest {newest.name}) {why}: not resumed, removed; "
-                  f"training from iteration 0")
+        self._log(
+            f"checkpoints in {self.save_dir} (newest {newest.name}) {why}: not resumed, removed; "
+            f"training from iteration 0"
+        )
         if not self.is_main:
             return
         for path in checkpoint.list_checkpoints(self.save_dir):
@@ -242,7 +296,7 @@ class Trainer:
         self._log(f"[ranks] iteration {it}: rank {self.rank} parameters sha256 {digest}")
         if self.world == 1:
             return
-        mine = paddle.to_tensor([int(digest[i:i + 8], 16) for i in range(0, 32, 8)], dtype="int64")
+        mine = paddle.to_tensor([int(digest[i : i + 8], 16) for i in range(0, 32, 8)], dtype="int64")
         gathered = []
         dist.all_gather(gathered, mine)
         differ = [r for r, t in enumerate(gathered) if not np.array_equal(t.numpy(), mine.numpy())]
@@ -274,8 +328,14 @@ class Trainer:
 
     def _eval(self):
         # Under the training autocast, as PaddleSeg's core/val.py: with O2 the weights are fp16/bf16.
-        cm = evaluate(self.model, self.val_ds, self.num_classes, self.ignore_index, (self.rank, self.world),
-                      autocast=self.amp.autocast)
+        cm = evaluate(
+            self.model,
+            self.val_ds,
+            self.num_classes,
+            self.ignore_index,
+            (self.rank, self.world),
+            autocast=self.amp.autocast,
+        )
         return metrics_record(reduce_matrix(cm), self.class_names)
 
     def run(self) -> dict:
@@ -325,13 +385,18 @@ class Trainer:
         elapsed = time.time() - progress.t0
         ips = progress.done_since * self.batch_size * self.world / max(elapsed, 1e-9)
         eta = (self.iters - it) * elapsed / progress.done_since
-        row = {"iter": it, "loss": self._all_mean(loss_value),
-               **{k: self._all_mean(float(v)) for k, v in parts.items()},
-               "lr": float(self.optimizer.get_lr())}
+        row = {
+            "iter": it,
+            "loss": self._all_mean(loss_value),
+            **{k: self._all_mean(float(v)) for k, v in parts.items()},
+            "lr": float(self.optimizer.get_lr()),
+        }
         progress.train_log.append(row)
         parts_txt = " ".join(f"{k}={row[k]:.4f}" for k in parts)
-        self._log(f"[train] iter {it}/{self.iters} loss={row['loss']:.4f} {parts_txt} lr={row['lr']:.6f} "
-                  f"ips={ips:.2f} img/s eta={_fmt_eta(eta)}")
+        self._log(
+            f"[train] iter {it}/{self.iters} loss={row['loss']:.4f} {parts_txt} lr={row['lr']:.6f} "
+            f"ips={ips:.2f} img/s eta={_fmt_eta(eta)}"
+        )
         if self.vdl:
             for k, v in row.items():
                 if k != "iter":
@@ -346,10 +411,20 @@ class Trainer:
                 checkpoint.save_weights(self.model, self._best_store)
             return
         rec = self._eval()
-        progress.eval_log.append({"iter": it, "miou": rec["miou"], "acc": rec["acc"], "kappa": rec["kappa"],
-                                  "dice": rec["dice"], "num_pixels": rec["num_pixels"]})
-        self._log(f"[eval] iter {it} mIoU={rec['miou']:.4f} acc={rec['acc']:.4f} "
-                  f"kappa={rec['kappa']:.4f} dice={rec['dice']:.4f}")
+        progress.eval_log.append(
+            {
+                "iter": it,
+                "miou": rec["miou"],
+                "acc": rec["acc"],
+                "kappa": rec["kappa"],
+                "dice": rec["dice"],
+                "num_pixels": rec["num_pixels"],
+            }
+        )
+        self._log(
+            f"[eval] iter {it} mIoU={rec['miou']:.4f} acc={rec['acc']:.4f} "
+            f"kappa={rec['kappa']:.4f} dice={rec['dice']:.4f}"
+        )
         if self.vdl:
             self.vdl.add_scalar("val/miou", rec["miou"], it)
         if rec["miou"] > progress.best_miou:
@@ -359,11 +434,24 @@ class Trainer:
 
     def _checkpoint(self, it: int, progress: _Progress, rng_states: list) -> Path:
         """Rank 0 writes the checkpoint of iteration `it` (pruned to keep_checkpoint_max)."""
-        state = {"run_key": self.run_key, "best_miou": progress.best_miou, "best_iter": progress.best_iter,
-                 "train_log": progress.train_log, "eval_log": progress.eval_log,
-                 "lr_scheduler": self.lr.state_dict(), "amp": self.amp.state_dict()}
-        path = checkpoint.save(self.save_dir, it, self.trainable, self.optimizer, state,
-                               self.spec.keep_checkpoint_max, rng_states=rng_states)
+        state = {
+            "run_key": self.run_key,
+            "best_miou": progress.best_miou,
+            "best_iter": progress.best_iter,
+            "train_log": progress.train_log,
+            "eval_log": progress.eval_log,
+            "lr_scheduler": self.lr.state_dict(),
+            "amp": self.amp.state_dict(),
+        }
+        path = checkpoint.save(
+            self.save_dir,
+            it,
+            self.trainable,
+            self.optimizer,
+            state,
+            self.spec.keep_checkpoint_max,
+            rng_states=rng_states,
+        )
         # Fault-injection hook for the kill tests: die right after a given checkpoint is written.
         if os.environ.get("SEGDISTILL_DIE_AFTER_ITER") == str(it):
             os._exit(137)
@@ -371,14 +459,23 @@ class Trainer:
 
     def _summary(self, progress: _Progress) -> dict:
         spec, last = self.spec, progress.last_checkpoint
-        return {"config": spec.config, "seed": spec.seed, "data_seed": self.data_seed, "iters": self.iters,
-                "batch_size": self.batch_size, "global_batch_size": self.batch_size * self.world,
-                "precision": spec.precision, "amp_level": spec.amp_level, "deterministic": spec.deterministic,
-                "best_miou": progress.best_miou,
-                "best_iter": progress.best_iter, "world_size": self.world,
-                "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
-                "teacher_outputs": self._teacher_outputs_record(),
-                "last_checkpoint": str(last) if last else None}
+        return {
+            "config": spec.config,
+            "seed": spec.seed,
+            "data_seed": self.data_seed,
+            "iters": self.iters,
+            "batch_size": self.batch_size,
+            "global_batch_size": self.batch_size * self.world,
+            "precision": spec.precision,
+            "amp_level": spec.amp_level,
+            "deterministic": spec.deterministic,
+            "best_miou": progress.best_miou,
+            "best_iter": progress.best_iter,
+            "world_size": self.world,
+            "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
+            "teacher_outputs": self._teacher_outputs_record(),
+            "last_checkpoint": str(last) if last else None,
+        }
 
     def _write_results(self, progress: _Progress, summary: dict) -> None:
         """best_model/, the logs as CSV and train_summary.json (rank 0).

@@ -2,8 +2,25 @@
 from segdistill.jobs import run_on_devices
 
 i = snakemake.input
-argv = ["cost", "--teacher_config", i.teacher_config, "--teacher_model", i.teacher_model,
-        "--student_config", i.student_config, "--student_model", i.student_model,
-        "--runs", snakemake.params.runs, "--out", snakemake.output[0]]
-run_on_devices(argv, snakemake.log[0], gpus=snakemake.resources.gpu, threads=snakemake.threads,
-               launch_log_dir="logs/report/cost_launch")
+argv = [
+    "cost",
+    "--teacher_config",
+    i.teacher_config,
+    "--teacher_model",
+    i.teacher_model,
+    "--student_config",
+    i.student_config,
+    "--student_model",
+    i.student_model,
+    "--runs",
+    snakemake.params.runs,
+    "--out",
+    snakemake.output[0],
+]
+run_on_devices(
+    argv,
+    snakemake.log[0],
+    gpus=snakemake.resources.gpu,
+    threads=snakemake.threads,
+    launch_log_dir="logs/report/cost_launch",
+)

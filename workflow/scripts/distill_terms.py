@@ -4,5 +4,9 @@ from segdistill.distill.terms import write_terms_file
 from segdistill.jobs import log_to
 
 with log_to(snakemake.log[0]):
-    write_terms_file(snakemake.params.spec["terms"], snakemake.input.student_config, snakemake.output[0],
-                     source=f"distill.{snakemake.wildcards.method}.terms")
+    write_terms_file(
+        snakemake.params.spec["terms"],
+        snakemake.input.student_config,
+        snakemake.output[0],
+        source=f"distill.{snakemake.wildcards.method}.terms",
+    )

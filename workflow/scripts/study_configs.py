@@ -3,5 +3,6 @@ from segdistill.jobs import log_to
 from segdistill.study import write_configs
 
 with log_to(snakemake.log[0]):
-    write_configs(snakemake.params.data, snakemake.input.teacher, snakemake.input.student,
-                  dict(snakemake.output.items()))
+    write_configs(
+        snakemake.params.data, snakemake.input.teacher, snakemake.input.student, dict(snakemake.output.items())
+    )

@@ -109,8 +109,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, timeo
         seen = digest.hexdigest()
         if expected is not None and seen != expected:
             raise SegDistillError(
-                f"checksum mismatch for {url}: expected SHA-256 {expected}, got {seen}; nothing was written "
-                f"to {dest}"
+                f"checksum mismatch for {url}: expected SHA-256 {expected}, got {seen}; nothing was written to {dest}"
             )
         os.replace(tmp, dest)
     except BaseException:

@@ -43,8 +43,16 @@ class KeyedStream:
     `batch_size` is per rank; the global batch is batch_size * world.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 num_classes: int | None = None, ignore_index: int = 255):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        num_classes: int | None = None,
+        ignore_index: int = 255,
+    ):
         if batch_size < 1:
             raise SegDistillError(f"batch_size must be at least 1, got {batch_size}")
         self.dataset, self.batch_size, self.seed, self.rank, self.world = dataset, batch_size, seed, rank, world
@@ -126,8 +134,12 @@ class KeyedStream:
         if num_workers == 0:
             return ((paddle.to_tensor(x), paddle.to_tensor(y)) for x, y in map(self.batch, range(start, stop + 1)))
         loader = paddle.io.DataLoader(
-            _KeyedSamples(self), batch_sampler=_KeyBatches(self, start, stop), num_workers=num_workers,
-            collate_fn=collate_samples, return_list=True, use_shared_memory=True,
+            _KeyedSamples(self),
+            batch_sampler=_KeyBatches(self, start, stop),
+            num_workers=num_workers,
+            collate_fn=collate_samples,
+            return_list=True,
+            use_shared_memory=True,
         )
         return iter(loader)
 

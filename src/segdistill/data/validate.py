@@ -61,7 +61,8 @@ def _read_list(list_path: Path, root: Path, allow_outside: bool = False) -> list
             if why:
                 raise SegDistillError(
                     f"{where}: {kind} path {field!r} {why} ({root}); list files must name files inside the data set "
-                    f"(a `folder` data set may allow outside paths with data.folder.allow_outside_paths: true)")
+                    f"(a `folder` data set may allow outside paths with data.folder.allow_outside_paths: true)"
+                )
         img, lab = root / fields[0], root / fields[1]
         for kind, path in (("image", img), ("label", lab)):
             if not path.is_file():
@@ -105,8 +106,7 @@ def _check_pair(img_path: Path, lab_path: Path, where: str, num_classes: int, ig
     if bad:
         allowed = f"0..{num_classes - 1}" + (f" or {ignore_index} (ignore)" if ignore_index is not None else "")
         raise SegDistillError(
-            f"{where}: label {lab_path} has values {_fmt_values(bad)} outside {allowed} "
-            f"for num_classes={num_classes}"
+            f"{where}: label {lab_path} has values {_fmt_values(bad)} outside {allowed} for num_classes={num_classes}"
         )
     return (int(img.shape[0]), int(img.shape[1])), dict(zip(values.tolist(), counts.tolist()))
 
@@ -139,8 +139,7 @@ def _check_pairs(unique: dict, num_classes: int, ignore_index) -> tuple[set, dic
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [
-            pool.submit(_check_pair, img, lab, where, num_classes, ignore_index)
-            for (img, lab), where in unique.items()
+            pool.submit(_check_pair, img, lab, where, num_classes, ignore_index) for (img, lab), where in unique.items()
         ]
         try:
             # In list order, so the error reported is the first one in the files, whatever finished first.
@@ -219,17 +218,29 @@ def _outside_digests(root: Path, samples) -> dict[str, str]:
     return {r: sha256_of(rel[r]) for r in sorted(rel) if _leaves_root(r)}
 
 
-def write_validation(root: str | os.PathLike, num_classes: int, out=None, archive=None, ignore_index: int | None = 255,
-                     required_splits=("train", "val"), list_names: dict[str, str] | None = None,
-                     allow_outside: bool = False) -> dict:
+def write_validation(
+    root: str | os.PathLike,
+    num_classes: int,
+    out=None,
+    archive=None,
+    ignore_index: int | None = 255,
+    required_splits=("train", "val"),
+    list_names: dict[str, str] | None = None,
+    allow_outside: bool = False,
+) -> dict:
     """`validate_dataset` as the record every training and evaluation job depends on, written to `out`.
 
     With `archive`, the SHA-256 of the archive the data set came from is recorded too, so the report can say
     which download the results rest on.
     """
-    info = validate_dataset(root, num_classes=num_classes, ignore_index=ignore_index,
-                            required_splits=tuple(required_splits), list_names=list_names,
-                            allow_outside=allow_outside)
+    info = validate_dataset(
+        root,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        required_splits=tuple(required_splits),
+        list_names=list_names,
+        allow_outside=allow_outside,
+    )
     if archive:
         from segdistill.data.fetch import sha256_of
 

@@ -50,13 +50,20 @@ HEAD = "head"  # PaddleSeg's segmentation head: its first output is the logits b
 
 # -- what identifies a stream and its data --------------------------------------------------------------------
 
+
 def stream_key(stream, iterations: int) -> dict:
     """The stream a cache serves (see segdistill.data.stream.KeyedStream), as the manifest records it."""
-    return {"data_seed": int(stream.seed), "batch_size": int(stream.batch_size), "ranks": int(stream.world),
-            "global_batch": int(stream.global_batch), "iterations": int(iterations)}
+    return {
+        "data_seed": int(stream.seed),
+        "batch_size": int(stream.batch_size),
+        "ranks": int(stream.world),
+        "global_batch": int(stream.global_batch),
+        "iterations": int(iterations),
+    }
 
 
 # -- dtypes ---------------------------------------------------------------------------------------------------
+
 
 def _encode(x: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "bfloat16":
@@ -73,6 +80,7 @@ def _decode(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 # -- the teacher's logits: before or after the final upsampling -------------------------------------------------
+
 
 def _upsample(logits, size, align_corners):
     """The call PaddleSeg's DeepLabV3P makes on its head's logits (models/deeplab.py)."""
@@ -103,6 +111,7 @@ def logits_rule(model, images) -> dict | None:
 
 # -- writing --------------------------------------------------------------------------------------------------
 
+
 def teacher_names(term_lists) -> list[str]:
     """The union of the terms' `teacher:` names, in first-seen order."""
     names = []
@@ -126,12 +135,13 @@ class _Plan:
     (frozen, recorded), one keyed stream per rank, the tensors' names and full shapes, and the bytes they take."""
 
     def __init__(self, spec):
+        from segdistill.paddle_env import paddle
+
         from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes, open_dataset
         from segdistill.data.stream import KeyedStream
         from segdistill.distill.recorder import check_names
         from segdistill.distill.teachers import freeze, trained_teacher
         from segdistill.distill.terms import read_terms_file, resolve_terms
-        from segdistill.paddle_env import paddle
 
         if spec.dtype not in DTYPES:
             raise SegDistillError(f"cache.dtype: '{spec.dtype}' is not one of {', '.join(DTYPES)}")
@@ -139,17 +149,33 @@ class _Plan:
             raise SegDistillError(f"ranks must be at least 1, got {spec.ranks}")
         self.spec = spec
         config = spec.config
-        sdic = experiment_dict(config, data_root=spec.data_root, iters=spec.iters, batch_size=spec.batch_size,
-                               pretrained_backbone=False, resolve_backbone=False)
+        sdic = experiment_dict(
+            config,
+            data_root=spec.data_root,
+            iters=spec.iters,
+            batch_size=spec.batch_size,
+            pretrained_backbone=False,
+            resolve_backbone=False,
+        )
         term_lists = [resolve_terms(read_terms_file(f), config, sdic, str(f)) for f in spec.distill] or [
-            resolve_terms(None, config, sdic)]
+            resolve_terms(None, config, sdic)
+        ]
         self.names = teacher_names(term_lists)
         tdic, self.weights = trained_teacher(spec.teacher_config, config, sdic, spec.data_root, spec.pretrained_cache)
         self.sdic, self.dataset = sdic, open_dataset(build(sdic, config), config)
         self.iterations, self.per_rank = int(sdic["iters"]), int(sdic["batch_size"])
-        self.streams = [KeyedStream(self.dataset, self.per_rank, spec.stream_seed, r, spec.ranks,
-                                    num_classes=num_classes(sdic), ignore_index=ignore_index(sdic))
-                        for r in range(spec.ranks)]
+        self.streams = [
+            KeyedStream(
+                self.dataset,
+                self.per_rank,
+                spec.stream_seed,
+                r,
+                spec.ranks,
+                num_classes=num_classes(sdic),
+                ignore_index=ignore_index(sdic),
+            )
+            for r in range(spec.ranks)
+        ]
         self.key = stream_key(self.streams[0], self.iterations)
         self.teacher = build_model(tdic, spec.teacher_config)
         check_names(self.teacher, self.names, "teacher")
@@ -157,12 +183,14 @@ class _Plan:
         self.probe = paddle.to_tensor(self.streams[0].batch(1)[0])
         self.rule = logits_rule(self.teacher, self.probe) if LOGITS in self.names else None
         record = [n for n in self.names if output_index(n) is None] + (
-            [HEAD] if self.rule and HEAD not in self.names else [])
+            [HEAD] if self.rule and HEAD not in self.names else []
+        )
         self.recorder = Recorder(self.teacher, record)
         self.first = self.tensors(self.probe)
         global_batch = self.key["global_batch"]
-        self.shapes = {n: [self.iterations, global_batch, *[int(s) for s in t.shape[1:]]]
-                       for n, t in self.first.items()}
+        self.shapes = {
+            n: [self.iterations, global_batch, *[int(s) for s in t.shape[1:]]] for n, t in self.first.items()
+        }
         self.itemsize = np.dtype(DTYPES[spec.dtype]).itemsize
         self.bytes = sum(int(np.prod(s)) * self.itemsize for s in self.shapes.values())
         self.per_sample = self.bytes // (self.iterations * global_batch)
@@ -191,8 +219,10 @@ class _Plan:
     def check_size(self, log) -> None:
         """Say what will be written; refuse, before writing anything, a cache larger than `max_gb`."""
         spec, gb, images = self.spec, self.bytes / 1e9, self.key["global_batch"]
-        log(f"teacher outputs: {', '.join(f'{n} {self.shapes[n][2:]}' for n in self.names)} x {self.iterations} "
-            f"iterations x {images} images, {spec.dtype}: {gb:.3f} GB ({self.per_sample} bytes per image)")
+        log(
+            f"teacher outputs: {', '.join(f'{n} {self.shapes[n][2:]}' for n in self.names)} x {self.iterations} "
+            f"iterations x {images} images, {spec.dtype}: {gb:.3f} GB ({self.per_sample} bytes per image)"
+        )
         if gb > spec.max_gb:
             raise SegDistillError(
                 f"the teacher outputs need {gb:.2f} GB ({self.per_sample} bytes per image x {images} images x "
@@ -207,7 +237,8 @@ class _Plan:
             raise SegDistillError(
                 f"teacher tensor '{name}' has shape {list(arr.shape)} at iteration {it} but "
                 f"{[self.per_rank, *self.shapes[name][2:]]} at iteration 1: a cache needs fixed-size batches "
-                f"(give the train transforms a fixed Resize or crop size)")
+                f"(give the train transforms a fixed Resize or crop size)"
+            )
 
     def manifest(self) -> dict:
         spec, rule = self.spec, self.rule
@@ -221,19 +252,31 @@ class _Plan:
         upsample = {k: rule[k] for k in ("mode", "align_corners", "size")} if rule else None
         return {
             "format": FORMAT,
-            "teacher": {"config": str(spec.teacher_config), "weights": str(self.weights),
-                        "weights_sha256": sha256_of(self.weights), "precision": TEACHER_PRECISION},
-            "data": {"sha256": data_digest(self.sdic["train_dataset"], self.dataset, validation),
-                     "student_config": str(spec.config),
-                     "validation_sha256": sha256_of(validation) if validation else None},
+            "teacher": {
+                "config": str(spec.teacher_config),
+                "weights": str(self.weights),
+                "weights_sha256": sha256_of(self.weights),
+                "precision": TEACHER_PRECISION,
+            },
+            "data": {
+                "sha256": data_digest(self.sdic["train_dataset"], self.dataset, validation),
+                "student_config": str(spec.config),
+                "validation_sha256": sha256_of(validation) if validation else None,
+            },
             "stream": self.key,
             "dtype": spec.dtype,
             "storage": "uint16 bit patterns of bfloat16" if spec.dtype == "bfloat16" else spec.dtype,
             "bytes": self.bytes,
             "bytes_per_image": self.per_sample,
-            "tensors": {n: {"file": f"{n}.npy", "shape": self.shapes[n],
-                            "upsample": upsample if n == LOGITS else None, "recorded": recorded(n)}
-                        for n in self.names},
+            "tensors": {
+                n: {
+                    "file": f"{n}.npy",
+                    "shape": self.shapes[n],
+                    "upsample": upsample if n == LOGITS else None,
+                    "recorded": recorded(n),
+                }
+                for n in self.names
+            },
         }
 
 
@@ -303,6 +346,7 @@ def write_teacher_outputs(spec, log=print) -> dict:
 
 # -- reading --------------------------------------------------------------------------------------------------
 
+
 def file_record(path: Path) -> dict:
     """What the manifest records of a tensor file: its size in bytes and its SHA-256."""
     return {"size": path.stat().st_size, "sha256": sha256_of(path)}
@@ -322,19 +366,24 @@ def verify_files(folder, manifest: dict, names) -> None:
             raise SegDistillError(f"{path}: missing (the manifest lists it for teacher tensor '{n}'); {redo}")
         size = path.stat().st_size
         if size != spec["size"]:
-            raise SegDistillError(f"{path}: {size} bytes, the manifest records {spec['size']} (truncated or extended "
-                                  f"after it was written); {redo}")
+            raise SegDistillError(
+                f"{path}: {size} bytes, the manifest records {spec['size']} (truncated or extended "
+                f"after it was written); {redo}"
+            )
         digest = sha256_of(path)
         if digest != spec["sha256"]:
-            raise SegDistillError(f"{path}: content differs from the manifest's SHA-256 (file {digest[:16]}..., "
-                                  f"manifest {spec['sha256'][:16]}...): altered after it was written; {redo}")
+            raise SegDistillError(
+                f"{path}: content differs from the manifest's SHA-256 (file {digest[:16]}..., "
+                f"manifest {spec['sha256'][:16]}...): altered after it was written; {redo}"
+            )
 
 
 def read_manifest(folder) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise SegDistillError(f"{folder}: no {MANIFEST}: not a complete teacher-outputs folder "
-                              f"(`segdistill teacher-outputs` writes one)")
+        raise SegDistillError(
+            f"{folder}: no {MANIFEST}: not a complete teacher-outputs folder (`segdistill teacher-outputs` writes one)"
+        )
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -351,30 +400,36 @@ def check_manifest(manifest: dict, expected: dict, names, source) -> None:
         if stream[field] != expected["stream"][field]:
             raise SegDistillError(
                 f"{source}: stream.{field} is {stream[field]} in the cache but {expected['stream'][field]} in this "
-                f"run; recompute the teacher outputs for this run's stream (or use teacher.outputs: online)")
+                f"run; recompute the teacher outputs for this run's stream (or use teacher.outputs: online)"
+            )
     if stream["iterations"] < expected["stream"]["iterations"]:
         raise SegDistillError(
             f"{source}: stream.iterations: the cache holds {stream['iterations']} iterations, this run needs "
-            f"{expected['stream']['iterations']}")
+            f"{expected['stream']['iterations']}"
+        )
     if manifest["teacher"]["weights_sha256"] != expected["weights_sha256"]:
         raise SegDistillError(
             f"{source}: teacher.weights_sha256 is {manifest['teacher']['weights_sha256']} in the cache but this run's "
-            f"teacher ({expected['weights']}) has {expected['weights_sha256']}: the cache is of another teacher")
+            f"teacher ({expected['weights']}) has {expected['weights_sha256']}: the cache is of another teacher"
+        )
     # Caches written before the field existed were computed the same way (fp32, no autocast).
     precision = manifest["teacher"].get("precision", "fp32")
     if precision != TEACHER_PRECISION:
         raise SegDistillError(
             f"{source}: teacher.precision is {precision} in the cache but this segdistill runs the teacher in "
-            f"{TEACHER_PRECISION}; recompute the teacher outputs")
+            f"{TEACHER_PRECISION}; recompute the teacher outputs"
+        )
     if manifest["data"]["sha256"] != expected["data_sha256"]:
         raise SegDistillError(
             f"{source}: data.sha256 differs: the cache was made from other data or train transforms than this "
-            f"run's ({manifest['data']['sha256'][:12]} vs {expected['data_sha256'][:12]})")
+            f"run's ({manifest['data']['sha256'][:12]} vs {expected['data_sha256'][:12]})"
+        )
     missing = [n for n in names if n not in manifest["tensors"]]
     if missing:
         raise SegDistillError(
             f"{source}: tensors: the cache has no teacher tensor(s) {missing} (it has "
-            f"{', '.join(manifest['tensors'])}); recompute it with every method's terms")
+            f"{', '.join(manifest['tensors'])}); recompute it with every method's terms"
+        )
 
 
 class CachedTeacher:
@@ -405,13 +460,15 @@ class CachedTeacher:
             path = self.folder / spec["file"]
             with open(path, "rb") as fh:
                 version = np.lib.format.read_magic(fh)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, _, dtype = read_header(fh)
                 offset = fh.tell()
             if list(shape) != spec["shape"] or dtype != np.dtype(DTYPES[self.dtype]):
-                raise SegDistillError(f"{path}: holds {list(shape)} {dtype}, the manifest says {spec['shape']} "
-                                      f"{self.dtype}")
+                raise SegDistillError(
+                    f"{path}: holds {list(shape)} {dtype}, the manifest says {spec['shape']} {self.dtype}"
+                )
             row = int(np.prod(shape[2:])) * itemsize
             self._files[n] = (os.open(path, os.O_RDONLY), offset, row, list(shape))
 
@@ -428,8 +485,9 @@ class CachedTeacher:
         if it is None:
             raise SegDistillError("cached teacher outputs are read by iteration; call features(images, it)")
         if not 1 <= it <= self.manifest["stream"]["iterations"]:
-            raise SegDistillError(f"{self.folder}: iteration {it} is outside the cache's "
-                                  f"1..{self.manifest['stream']['iterations']}")
+            raise SegDistillError(
+                f"{self.folder}: iteration {it} is outside the cache's 1..{self.manifest['stream']['iterations']}"
+            )
         out = {}
         for n in self.names:
             t = paddle.to_tensor(self._read(n, it))

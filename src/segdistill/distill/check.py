@@ -26,12 +26,13 @@ def check_terms(student_config, teacher_config, terms_files, out, data_root=None
     student's input size; write {input_size, methods: {file: [term names]}} to `out`, or raise naming the term."""
     from pathlib import Path
 
+    from segdistill.paddle_env import paddle
+
     from segdistill.config import ignore_index
     from segdistill.distill.distiller import Distiller
     from segdistill.distill.teachers import isolated_rng
     from segdistill.distill.terms import read_terms_file, resolve_terms
     from segdistill.models import input_size
-    from segdistill.paddle_env import paddle
 
     with isolated_rng():
         student, sdic = _untrained(student_config, data_root)
@@ -43,9 +44,15 @@ def check_terms(student_config, teacher_config, terms_files, out, data_root=None
         terms = resolve_terms(read_terms_file(path), student_config, sdic, str(path))
         Distiller(student, teacher, terms, ignore_index(sdic)).setup(images)
         checked[Path(path).stem] = [t.name for t in terms]
-        log(f"{path}: {', '.join(checked[Path(path).stem])}: layers, shapes and connectors fit both models at "
-            f"{height}x{width}")
-    record = {"input_size": [height, width], "student": str(student_config), "teacher": str(teacher_config),
-              "methods": checked}
+        log(
+            f"{path}: {', '.join(checked[Path(path).stem])}: layers, shapes and connectors fit both models at "
+            f"{height}x{width}"
+        )
+    record = {
+        "input_size": [height, width],
+        "student": str(student_config),
+        "teacher": str(teacher_config),
+        "methods": checked,
+    }
     write_json(out, record)
     return record

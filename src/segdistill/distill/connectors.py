@@ -7,8 +7,9 @@ A loss's own trainable part (MGD's generator) is built from here too, by the nam
 
 from __future__ import annotations
 
-from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
+
+from segdistill.errors import SegDistillError
 
 nn = paddle.nn
 
@@ -46,9 +47,11 @@ class MGDGenerator(nn.Layer):
         return self.conv2(nn.functional.relu(self.conv1(x)))
 
 
-CONNECTORS = {"conv1x1": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=False),
-              "conv1x1_bn": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=True),
-              "mgd_generator": lambda cin, cout, **kw: MGDGenerator(cin, cout)}
+CONNECTORS = {
+    "conv1x1": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=False),
+    "conv1x1_bn": lambda cin, cout, **kw: Conv1x1(cin, cout, bn=True),
+    "mgd_generator": lambda cin, cout, **kw: MGDGenerator(cin, cout),
+}
 
 
 def build_connector(spec, in_channels: int, out_channels: int, term_name: str):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from segdistill.paddle_env import paddle
+
 from segdistill.data.fetch import sha256_of
 from segdistill.distill.connectors import build_connector
 from segdistill.distill.recorder import Recorder, check_names, check_outputs, model_outputs, output_index
@@ -21,7 +23,6 @@ from segdistill.distill.teachers import OnlineTeacher, isolated_rng, trained_tea
 from segdistill.distill.terms import DistillTerm, resolve_terms
 from segdistill.errors import SegDistillError
 from segdistill.losses import get_loss
-from segdistill.paddle_env import paddle
 from segdistill.precision import to_fp32
 
 _KEY_WORD = 0x6D67  # first word of the keys handed to keyed losses: their own stream, apart from the data's
@@ -35,8 +36,9 @@ class Distiller(paddle.nn.Layer):
     all of that from a teacher config.
     """
 
-    def __init__(self, student, teacher, terms: list[DistillTerm], ignore_index: int = 255, student_forward=None,
-                 stream=None):
+    def __init__(
+        self, student, teacher, terms: list[DistillTerm], ignore_index: int = 255, student_forward=None, stream=None
+    ):
         """`teacher`: a teacher model (run online) or a teacher-feature source (`OnlineTeacher`, `CachedTeacher`);
         `stream`: the run's KeyedStream (keys for losses that draw random numbers, e.g. MGD's mask)."""
         super().__init__()
@@ -154,8 +156,10 @@ class Distiller(paddle.nn.Layer):
             ctx["module"] = self.connectors[f"module{i}"]
         if fn.keyed:
             if it is None or self.stream is None:
-                raise SegDistillError(f"distillation term '{self.terms[i].name}': loss '{self.terms[i].loss}' "
-                                      "draws random numbers per image; it needs the keyed stream and the iteration")
+                raise SegDistillError(
+                    f"distillation term '{self.terms[i].name}': loss '{self.terms[i].loss}' "
+                    "draws random numbers per image; it needs the keyed stream and the iteration"
+                )
             ctx["keys"] = [[_KEY_WORD, int(self.stream.seed), int(k[0]), int(k[1]), i] for k in self.stream.keys(it)]
         return ctx
 
@@ -173,15 +177,35 @@ class Distiller(paddle.nn.Layer):
                 s = self.connectors[str(i)](s)
             t = t_feats[term.teacher]
             # In fp32 whatever autocast produced (segdistill.precision).
-            value = fn(to_fp32(s), to_fp32(t), label=label, ignore_index=self.ignore_index, **term.options,
-                       **self._context(i, fn, it))
+            value = fn(
+                to_fp32(s),
+                to_fp32(t),
+                label=label,
+                ignore_index=self.ignore_index,
+                **term.options,
+                **self._context(i, fn, it),
+            )
             losses[term.name] = term.weight * value
         return logits, losses
 
 
-def build_distiller(student, student_config, student_dic: dict, teacher_config, terms=None, *, data_root=None,
-                    pretrained_cache=None, probe_images=None, student_forward=None, log=None,
-                    teacher_outputs=None, stream=None, iterations=None, data_sha256=None) -> Distiller:
+def build_distiller(
+    student,
+    student_config,
+    student_dic: dict,
+    teacher_config,
+    terms=None,
+    *,
+    data_root=None,
+    pretrained_cache=None,
+    probe_images=None,
+    student_forward=None,
+    log=None,
+    teacher_outputs=None,
+    stream=None,
+    iterations=None,
+    data_sha256=None,
+) -> Distiller:
     """A ready Distiller from a patched teacher config: what a trainer needs to distil into `student`.
 
     - the teacher config's `model.pretrained` must point at the trained teacher (`segdistill patch-teacher`);
@@ -207,14 +231,19 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
     parsed = resolve_terms(terms, student_config, student_dic)
     weights_sha256 = sha256_of(weights)
     if teacher_outputs:
-        expected = {"stream": cache.stream_key(stream, iterations), "data_sha256": data_sha256,
-                    "weights": str(weights), "weights_sha256": weights_sha256}
+        expected = {
+            "stream": cache.stream_key(stream, iterations),
+            "data_sha256": data_sha256,
+            "weights": str(weights),
+            "weights_sha256": weights_sha256,
+        }
         teacher = cache.CachedTeacher(teacher_outputs, expected, rank=stream.rank)
     else:
         with isolated_rng():
             teacher = build_model(tdic, teacher_config)
-    distiller = Distiller(student, teacher, parsed, ignore_index(student_dic), student_forward=student_forward,
-                          stream=stream)
+    distiller = Distiller(
+        student, teacher, parsed, ignore_index(student_dic), student_forward=student_forward, stream=stream
+    )
     # What of the teacher side decides the trained student (a checkpoint of another identity is not resumed).
     distiller.identity = {
         "terms": [asdict(t) for t in parsed],
@@ -225,11 +254,18 @@ def build_distiller(student, student_config, student_dic: dict, teacher_config, 
     if probe_images is not None:
         distiller.setup(probe_images)
     if log is not None:
-        log("distillation terms: " + "; ".join(
-            f"{t.name} (loss {t.loss}, weight {t.weight}"
-            + "".join(f", {k} {v}" for k, v in t.options.items())
-            + (f", connector {t.connector})" if t.connector else ")") for t in parsed))
+        log(
+            "distillation terms: "
+            + "; ".join(
+                f"{t.name} (loss {t.loss}, weight {t.weight}"
+                + "".join(f", {k} {v}" for k, v in t.options.items())
+                + (f", connector {t.connector})" if t.connector else ")")
+                for t in parsed
+            )
+        )
         if teacher_outputs:
-            log(f"teacher outputs: cached in {teacher_outputs} ({teacher.manifest['dtype']}, manifest sha256 "
-                f"{teacher.manifest_sha256}); no teacher is built")
+            log(
+                f"teacher outputs: cached in {teacher_outputs} ({teacher.manifest['dtype']}, manifest sha256 "
+                f"{teacher.manifest_sha256}); no teacher is built"
+            )
     return distiller

@@ -39,7 +39,8 @@ def check_outputs(outputs: dict, names, role: str, mode: str) -> None:
             raise SegDistillError(
                 f"{role} model has no output '{name}': in {mode} mode it returns {len(outputs)} output(s) "
                 f"({', '.join(outputs)}). The teacher runs in eval mode (its main output only); the student in "
-                f"train mode has its auxiliary heads too. List them with `segdistill layers CONFIG`.")
+                f"train mode has its auxiliary heads too. List them with `segdistill layers CONFIG`."
+            )
 
 
 def sublayer_names(model) -> list[str]:
@@ -72,16 +73,18 @@ class Recorder:
 
     def __init__(self, model, names):
         layers = dict(model.named_sublayers())
-        self._layers = {name: layers[name] for name in dict.fromkeys(names)
-                        if output_index(name) is None}  # unique, in order
+        self._layers = {
+            name: layers[name] for name in dict.fromkeys(names) if output_index(name) is None
+        }  # unique, in order
         self._hooks = []
 
     def __enter__(self) -> dict:
         if self._hooks:
             raise RuntimeError("this recorder is already recording (nested `with`)")
         outputs: dict = {}
-        self._hooks = [layer.register_forward_post_hook(self._make_hook(name, outputs))
-                       for name, layer in self._layers.items()]
+        self._hooks = [
+            layer.register_forward_post_hook(self._make_hook(name, outputs)) for name, layer in self._layers.items()
+        ]
         return outputs
 
     def __exit__(self, *exc) -> None:

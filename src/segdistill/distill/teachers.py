@@ -11,11 +11,12 @@ import contextlib
 import random
 from pathlib import Path
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 
 from segdistill.distill.recorder import Recorder, check_names, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle
 from segdistill.precision import teacher_region
 
 
@@ -36,8 +37,9 @@ def trained_teacher(teacher_config, student_config, student_dic: dict, data_root
     weights (they cover the backbone, so no backbone is fetched) and the teacher predicts the student's classes."""
     from segdistill.config import experiment_dict, num_classes
 
-    tdic = experiment_dict(teacher_config, data_root=data_root, pretrained_cache=pretrained_cache,
-                           pretrained_backbone=False)
+    tdic = experiment_dict(
+        teacher_config, data_root=data_root, pretrained_cache=pretrained_cache, pretrained_backbone=False
+    )
     weights = teacher_weights(tdic, teacher_config)
     t_classes, s_classes = num_classes(tdic), num_classes(student_dic)
     if t_classes != s_classes:

@@ -33,8 +33,11 @@ class DistillTerm:
 
     def __post_init__(self):
         if not self.name:
-            self.name = f"{self.loss}:{self.student}" if self.student == self.teacher else (
-                f"{self.loss}:{self.student}->{self.teacher}")
+            self.name = (
+                f"{self.loss}:{self.student}"
+                if self.student == self.teacher
+                else (f"{self.loss}:{self.student}->{self.teacher}")
+            )
 
     @property
     def temperature(self) -> float | None:
@@ -100,20 +103,30 @@ def terms_from_paddleseg(distill_loss: dict, source: str = "distill_loss") -> li
     for i, (t, c) in enumerate(zip(types, coefs)):
         kind = t.get("type")
         if kind not in PADDLESEG_LOSSES:
-            raise SegDistillError(f"{source}.types[{i}]: unsupported type '{kind}' (supported: "
-                                  f"{', '.join(PADDLESEG_LOSSES)})")
+            raise SegDistillError(
+                f"{source}.types[{i}]: unsupported type '{kind}' (supported: {', '.join(PADDLESEG_LOSSES)})"
+            )
         unknown = sorted(set(t) - {"type", "temperature", "ignore_index"})
         if unknown:
-            raise SegDistillError(f"{source}.types[{i}]: {kind} option(s) {unknown} are not supported "
-                                  f"(supported: temperature)")
+            raise SegDistillError(
+                f"{source}.types[{i}]: {kind} option(s) {unknown} are not supported (supported: temperature)"
+            )
         out = output_name(i)
-        raw.append({"student": out, "teacher": out, "loss": PADDLESEG_LOSSES[kind], "weight": c,
-                    "temperature": t.get("temperature", 1.0)})
+        raw.append(
+            {
+                "student": out,
+                "teacher": out,
+                "loss": PADDLESEG_LOSSES[kind],
+                "weight": c,
+                "temperature": t.get("temperature", 1.0),
+            }
+        )
     return parse_terms(raw, source)
 
 
-def resolve_terms(terms, student_config, student_dic: dict | None = None,
-                  source: str = "distill.terms") -> list[DistillTerm]:
+def resolve_terms(
+    terms, student_config, student_dic: dict | None = None, source: str = "distill.terms"
+) -> list[DistillTerm]:
     """The terms a distillation optimises: `terms` (raw mappings) when given, else the student YAML's
     `distill_loss` (the tutorial's way of declaring them).
 

@@ -7,15 +7,15 @@ Distillation losses: kl (standardize option), cwd, channelwise_legacy, mse, dist
 ifvd, mgd (signature and options in `registry`, docs/methods.md); segmentation loss: ce.
 """
 
+from segdistill.losses.affinity import cirkd_pixel_loss, skd_pairwise_loss
+from segdistill.losses.channelwise import channelwise_legacy_loss, cwd_loss
+from segdistill.losses.dist import dist_loss
+from segdistill.losses.feature import mse_loss
+from segdistill.losses.ifvd import ifvd_loss
+from segdistill.losses.logits import kl_loss
+from segdistill.losses.mgd import mgd_loss
 from segdistill.losses.registry import available, check_options, get_loss, options, register
 from segdistill.losses.segmentation import cross_entropy
-from segdistill.losses.logits import kl_loss
-from segdistill.losses.channelwise import channelwise_legacy_loss, cwd_loss
-from segdistill.losses.feature import mse_loss
-from segdistill.losses.dist import dist_loss
-from segdistill.losses.affinity import cirkd_pixel_loss, skd_pairwise_loss
-from segdistill.losses.ifvd import ifvd_loss
-from segdistill.losses.mgd import mgd_loss
 
 __all__ = [
     "available",

@@ -26,11 +26,12 @@ parallelism each rank relates its own images only (CIRKD gathers across GPUs for
 term).
 """
 
-from segdistill.errors import SegDistillError
-from segdistill.losses.registry import check_pair, check_temperature, register
 from segdistill.paddle_env import paddle
 
 import paddle.nn.functional as F  # noqa: E402
+
+from segdistill.errors import SegDistillError
+from segdistill.losses.registry import check_pair, check_temperature, register
 
 _L2_EPS = 1e-8  # CIRKD's `L2` constant
 
@@ -75,8 +76,8 @@ def cirkd_pixel_loss(student, teacher, label=None, ignore_index=255, temperature
     n, hw = int(u_s.shape[0]), int(u_s.shape[2])
     total = 0.0
     for i in range(n):  # one image against the whole batch at a time: N x HW x HW, not N^2 x HW x HW
-        s = paddle.matmul(u_s[i:i + 1], u_s, transpose_x=True) / tau  # [j, m, n] = f_S[i][:, m] . f_S[j][:, n]
-        t = paddle.matmul(u_t[i:i + 1], u_t, transpose_x=True) / tau
+        s = paddle.matmul(u_s[i : i + 1], u_s, transpose_x=True) / tau  # [j, m, n] = f_S[i][:, m] . f_S[j][:, n]
+        t = paddle.matmul(u_t[i : i + 1], u_t, transpose_x=True) / tau
         log_p_t = F.log_softmax(t, axis=2)
         total = total + (log_p_t.exp() * (log_p_t - F.log_softmax(s, axis=2))).sum()
     return total / (hw * n * n)

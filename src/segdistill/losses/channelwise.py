@@ -20,10 +20,11 @@ i.e. KL(teacher || student) per (n, c, h) row, averaged over elements (not batch
 Here log_softmax replaces log(softmax(.)): the same value, without -inf when a probability underflows.
 """
 
-from segdistill.losses.registry import check_pair, check_temperature, register, require_unit_temperature
 from segdistill.paddle_env import paddle
 
 import paddle.nn.functional as F  # noqa: E402
+
+from segdistill.losses.registry import check_pair, check_temperature, register, require_unit_temperature
 
 
 @register("cwd")

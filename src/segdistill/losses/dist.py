@@ -13,10 +13,11 @@ Defaults beta = gamma = tau = 1 (the paper's segmentation setting). No mask: as 
 pixel is a row, and `label` is not used.
 """
 
-from segdistill.losses.registry import check_pair, check_temperature, register
-from segdistill.paddle_env import paddle
+from segdistill.paddle_env import paddle  # noqa: F401  (prepares the process before paddle is imported)
 
-import paddle.nn.functional as F  # noqa: E402
+import paddle.nn.functional as F
+
+from segdistill.losses.registry import check_pair, check_temperature, register
 
 _EPS = 1e-8  # the authors' constant
 

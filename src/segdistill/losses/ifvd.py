@@ -12,11 +12,12 @@ CIRKD's code averages over every pixel, ignored ones counting as 0; here the mea
 pixels, as the paper writes it. Student and teacher may differ in channels (registered `any_channels`).
 """
 
-from segdistill.errors import SegDistillError
-from segdistill.losses.registry import check_pair, prepare_label, register
 from segdistill.paddle_env import paddle
 
 import paddle.nn.functional as F  # noqa: E402
+
+from segdistill.errors import SegDistillError
+from segdistill.losses.registry import check_pair, prepare_label, register
 
 _COUNT_EPS = 1e-6  # the authors' constants
 _COS_EPS = 1e-8

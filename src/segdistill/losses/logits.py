@@ -13,11 +13,12 @@ over the classes, z' = (z - mean_c z) / (std_c z + 1e-7) with the sample standar
 default `std`), so the student matches the teacher's logit *shape*, not its scale; T then divides z'.
 """
 
+from segdistill.paddle_env import paddle  # noqa: F401  (prepares the process before paddle is imported)
+
+import paddle.nn.functional as F
+
 from segdistill.errors import SegDistillError
 from segdistill.losses.registry import check_pair, check_temperature, prepare_label, register
-from segdistill.paddle_env import paddle
-
-import paddle.nn.functional as F  # noqa: E402
 
 _EPS = 1e-8  # PaddleSeg's KLLoss constant; keeps an all-ignored batch at 0 instead of NaN
 _STD_EPS = 1e-7  # Sun et al.'s constant

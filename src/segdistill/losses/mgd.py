@@ -18,11 +18,12 @@ draws the same masks with any number of ranks or loader workers, and a resumed r
 one.
 """
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 
 from segdistill.errors import SegDistillError
 from segdistill.losses.registry import check_pair, register
-from segdistill.paddle_env import paddle
 
 
 def mgd_mask(keys, h: int, w: int, lambda_mask: float) -> np.ndarray:
@@ -32,21 +33,23 @@ def mgd_mask(keys, h: int, w: int, lambda_mask: float) -> np.ndarray:
 
 
 @register("mgd", module="mgd_generator", keyed=True, any_channels=True)
-def mgd_loss(student, teacher, label=None, ignore_index=255, alpha=2e-5, lambda_mask=0.75, module=None,
-             keys=None):
+def mgd_loss(student, teacher, label=None, ignore_index=255, alpha=2e-5, lambda_mask=0.75, module=None, keys=None):
     """alpha * squared error of G(masked student) against the teacher, summed over C*H*W, averaged over N."""
     teacher = check_pair("mgd", student, teacher, any_channels=True)
     if not 0.0 <= float(lambda_mask) < 1.0:
         raise SegDistillError(f"loss 'mgd': lambda_mask must be in [0, 1), got {lambda_mask!r}")
     if module is None or keys is None:
-        raise SegDistillError("loss 'mgd' needs its generator (module=) and one random key per image (keys=); "
-                              "a distillation term gets both from the distiller")
+        raise SegDistillError(
+            "loss 'mgd' needs its generator (module=) and one random key per image (keys=); "
+            "a distillation term gets both from the distiller"
+        )
     n, _, h, w = (int(d) for d in student.shape)
     if len(keys) != n:
         raise SegDistillError(f"loss 'mgd': {len(keys)} keys for a batch of {n} images")
     mask = paddle.to_tensor(mgd_mask(keys, h, w, float(lambda_mask)), dtype=student.dtype)
     rebuilt = module(student * mask)
     if list(rebuilt.shape) != list(teacher.shape):
-        raise SegDistillError(f"loss 'mgd': the generator gives {list(rebuilt.shape)}, the teacher feature is "
-                              f"{list(teacher.shape)}")
+        raise SegDistillError(
+            f"loss 'mgd': the generator gives {list(rebuilt.shape)}, the teacher feature is {list(teacher.shape)}"
+        )
     return float(alpha) * ((rebuilt - teacher) ** 2).sum() / n

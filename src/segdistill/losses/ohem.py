@@ -13,10 +13,11 @@ So the loss is the mean cross-entropy over the hard pixels, with PaddleSeg's 1e-
 no pixel is kept).
 """
 
+from segdistill.paddle_env import paddle
+
 import paddle.nn.functional as F
 
 from segdistill.losses.registry import prepare_label
-from segdistill.paddle_env import paddle
 
 _EPS = 1e-5  # PaddleSeg's constant
 

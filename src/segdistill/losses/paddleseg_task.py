@@ -19,8 +19,9 @@ PaddleSeg's DiceLoss writes into its labels (ignored pixels set to 0); the wrapp
 loss sees the labels unchanged.
 """
 
-from segdistill.losses.registry import prepare_label
 from segdistill.paddle_env import paddle
+
+from segdistill.losses.registry import prepare_label
 
 
 def paddleseg_loss(type_name: str, **options):

@@ -12,15 +12,17 @@ explains unknown names.
 
 Context the distiller supplies (never options): `module=` the loss's trainable part, the connector named by
 `register(name, module=...)` (segdistill.distill.connectors), built for (student channels, teacher channels) and
-trained with the student like a connector (MGD's generator); `keys=` one list of ints per image of the batch, from the keyed data stream and the iteration, for a
-loss registered `keyed=True` that draws random numbers (MGD's mask), so a run is reproducible and resumable.
+trained with the student like a connector (MGD's generator); `keys=` one list of ints per image of the batch,
+from the keyed data stream and the iteration, for a loss registered `keyed=True` that draws random numbers
+(MGD's mask), so a run is reproducible and resumable.
 """
 
 import difflib
 import inspect
 
-from segdistill.errors import SegDistillError
 from segdistill.paddle_env import paddle
+
+from segdistill.errors import SegDistillError
 
 _REGISTRY = {}
 NOT_OPTIONS = ("label", "ignore_index", "module", "keys")
@@ -48,8 +50,7 @@ def register(name, *, module=None, keyed=False, any_channels=False):
 def options(name) -> dict:
     """{option: default} of the loss `name`: its keyword parameters with defaults, context excluded."""
     params = list(inspect.signature(get_loss(name)).parameters.values())[2:]  # after student, teacher
-    return {p.name: p.default for p in params
-            if p.name not in NOT_OPTIONS and p.default is not inspect.Parameter.empty}
+    return {p.name: p.default for p in params if p.name not in NOT_OPTIONS and p.default is not inspect.Parameter.empty}
 
 
 def _type_ok(value, default) -> bool:
@@ -80,8 +81,10 @@ def check_options(name, given: dict, where: str) -> dict:
             listed = ", ".join(f"{k} (default {v!r})" for k, v in known.items()) or "none"
             raise SegDistillError(f"{where}: loss '{name}' has no option '{key}'{hint} Its options: {listed}")
         if not _type_ok(value, known[key]):
-            raise SegDistillError(f"{where}: option '{key}' of loss '{name}' must be a {type(known[key]).__name__} "
-                                  f"like its default {known[key]!r}, got {value!r}")
+            raise SegDistillError(
+                f"{where}: option '{key}' of loss '{name}' must be a {type(known[key]).__name__} "
+                f"like its default {known[key]!r}, got {value!r}"
+            )
     return given
 
 
@@ -107,8 +110,9 @@ def check_pair(loss_name, student, teacher, any_channels=False):
     detached teacher."""
     s_shape, t_shape = list(student.shape), list(teacher.shape)
     if len(s_shape) != 4 or len(t_shape) != 4:
-        raise SegDistillError(f"loss {loss_name!r} needs NCHW tensors; the student tensor has shape {s_shape}, "
-                              f"the teacher's {t_shape}")
+        raise SegDistillError(
+            f"loss {loss_name!r} needs NCHW tensors; the student tensor has shape {s_shape}, the teacher's {t_shape}"
+        )
     if (s_shape[:1] + s_shape[2:] != t_shape[:1] + t_shape[2:]) if any_channels else s_shape != t_shape:
         raise SegDistillError(
             f"loss {loss_name!r}: student shape {s_shape} differs from teacher shape {t_shape}; "
@@ -134,9 +138,7 @@ def check_temperature(loss_name, temperature):
 def require_unit_temperature(loss_name, temperature):
     # Silently ignoring a configured temperature would make a run differ from what its config says.
     if float(temperature) != 1.0:
-        raise SegDistillError(
-            f"loss {loss_name!r} has no temperature; set temperature to 1 (got {temperature!r})"
-        )
+        raise SegDistillError(f"loss {loss_name!r} has no temperature; set temperature to 1 (got {temperature!r})")
 
 
 def prepare_label(loss_name, label, shape):
@@ -151,9 +153,7 @@ def prepare_label(loss_name, label, shape):
     if len(lab_shape) == 4 and lab_shape[1] == 1:
         label = label.squeeze(1)
     elif len(lab_shape) != 3:
-        raise SegDistillError(
-            f"loss {loss_name!r}: label must be N x H x W or N x 1 x H x W, got shape {lab_shape}"
-        )
+        raise SegDistillError(f"loss {loss_name!r}: label must be N x H x W or N x 1 x H x W, got shape {lab_shape}")
     if label.dtype != paddle.int64:
         label = label.astype("int64")
     if int(label.shape[0]) != int(shape[0]):

@@ -4,18 +4,19 @@ PaddleSeg 2.8's CrossEntropyLoss fails on paddle 3.3 (float32 * int64 promotion)
 paddle.nn.functional.cross_entropy returns NaN when every pixel is ignored; this one does neither.
 """
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
+import paddle.nn.functional as F  # noqa: E402  (after paddle_env set paddle up)
 
 from segdistill.errors import SegDistillError
 from segdistill.losses.registry import prepare_label, register
-from segdistill.paddle_env import paddle
-
-import paddle.nn.functional as F  # noqa: E402  (after paddle_env set paddle up)
 
 
 @register("ce")
-def cross_entropy(logits, label, ignore_index=255, weight=None, avg_non_ignore=True, top_k_percent_pixels=1.0,
-                  check_labels=True):
+def cross_entropy(
+    logits, label, ignore_index=255, weight=None, avg_non_ignore=True, top_k_percent_pixels=1.0, check_labels=True
+):
     """Cross-entropy over the pixels whose label is not `ignore_index`, with PaddleSeg's CrossEntropyLoss options.
 
     logits: N x C x H x W float; label: N x H x W (or N x 1 x H x W) integer class ids at the same H, W.

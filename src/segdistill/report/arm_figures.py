@@ -41,8 +41,15 @@ def forest(stats_json, out_png) -> list[dict]:
         mean, low, high = _points(g)
         color = SIDE_COLORS.get(verdict.get(g["method"]), "#555555")
         if is_number(g.get("ci_low")):  # just below the adjusted one, so both stay visible
-            ax.errorbar([mean], [i - 0.22], xerr=[[mean - 100 * g["ci_low"]], [100 * g["ci_high"] - mean]], fmt="none",
-                        ecolor="#999999", elinewidth=1, capsize=2)
+            ax.errorbar(
+                [mean],
+                [i - 0.22],
+                xerr=[[mean - 100 * g["ci_low"]], [100 * g["ci_high"] - mean]],
+                fmt="none",
+                ecolor="#999999",
+                elinewidth=1,
+                capsize=2,
+            )
         if np.isfinite(low):
             ax.plot([low, high], [i, i], color=color, linewidth=3, solid_capstyle="butt")
         ax.plot([mean], [i], "o", color=color, markersize=5)
@@ -66,8 +73,10 @@ def sweep_axes(methods) -> tuple[str, list[str], dict[str, dict]]:
     bases = {b for b, _ in points.values()}
     axes = sorted({k for _, p in points.values() for k in p})
     if len(bases) != 1 or not 1 <= len(axes) <= 2:
-        raise SegDistillError(f"the sweep figure needs the points of one method over 1 or 2 parameters; arms "
-                              f"{', '.join(points) or '(no sweep points)'} have {len(axes)} parameter(s)")
+        raise SegDistillError(
+            f"the sweep figure needs the points of one method over 1 or 2 parameters; arms "
+            f"{', '.join(points) or '(no sweep points)'} have {len(axes)} parameter(s)"
+        )
     return bases.pop(), axes, {m: p for m, (_, p) in points.items()}
 
 
@@ -85,8 +94,14 @@ def sweep_grid(stats_json, out_png) -> dict:
         pts = sorted((float(p[axes[0]]), m) for m, p in params.items())
         for x, m in pts:
             mean, low, high = _points(gains[m])
-            ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]] if np.isfinite(low) else None, fmt="o",
-                        color="#1f5fa8", capsize=4)
+            ax.errorbar(
+                [x],
+                [mean],
+                yerr=[[mean - low], [high - mean]] if np.isfinite(low) else None,
+                fmt="o",
+                color="#1f5fa8",
+                capsize=4,
+            )
             if m == chosen:
                 ax.plot([x], [mean], "*", color="#e0a000", markersize=14, zorder=4)
         ax.plot([x for x, _ in pts], [_points(gains[m])[0] for _, m in pts], "-", color="#1f5fa8", alpha=0.5)
@@ -104,16 +119,20 @@ def sweep_grid(stats_json, out_png) -> dict:
             i, j = ys.index(float(p[axes[1]])), xs.index(float(p[axes[0]]))
             mean, low, high = _points(gains[m])
             z[i, j] = mean
-            text = f"{mean:+.1f}" + (f"\n[{low:+.1f}, {high:+.1f}]" if np.isfinite(low) else "") + \
-                ("\n(chosen)" if m == chosen else "")
+            text = (
+                f"{mean:+.1f}"
+                + (f"\n[{low:+.1f}, {high:+.1f}]" if np.isfinite(low) else "")
+                + ("\n(chosen)" if m == chosen else "")
+            )
             cells.append((j, i, text, mean))
             if np.isfinite(low) and low > 0:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
         lim = np.nanmax(np.abs(z)) if np.isfinite(z).any() else 1.0
         img = ax.imshow(z, cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
         for j, i, text, mean in cells:  # white on the dark ends of the colour map
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if abs(mean) > 0.6 * lim else "black")
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=7, color="white" if abs(mean) > 0.6 * lim else "black"
+            )
         fig.colorbar(img, ax=ax, label=f"mean gain on {stats['split']} (points)")
         ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
         ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])

@@ -14,9 +14,10 @@ import os
 import statistics
 import time
 
+from segdistill.paddle_env import paddle
+
 from segdistill.errors import SegDistillError
 from segdistill.models import input_size, load_trained
-from segdistill.paddle_env import paddle
 
 nn = paddle.nn
 
@@ -103,8 +104,10 @@ def measure_latencies(models, runs: int = 20, warmup: int = 3, device: str = "cp
                         times[j].append((time.perf_counter() - t0) * 1000.0 / shape[0])
     finally:
         paddle.set_device(previous)
-    return [{"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t), "runs": runs,
-             "warmup": warmup} for t in times]
+    return [
+        {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t), "runs": runs, "warmup": warmup}
+        for t in times
+    ]
 
 
 def measure_latency(model, shape, runs: int = 20, warmup: int = 3, device: str = "cpu") -> dict:
@@ -128,16 +131,41 @@ def load_for_cost(name: str, config: str, weights: str | None):
     model, dic = load_trained(config, weights)
     h, w = input_size(dic, config)
     shape = (1, 3, h, w)
-    row = {"model": name, "config": str(config), "backbone": (dic["model"].get("backbone") or {}).get("type", ""),
-           "input": f"{h}x{w}", **count_params(model)}
+    row = {
+        "model": name,
+        "config": str(config),
+        "backbone": (dic["model"].get("backbone") or {}).get("type", ""),
+        "input": f"{h}x{w}",
+        **count_params(model),
+    }
     macs = count_macs(model, shape)
     row.update(macs=macs["macs"], flops=macs["flops"])
     return model, shape, row
 
 
-COLUMNS = ["model", "backbone", "input", "params", "params_all", "macs", "flops", "cpu_ms", "cpu_ms_min",
-           "cpu_ms_max", "cpu_threads", "gpu_ms", "gpu_ms_min", "gpu_ms_max", "latency_runs", "warmup",
-           "compression", "flops_ratio", "cpu_speedup", "gpu_speedup", "config"]
+COLUMNS = [
+    "model",
+    "backbone",
+    "input",
+    "params",
+    "params_all",
+    "macs",
+    "flops",
+    "cpu_ms",
+    "cpu_ms_min",
+    "cpu_ms_max",
+    "cpu_threads",
+    "gpu_ms",
+    "gpu_ms_min",
+    "gpu_ms_max",
+    "latency_runs",
+    "warmup",
+    "compression",
+    "flops_ratio",
+    "cpu_speedup",
+    "gpu_speedup",
+    "config",
+]
 
 
 def add_ratios(rows: list[dict], reference: str = "teacher") -> list[dict]:
@@ -173,12 +201,21 @@ def cost_table(models: list[tuple[str, str, str | None]], out_csv, runs: int, wa
     rows = [r for _, _, r in loaded]
     pairs = [(m, shape) for m, shape, _ in loaded]
     for r, lat in zip(rows, measure_latencies(pairs, runs, warmup, "cpu")):
-        r.update(cpu_ms=lat["median_ms"], cpu_ms_min=lat["min_ms"], cpu_ms_max=lat["max_ms"],
-                 cpu_threads=cpu_threads(), latency_runs=runs, warmup=warmup)
+        r.update(
+            cpu_ms=lat["median_ms"],
+            cpu_ms_min=lat["min_ms"],
+            cpu_ms_max=lat["max_ms"],
+            cpu_threads=cpu_threads(),
+            latency_runs=runs,
+            warmup=warmup,
+        )
     gpu = measure_latencies(pairs, runs, warmup, "gpu:0") if gpu_available() else [None] * len(rows)
     for r, lat in zip(rows, gpu):
-        r.update(gpu_ms=lat["median_ms"] if lat else math.nan, gpu_ms_min=lat["min_ms"] if lat else math.nan,
-                 gpu_ms_max=lat["max_ms"] if lat else math.nan)
+        r.update(
+            gpu_ms=lat["median_ms"] if lat else math.nan,
+            gpu_ms_min=lat["min_ms"] if lat else math.nan,
+            gpu_ms_max=lat["max_ms"] if lat else math.nan,
+        )
     add_ratios(rows)
     write_cost(rows, out_csv)
     return rows

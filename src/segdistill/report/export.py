@@ -14,10 +14,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from segdistill.paddle_env import paddle
+
 import numpy as np
 
 from segdistill.errors import SegDistillError
-from segdistill.paddle_env import paddle
 from segdistill.report.records import HEADLINE_SPLIT, SELECTION_SPLIT, read_record, rows_from_records
 
 TOLERANCE = 1e-4
@@ -48,13 +49,23 @@ def pick_best(eval_paths, split: str = HEADLINE_SPLIT) -> dict:
     setting = best_setting(df, split) if df is not None else None
     run = best_run(df, setting["method"], split) if setting else None
     if run is None:
-        raise SegDistillError(f"no distilled run with a '{SELECTION_SPLIT}' mIoU among {len(eval_paths)} "
-                              f"record(s): the exported run is chosen on {SELECTION_SPLIT} (add it to "
-                              f"evaluate.splits)")
+        raise SegDistillError(
+            f"no distilled run with a '{SELECTION_SPLIT}' mIoU among {len(eval_paths)} "
+            f"record(s): the exported run is chosen on {SELECTION_SPLIT} (add it to "
+            f"evaluate.splits)"
+        )
     path, rec = next((p, r) for p, r in distilled if r["run"] == run["run"])
-    return {"run": run["run"], "method": setting["method"], "chosen_on": SELECTION_SPLIT,
-            "selection_miou": run["selection_value"], "split": split, "miou": run["value"], "model": rec["model"],
-            "config": rec["config"], "eval": str(path)}
+    return {
+        "run": run["run"],
+        "method": setting["method"],
+        "chosen_on": SELECTION_SPLIT,
+        "selection_miou": run["selection_value"],
+        "split": split,
+        "miou": run["value"],
+        "model": rec["model"],
+        "config": rec["config"],
+        "eval": str(path),
+    }
 
 
 def val_batch(dic, config, split: str = "val", size: int = 4) -> np.ndarray:
@@ -124,23 +135,41 @@ def compare(model, directory, batch: np.ndarray) -> dict:
         info = {"predictor": "paddle.inference CPU, oneDNN off", "onednn_error": str(exc).strip().splitlines()[0]}
         got = run_predictor(predictor(directory, onednn=False), batch)
     if got.shape != ref.shape:
-        raise SegDistillError(f"{directory}: exported model returns shape {list(got.shape)}, "
-                              f"the evaluated model {list(ref.shape)}")
-    return {"max_abs_diff": float(np.max(np.abs(got - ref))),
-            "label_agreement": float(np.mean(got.argmax(1) == ref.argmax(1))),
-            "batch_shape": list(batch.shape), **info}
+        raise SegDistillError(
+            f"{directory}: exported model returns shape {list(got.shape)}, the evaluated model {list(ref.shape)}"
+        )
+    return {
+        "max_abs_diff": float(np.max(np.abs(got - ref))),
+        "label_agreement": float(np.mean(got.argmax(1) == ref.argmax(1))),
+        "batch_shape": list(batch.shape),
+        **info,
+    }
 
 
 def _deploy_yaml(dic, files, shape_hw) -> dict:
     # PaddleSeg's deploy.yaml layout, so its deployment tools can read the folder.
     prog = next(f for f in files if f.endswith((".json", ".pdmodel")))
-    return {"Deploy": {"model": prog, "params": "model.pdiparams",
-                       "transforms": dic["val_dataset"].get("transforms", []),
-                       "input_shape": [-1, 3, *shape_hw], "output_op": "none", "output_dtype": "float32"}}
+    return {
+        "Deploy": {
+            "model": prog,
+            "params": "model.pdiparams",
+            "transforms": dic["val_dataset"].get("transforms", []),
+            "input_shape": [-1, 3, *shape_hw],
+            "output_op": "none",
+            "output_dtype": "float32",
+        }
+    }
 
 
-def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = HEADLINE_SPLIT, batch_size: int = 4,
-                tol: float = TOLERANCE) -> dict:
+def export_best(
+    eval_paths,
+    out_dir,
+    out_json,
+    data_root=None,
+    split: str = HEADLINE_SPLIT,
+    batch_size: int = 4,
+    tol: float = TOLERANCE,
+) -> dict:
     """Pick the best distilled run, export it to `out_dir`, verify it and write `out_json`."""
     import yaml
 
@@ -163,7 +192,8 @@ def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = HEAD
         if not parity["max_abs_diff"] <= tol:
             raise SegDistillError(
                 f"exported {best['run']} differs from the evaluated model {best['model']}: max |logit diff| "
-                f"{parity['max_abs_diff']:.3g} > {tol:g} on {len(batch)} {split} images; nothing exported")
+                f"{parity['max_abs_diff']:.3g} > {tol:g} on {len(batch)} {split} images; nothing exported"
+            )
         (tmp / "deploy.yaml").write_text(yaml.safe_dump(_deploy_yaml(dic, files, hw), sort_keys=False))
         files = sorted(p.name for p in tmp.iterdir())
         if out_dir.exists():
@@ -172,10 +202,22 @@ def export_best(eval_paths, out_dir, out_json, data_root=None, split: str = HEAD
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    record = {"run": best["run"], "method": best["method"], "chosen_on": best["chosen_on"],
-              "selection_miou": best["selection_miou"], "split": split, "miou": best["miou"], "weights": best["model"],
-              "config": best["config"], "export_dir": str(out_dir), "files": files, "input_spec": [None, 3, *hw],
-              "tolerance": tol, "paddle": paddle.__version__, **parity}
+    record = {
+        "run": best["run"],
+        "method": best["method"],
+        "chosen_on": best["chosen_on"],
+        "selection_miou": best["selection_miou"],
+        "split": split,
+        "miou": best["miou"],
+        "weights": best["model"],
+        "config": best["config"],
+        "export_dir": str(out_dir),
+        "files": files,
+        "input_spec": [None, 3, *hw],
+        "tolerance": tol,
+        "paddle": paddle.__version__,
+        **parity,
+    }
     path = Path(out_json)
     path.parent.mkdir(parents=True, exist_ok=True)
     t = path.with_name(f".{path.name}.tmp")

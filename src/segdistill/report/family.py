@@ -39,8 +39,15 @@ def diff_test(d, confidence: float) -> dict:
 
     d = np.asarray(d, dtype=float)
     n = len(d)
-    out = {"n": n, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-           "p_value": math.nan, "confidence": confidence}
+    out = {
+        "n": n,
+        "mean": math.nan,
+        "std": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "p_value": math.nan,
+        "confidence": confidence,
+    }
     if n == 0:
         return out
     out["mean"] = mean = float(d.mean())
@@ -77,13 +84,20 @@ def adjust(tests: list[dict], alpha: float) -> int:
     level = 1 - alpha / max(m, 1)
     for t, p in zip(tests, ps):
         ci = diff_test(t["diffs"], level) if finite(p) else {"ci_low": math.nan, "ci_high": math.nan}
-        t["adjusted"] = {"p_value": p, "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "confidence": level,
-                         "family_size": m, "p_adjust": "holm", "intervals": "bonferroni"}
+        t["adjusted"] = {
+            "p_value": p,
+            "ci_low": ci["ci_low"],
+            "ci_high": ci["ci_high"],
+            "confidence": level,
+            "family_size": m,
+            "p_adjust": "holm",
+            "intervals": "bonferroni",
+        }
     return m
 
 
 def interval_side(entry: dict) -> str | None:
-    """"above", "below" or "across" 0 for an interval {ci_low, ci_high}; None when there is none."""
+    """ "above", "below" or "across" 0 for an interval {ci_low, ci_high}; None when there is none."""
     if not (finite(entry.get("ci_low")) and finite(entry.get("ci_high"))):
         return None
     return "above" if entry["ci_low"] > 0 else ("below" if entry["ci_high"] < 0 else "across")
@@ -96,8 +110,11 @@ def method_pairs(per_method: dict[str, dict[int, float]], alpha: float) -> list[
     pairs = []
     for j, a in enumerate(names):
         for b in names[:j]:
-            seeds = sorted(s for s in set(per_method[a]) & set(per_method[b])
-                           if finite(per_method[a][s]) and finite(per_method[b][s]))
+            seeds = sorted(
+                s
+                for s in set(per_method[a]) & set(per_method[b])
+                if finite(per_method[a][s]) and finite(per_method[b][s])
+            )
             d = [float(per_method[a][s]) - float(per_method[b][s]) for s in seeds]
             pairs.append({"a": a, "b": b, "seeds": seeds, "diffs": d, **diff_test(d, 1 - alpha)})
     adjust(pairs, alpha)
@@ -126,8 +143,10 @@ def pair_sentence(p: dict, metric: str = "mIoU") -> str:
     if interval_side(adj) is None:
         return f"{p['a']} − {p['b']}: {pts(p['mean'])} {metric} points (n = {p['n']}): {p['verdict']}"
     level = "" if adj["family_size"] == 1 else "simultaneous "
-    return (f"{p['a']} − {p['b']}: {pts(p['mean'])} {metric} points ({level}95% CI {pts(adj['ci_low'])} to "
-            f"{pts(adj['ci_high'])}, n = {p['n']}, Holm p = {adj['p_value']:.2g}): {p['verdict']}")
+    return (
+        f"{p['a']} − {p['b']}: {pts(p['mean'])} {metric} points ({level}95% CI {pts(adj['ci_low'])} to "
+        f"{pts(adj['ci_high'])}, n = {p['n']}, Holm p = {adj['p_value']:.2g}): {p['verdict']}"
+    )
 
 
 def ranking(means: dict[str, float], pairs: list[dict]) -> list[dict]:
@@ -142,7 +161,10 @@ def ranking(means: dict[str, float], pairs: list[dict]) -> list[dict]:
     for rank, m in enumerate(order, 1):
         p = by_pair.get((m, top))
         side = interval_side(p["adjusted"]) if p else None
-        status = "top" if m == top else ("below the top" if side in ("above", "below")
-                                          else "cannot be separated from the top")
+        status = (
+            "top"
+            if m == top
+            else ("below the top" if side in ("above", "below") else "cannot be separated from the top")
+        )
         out.append({"rank": rank, "method": m, "mean": means[m], "status": status})
     return out

@@ -67,27 +67,49 @@ def arm_means(summary_csv, out_png, split: str = HEADLINE_SPLIT, confidence: flo
     for (arm, method), g in sub.groupby(["arm", "method"], sort=False):
         mean, std, n = mean_std(g[HEADLINE_METRIC].tolist())
         low, high = mean_interval(g[HEADLINE_METRIC].tolist(), confidence)
-        arms.append({"label": arm_label(arm, method), "mean": mean, "std": std, "n": n, "ci_low": low,
-                     "ci_high": high, "values": g[HEADLINE_METRIC].tolist()})
+        arms.append(
+            {
+                "label": arm_label(arm, method),
+                "mean": mean,
+                "std": std,
+                "n": n,
+                "ci_low": low,
+                "ci_high": high,
+                "values": g[HEADLINE_METRIC].tolist(),
+            }
+        )
     plt = _plt()
     colors = _colors([a["label"] for a in arms])
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(arms) + 1.5), 3.8))
     for i, a in enumerate(arms):
         vals = 100 * np.asarray(a["values"], dtype=float)
-        ax.scatter(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, s=14, color=colors[a["label"]],
-                   alpha=0.6, zorder=2)
+        ax.scatter(
+            np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)),
+            vals,
+            s=14,
+            color=colors[a["label"]],
+            alpha=0.6,
+            zorder=2,
+        )
         m = 100 * a["mean"]
         if np.isfinite(a["ci_low"]):
-            ax.errorbar([i], [m], yerr=[[m - 100 * a["ci_low"]], [100 * a["ci_high"] - m]], fmt="o", color="black",
-                        capsize=6, markersize=6, zorder=3)
+            ax.errorbar(
+                [i],
+                [m],
+                yerr=[[m - 100 * a["ci_low"]], [100 * a["ci_high"] - m]],
+                fmt="o",
+                color="black",
+                capsize=6,
+                markersize=6,
+                zorder=3,
+            )
         else:
             ax.plot([i], [m], "o", color="black", markersize=6, zorder=3)
         ax.annotate(f"{m:.1f}\nn={a['n']}", (i + 0.22, m), fontsize=8, va="center")
     ax.set_xticks(range(len(arms)), [a["label"].replace(" (", "\n(") for a in arms], fontsize=8)
     ax.set_xlim(-0.5, len(arms) - 0.2)
     ax.set_ylabel(f"{split} mIoU (%)")
-    ax.set_title(f"mIoU per arm on {split}: mean with {round(100 * confidence)}% t-interval; dots: seeds",
-                 fontsize=10)
+    ax.set_title(f"mIoU per arm on {split}: mean with {round(100 * confidence)}% t-interval; dots: seeds", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, out_png)
     plt.close(fig)
@@ -109,8 +131,9 @@ def paired_lines(summary_csv, out_png, split: str = HEADLINE_SPLIT) -> dict:
     teacher = sub[sub.arm == "teacher"][HEADLINE_METRIC]
     for ax, method in zip(axes[0], methods):
         g = sub[(sub.arm == "distilled") & (sub.method == method)]
-        pairs = sorted((int(s), student[int(s)], float(v)) for s, v in zip(g.seed, g[HEADLINE_METRIC])
-                       if int(s) in student)
+        pairs = sorted(
+            (int(s), student[int(s)], float(v)) for s, v in zip(g.seed, g[HEADLINE_METRIC]) if int(s) in student
+        )
         for seed, a, b in pairs:
             color = "#2a9d4b" if b > a else ("#c44e52" if b < a else "#777777")
             ax.plot([0, 1], [100 * a, 100 * b], "-o", color=color, markersize=4, linewidth=1.2, alpha=0.85)
@@ -180,8 +203,15 @@ def curves(runs: dict[str, str], out_png) -> dict:
             for it, y in g[name]:
                 ax.plot(it, scale * y, color=colors[key], alpha=0.3, linewidth=0.8)
             it, y = _mean_curve(g[name])
-            ax.plot(it, scale * y, color=colors[key], linewidth=2, marker="o" if len(it) < 15 else None,
-                    markersize=3, label=f"{key} (n={len(g[name])})")
+            ax.plot(
+                it,
+                scale * y,
+                color=colors[key],
+                linewidth=2,
+                marker="o" if len(it) < 15 else None,
+                markersize=3,
+                label=f"{key} (n={len(g[name])})",
+            )
     axes[0].set(xlabel="iteration", ylabel="training loss (total, incl. distillation terms)", title="loss")
     axes[1].set(xlabel="iteration", ylabel="val mIoU (%)", title="val mIoU during training")
     for ax in axes:
@@ -203,16 +233,18 @@ def _palette(num_classes: int):
     return ListedColormap(base)
 
 
-def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, num_images: int = 4,
-                split: str = HEADLINE_SPLIT) -> dict:
+def sample_grid(
+    columns: list[tuple[str, str, str]], out_png, data_root=None, num_images: int = 4, split: str = HEADLINE_SPLIT
+) -> dict:
     """N fixed images of `split` (its first N, in list order): image | ground truth | one column per model.
 
     `columns`: (title, config, weights) per model, in the order to show them.
     """
+    from segdistill.paddle_env import paddle
+
     from segdistill.config import build, ignore_index, num_classes
     from segdistill.evaluate import build_split, predict
     from segdistill.models import load_trained
-    from segdistill.paddle_env import paddle
 
     if num_images < 1:
         raise SegDistillError(f"report.num_images must be at least 1, got {num_images}")
@@ -275,8 +307,17 @@ def sample_grid(columns: list[tuple[str, str, str]], out_png, data_root=None, nu
     return {"images": [r[0] for r in rows], "columns": titles}
 
 
-def exported_samples(export_json, out_png, teacher_config, student_config, teacher_runs: dict, run_models: dict,
-                     data_root=None, num_images: int = 4, split: str = HEADLINE_SPLIT) -> dict:
+def exported_samples(
+    export_json,
+    out_png,
+    teacher_config,
+    student_config,
+    teacher_runs: dict,
+    run_models: dict,
+    data_root=None,
+    num_images: int = 4,
+    split: str = HEADLINE_SPLIT,
+) -> dict:
     """`sample_grid` for the exported (best) distilled run: teacher | student of the same seed | that run.
 
     `teacher_runs` maps a seed to the run id of its teacher, `run_models` a run id to its weights; the exported
@@ -289,7 +330,9 @@ def exported_samples(export_json, out_png, teacher_config, student_config, teach
     best = json.loads(Path(export_json).read_text())["run"]
     info = parse_run(best)
     seed = info["seed"]
-    columns = [("teacher", teacher_config, run_models[teacher_runs[seed]]),
-               (f"student (seed {seed})", student_config, run_models[f"student/seed{seed}"]),
-               (f"distilled {info['method']} (seed {seed})", student_config, run_models[best])]
+    columns = [
+        ("teacher", teacher_config, run_models[teacher_runs[seed]]),
+        (f"student (seed {seed})", student_config, run_models[f"student/seed{seed}"]),
+        (f"distilled {info['method']} (seed {seed})", student_config, run_models[best]),
+    ]
     return sample_grid(columns, out_png, data_root=data_root, num_images=num_images, split=split)

@@ -13,7 +13,7 @@ import pandas as pd
 from segdistill.atomic import write_text
 from segdistill.errors import SegDistillError
 from segdistill.report import tables
-from segdistill.report.records import arm_label, ci_text, is_number, mean_pm_std, pct, pts, split_label
+from segdistill.report.records import arm_label, ci_text, is_number, mean_pm_std, pct, pts
 
 
 def _cell(text) -> str:
@@ -34,8 +34,10 @@ def list_table(title: str, header: list[str], rows: list[list], widths=None) -> 
 
 
 def arm_rows(arms: list[dict], metrics) -> list[list]:
-    return [[arm_label(a["arm"], a["method"]), a["n"]] + [mean_pm_std(a["metrics"].get(k, {})) for k in metrics]
-            for a in arms]
+    return [
+        [arm_label(a["arm"], a["method"]), a["n"]] + [mean_pm_std(a["metrics"].get(k, {})) for k in metrics]
+        for a in arms
+    ]
 
 
 def _p(g: dict) -> str:
@@ -44,16 +46,19 @@ def _p(g: dict) -> str:
 
 
 def gain_rows(gains: list[dict], metrics=("miou",)) -> list[list]:
-    return [[g["method"], g["metric"], g["n"], pts(g["mean"]), ci_text(g), _p(g)] for g in gains
-            if g["metric"] in metrics]
+    return [
+        [g["method"], g["metric"], g["n"], pts(g["mean"]), ci_text(g), _p(g)] for g in gains if g["metric"] in metrics
+    ]
 
 
 def verdict_block(stats: dict) -> str:
     """The answer first: a bias warning when the headline split chose the checkpoints, then one verdict per arm."""
     lines = []
     if stats.get("biased"):
-        lines.append(f"**Biased numbers:** the headline split ({stats['split']}) chose every run's checkpoint, so "
-                     f"every arm is overstated; set report.split: test.\n")
+        lines.append(
+            f"**Biased numbers:** the headline split ({stats['split']}) chose every run's checkpoint, so "
+            f"every arm is overstated; set report.split: test.\n"
+        )
     lines += [f"- {_cell(v['sentence'])}" for v in stats.get("verdicts", [])] or ["- No distilled arm was evaluated."]
     return "\n".join(lines) + "\n"
 
@@ -75,13 +80,33 @@ def _f(v, fmt) -> str:
 
 
 def cost_rows(cost: list[dict]) -> list[list]:
-    return [[r["model"], r["backbone"], r["input"], _f(float(r["params"]) / 1e6, ".2f"),
-             _f(float(r["flops"]) / 1e9, ".3f"), _f(r["cpu_ms"], ".1f"), _f(r["gpu_ms"], ".2f"),
-             _f(r["compression"], ".2f") + "×", _f(r["cpu_speedup"], ".2f") + "×"] for r in cost]
+    return [
+        [
+            r["model"],
+            r["backbone"],
+            r["input"],
+            _f(float(r["params"]) / 1e6, ".2f"),
+            _f(float(r["flops"]) / 1e9, ".3f"),
+            _f(r["cpu_ms"], ".1f"),
+            _f(r["gpu_ms"], ".2f"),
+            _f(r["compression"], ".2f") + "×",
+            _f(r["cpu_speedup"], ".2f") + "×",
+        ]
+        for r in cost
+    ]
 
 
-COST_HEADER = ["model", "backbone", "input", "params (M)", "GFLOPs", "CPU ms/img", "GPU ms/img", "compression",
-               "CPU speedup"]
+COST_HEADER = [
+    "model",
+    "backbone",
+    "input",
+    "params (M)",
+    "GFLOPs",
+    "CPU ms/img",
+    "GPU ms/img",
+    "compression",
+    "CPU speedup",
+]
 
 
 def best_text(stats: dict) -> str:
@@ -92,13 +117,24 @@ def many_arms_rst(stats: dict) -> list[str]:
     """Method against method (with the ranking), robustness and power, when the study has them."""
     parts = []
     if stats.get("pairs"):
-        parts.append(list_table(f"Method against method on {stats['split']} (mIoU points, paired by seed, "
-                                f"{tables.pairs_text(stats)})", tables.PAIR_HEADER, tables.pair_rows(stats)))
-        parts.append(list_table("Ranking by mean (a description of the headline split; the setting is chosen on "
-                                "val)", tables.RANK_HEADER, tables.rank_rows(stats)))
+        parts.append(
+            list_table(
+                f"Method against method on {stats['split']} (mIoU points, paired by seed, {tables.pairs_text(stats)})",
+                tables.PAIR_HEADER,
+                tables.pair_rows(stats),
+            )
+        )
+        parts.append(
+            list_table(
+                "Ranking by mean (a description of the headline split; the setting is chosen on val)",
+                tables.RANK_HEADER,
+                tables.rank_rows(stats),
+            )
+        )
     if stats.get("robustness"):
-        parts.append(list_table("Robustness: each check at the verdict's level", tables.ROBUST_HEADER,
-                                tables.robust_rows(stats)))
+        parts.append(
+            list_table("Robustness: each check at the verdict's level", tables.ROBUST_HEADER, tables.robust_rows(stats))
+        )
     if stats.get("power"):
         parts.append(_cell(tables.power_note(stats)) + "\n")
         parts.append(list_table("Seeds and power", tables.POWER_HEADER, tables.power_rows(stats)))
@@ -107,19 +143,33 @@ def many_arms_rst(stats: dict) -> list[str]:
 
 def overview_rst(stats: dict, cost: list[dict], export: dict | None) -> str:
     """Compact: fits the narrow column of the report's start page."""
-    parts = [f".. rubric:: Verdicts ({stats['split']} split)\n", verdict_block(stats),
-             list_table(f"mIoU per arm on {stats['split']} (%, mean ± std over seeds)", ["arm", "n", "mIoU"],
-                        arm_rows(stats["arms"], ["miou"])),
-             list_table(f"Gain of distilled over student on {stats['split']} (mIoU points, paired by seed)",
-                        tables.gain_header(stats), tables.gain_rows(stats)),
-             best_text(stats) + "\n",
-             list_table("Model cost", ["model", "params (M)", "GFLOPs", "CPU ms/img", "speedup"],
-                        [[r[0], r[3], r[4], r[5], r[8]] for r in cost_rows(cost)])]
+    parts = [
+        f".. rubric:: Verdicts ({stats['split']} split)\n",
+        verdict_block(stats),
+        list_table(
+            f"mIoU per arm on {stats['split']} (%, mean ± std over seeds)",
+            ["arm", "n", "mIoU"],
+            arm_rows(stats["arms"], ["miou"]),
+        ),
+        list_table(
+            f"Gain of distilled over student on {stats['split']} (mIoU points, paired by seed)",
+            tables.gain_header(stats),
+            tables.gain_rows(stats),
+        ),
+        best_text(stats) + "\n",
+        list_table(
+            "Model cost",
+            ["model", "params (M)", "GFLOPs", "CPU ms/img", "speedup"],
+            [[r[0], r[3], r[4], r[5], r[8]] for r in cost_rows(cost)],
+        ),
+    ]
     if export:
-        parts.append(f"Exported **{export['run']}** (chosen on {export.get('chosen_on', 'val')}; "
-                     f"{export.get('split', 'val')} mIoU {pct(export['miou'])} %) as a Paddle inference model; max "
-                     f"\\|logit difference\\| to the evaluated model {export['max_abs_diff']:.2e} on "
-                     f"{export['batch_shape'][0]} {export.get('split', 'val')} images.\n")
+        parts.append(
+            f"Exported **{export['run']}** (chosen on {export.get('chosen_on', 'val')}; "
+            f"{export.get('split', 'val')} mIoU {pct(export['miou'])} %) as a Paddle inference model; max "
+            f"\\|logit difference\\| to the evaluated model {export['max_abs_diff']:.2e} on "
+            f"{export['batch_shape'][0]} {export.get('split', 'val')} images.\n"
+        )
     return "\n".join(parts)
 
 
@@ -128,47 +178,99 @@ def full_rst(summary: pd.DataFrame, stats: dict, cost: list[dict], export: dict 
     head = [m for m in ("miou", "acc", "kappa", "dice") if m in stats["metrics"]]
     classes = [m for m in stats["metrics"] if m.startswith("iou_")]
     title = "segdistill study report"
-    parts = [title, "=" * len(title), "", verdict_block(stats),
-             "Metrics in %, gains in percentage points; mean ± sample std over seeds; the gain is distilled − "
-             "student paired by seed, with a two-sided paired t-test, its p-value and 95% interval (none for n < 2).",
-             "", FIGURES_MARK, ""]
-    parts.append(list_table(f"Per arm ({split})", ["arm", "n"] + head + classes,
-                            arm_rows(stats["arms"], head + classes)))
-    parts.append(list_table(f"Gain of distilled over student ({split}, mIoU)", tables.gain_header(stats),
-                            tables.gain_rows(stats)))
-    parts.append(list_table(f"Gain of distilled over student ({split}, every metric, unadjusted)",
-                            ["method", "metric", "n", "gain", "95% CI", "p"], gain_rows(stats["gains"], head)))
+    parts = [
+        title,
+        "=" * len(title),
+        "",
+        verdict_block(stats),
+        "Metrics in %, gains in percentage points; mean ± sample std over seeds; the gain is distilled − "
+        "student paired by seed, with a two-sided paired t-test, its p-value and 95% interval (none for n < 2).",
+        "",
+        FIGURES_MARK,
+        "",
+    ]
+    parts.append(
+        list_table(f"Per arm ({split})", ["arm", "n"] + head + classes, arm_rows(stats["arms"], head + classes))
+    )
+    parts.append(
+        list_table(
+            f"Gain of distilled over student ({split}, mIoU)", tables.gain_header(stats), tables.gain_rows(stats)
+        )
+    )
+    parts.append(
+        list_table(
+            f"Gain of distilled over student ({split}, every metric, unadjusted)",
+            ["method", "metric", "n", "gain", "95% CI", "p"],
+            gain_rows(stats["gains"], head),
+        )
+    )
     parts += many_arms_rst(stats)
     parts.append(best_text(stats) + "\n")
     sel = stats.get("selection")
     if sel:
-        parts.append(list_table(f"Per arm ({sel['label']}; biased upward, for comparison only)",
-                                ["arm", "n"] + head, arm_rows(sel["arms"], head)))
-        parts.append(list_table(f"Gain of distilled over student ({sel['label']})",
-                                ["method", "metric", "n", "gain", "95% CI", "p"], gain_rows(sel["gains"], ("miou",))))
+        parts.append(
+            list_table(
+                f"Per arm ({sel['label']}; biased upward, for comparison only)",
+                ["arm", "n"] + head,
+                arm_rows(sel["arms"], head),
+            )
+        )
+        parts.append(
+            list_table(
+                f"Gain of distilled over student ({sel['label']})",
+                ["method", "metric", "n", "gain", "95% CI", "p"],
+                gain_rows(sel["gains"], ("miou",)),
+            )
+        )
     sub = summary[summary["split"] == split]
     cols = ["run"] + head + classes
-    parts.append(list_table(f"Runs ({split})", cols, [[r["run"]] + [pct(r[c]) for c in cols[1:]]
-                                                      for _, r in sub.iterrows()]))
-    parts.append(list_table("Model cost (FLOPs = 2 × conv/linear multiply-accumulates; latency = median per image)",
-                            COST_HEADER, cost_rows(cost)))
+    parts.append(
+        list_table(f"Runs ({split})", cols, [[r["run"]] + [pct(r[c]) for c in cols[1:]] for _, r in sub.iterrows()])
+    )
+    parts.append(
+        list_table(
+            "Model cost (FLOPs = 2 × conv/linear multiply-accumulates; latency = median per image)",
+            COST_HEADER,
+            cost_rows(cost),
+        )
+    )
     if export:
-        parts.append(list_table("Export", ["key", "value"], [
-            ["run", export["run"]], ["chosen on", export.get("chosen_on", "n/a")],
-            [f"{export.get('split', 'val')} mIoU", pct(export["miou"])], ["input spec", str(export["input_spec"])],
-            ["files", ", ".join(export["files"])], ["max abs logit diff", f"{export['max_abs_diff']:.3e}"],
-            ["argmax agreement", pct(export["label_agreement"])], ["tolerance", f"{export['tolerance']:g}"],
-            ["checked with", export.get("predictor", "n/a")]]))
+        parts.append(
+            list_table(
+                "Export",
+                ["key", "value"],
+                [
+                    ["run", export["run"]],
+                    ["chosen on", export.get("chosen_on", "n/a")],
+                    [f"{export.get('split', 'val')} mIoU", pct(export["miou"])],
+                    ["input spec", str(export["input_spec"])],
+                    ["files", ", ".join(export["files"])],
+                    ["max abs logit diff", f"{export['max_abs_diff']:.3e}"],
+                    ["argmax agreement", pct(export["label_agreement"])],
+                    ["tolerance", f"{export['tolerance']:g}"],
+                    ["checked with", export.get("predictor", "n/a")],
+                ],
+            )
+        )
     if prov:
         git = prov.get("git") or {}
-        rows = [["date (UTC)", prov["date_utc"]], ["config sha256", prov["config_sha256"]],
-                ["git commit", (git.get("commit", "none") + (" (modified)" if git.get("dirty") else ""))
-                 if git else "not a git checkout"]]
+        rows = [
+            ["date (UTC)", prov["date_utc"]],
+            ["config sha256", prov["config_sha256"]],
+            [
+                "git commit",
+                (git.get("commit", "none") + (" (modified)" if git.get("dirty") else ""))
+                if git
+                else "not a git checkout",
+            ],
+        ]
         rows += [[f"file {k}", v[:16]] for k, v in prov.get("config_files", {}).items()]
         rows += [[f"package {k}", v] for k, v in prov["packages"].items()]
         m = prov["machine"]
-        rows += [["machine", f"{m.get('platform')}, {m.get('cpu')}, {m.get('cpu_count')} CPUs, "
-                             f"{m.get('memory_gb')} GB"], ["GPUs", ", ".join(m.get("gpus") or []) or "none"]]
+        rows += [
+            ["machine", f"{m.get('platform')}, {m.get('cpu')}, {m.get('cpu_count')} CPUs, {m.get('memory_gb')} GB"],
+            ["GPUs", ", ".join(m.get("gpus") or []) or "none"],
+        ]
         parts.append(list_table("Provenance", ["item", "value"], rows))
     return "\n".join(parts)
 
@@ -197,20 +299,31 @@ def figures_html(figures: list[tuple[str, str]]) -> str:
             data = base64.b64encode(Path(path).read_bytes()).decode()
         except OSError as exc:
             raise SegDistillError(f"{path}: cannot read the figure ({exc})") from None
-        items.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}" '
-                     f'style="max-width:100%"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        items.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}" '
+            f'style="max-width:100%"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
     return "\n".join(items)
 
 
 def render_html(rst: str) -> str:
     from docutils.core import publish_string
 
-    html = publish_string(rst, writer_name="html5", settings_overrides={
-        "embed_stylesheet": False, "stylesheet_path": "", "stylesheet": "", "report_level": 3, "halt_level": 3,
-        "file_insertion_enabled": False, "raw_enabled": False, "_disable_config": True}).decode()
+    html = publish_string(
+        rst,
+        writer_name="html5",
+        settings_overrides={
+            "embed_stylesheet": False,
+            "stylesheet_path": "",
+            "stylesheet": "",
+            "report_level": 3,
+            "halt_level": 3,
+            "file_insertion_enabled": False,
+            "raw_enabled": False,
+            "_disable_config": True,
+        },
+    ).decode()
     return html.replace("</head>", f"<style>{CSS}</style>\n</head>", 1)
-
-
 
 
 def _load_json(path):
@@ -222,8 +335,16 @@ def _load_json(path):
         raise SegDistillError(f"{path}: unreadable ({exc})") from None
 
 
-def write_overview(summary_csv, stats_json, cost_csv, out_rst, out_html, export_json=None,
-                   provenance_json=None, figures: list[tuple[str, str]] = ()) -> None:
+def write_overview(
+    summary_csv,
+    stats_json,
+    cost_csv,
+    out_rst,
+    out_html,
+    export_json=None,
+    provenance_json=None,
+    figures: list[tuple[str, str]] = (),
+) -> None:
     """`figures`: (caption, png path) pairs embedded in the HTML page after the verdicts."""
     summary = pd.read_csv(summary_csv)
     stats = _load_json(stats_json)

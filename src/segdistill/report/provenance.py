@@ -14,9 +14,22 @@ from pathlib import Path
 
 from segdistill.data.fetch import sha256_of
 
-
-PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddleseg", "paddleslim", "snakemake", "numpy", "pandas", "scipy",
-            "matplotlib", "opencv-python-headless", "opencv-python", "PyYAML", "docutils", "segdistill")
+PACKAGES = (
+    "paddlepaddle",
+    "paddlepaddle-gpu",
+    "paddleseg",
+    "paddleslim",
+    "snakemake",
+    "numpy",
+    "pandas",
+    "scipy",
+    "matplotlib",
+    "opencv-python-headless",
+    "opencv-python",
+    "PyYAML",
+    "docutils",
+    "segdistill",
+)
 
 
 def config_hash(config: dict) -> str:
@@ -37,9 +50,11 @@ def package_versions(names=PACKAGES) -> dict:
 
 def git_info(repo_dir) -> dict | None:
     """Commit and whether tracked files differ from it; None outside a git checkout or without git."""
+
     def git(*args):
-        return subprocess.run(["git", "-C", str(repo_dir), *args], capture_output=True, text=True, timeout=30,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo_dir), *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -68,15 +83,24 @@ def _memory_gb() -> float | None:
 
 
 def machine_info() -> dict:
-    info = {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
-            "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "memory_gb": _memory_gb(),
-            "python_executable_version": sys.version.split()[0]}
+    info = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": _memory_gb(),
+        "python_executable_version": sys.version.split()[0],
+    }
     try:
         from segdistill.paddle_env import paddle
 
         info["paddle_cuda"] = bool(paddle.is_compiled_with_cuda())
-        info["gpus"] = [paddle.device.cuda.get_device_name(i) for i in range(paddle.device.cuda.device_count())] \
-            if info["paddle_cuda"] else []
+        info["gpus"] = (
+            [paddle.device.cuda.get_device_name(i) for i in range(paddle.device.cuda.device_count())]
+            if info["paddle_cuda"]
+            else []
+        )
     except Exception as exc:  # provenance must not fail because a device query does
         info["gpus_error"] = str(exc)
     return info
@@ -93,8 +117,9 @@ def teacher_sources(summaries) -> dict:
     return out
 
 
-def collect(config: dict, config_files=(), result_files=(), repo_dir=None, now=None, train_summaries=(),
-            backbones=()) -> dict:
+def collect(
+    config: dict, config_files=(), result_files=(), repo_dir=None, now=None, train_summaries=(), backbones=()
+) -> dict:
     """Everything needed to say where a set of results came from; `train_summaries` of the distilled runs add
     whether each one's teacher was cached or online (`teacher_sources`), `backbones` (the backbone files the
     runs loaded) their digests and sources (`segdistill.pretrained.backbone_records`)."""

@@ -30,8 +30,14 @@ def rows_from_records(records) -> pd.DataFrame:
     rows = []
     for rec in records:
         for split, m in rec["splits"].items():
-            row = {"run": rec.get("run"), "arm": rec.get("arm"), "method": rec.get("method", "none"),
-                   "seed": rec.get("seed"), "split": split, **{k: m[k] for k in METRICS}}
+            row = {
+                "run": rec.get("run"),
+                "arm": rec.get("arm"),
+                "method": rec.get("method", "none"),
+                "seed": rec.get("seed"),
+                "split": split,
+                **{k: m[k] for k in METRICS},
+            }
             for name, v in m["class_iou"].items():
                 row[f"iou_{name}"] = v
             for name, v in m["class_dice"].items():

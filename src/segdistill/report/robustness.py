@@ -34,8 +34,15 @@ def bootstrap_interval(d, confidence: float) -> dict:
     from scipy import stats as st
 
     d = np.asarray(d, dtype=float)
-    out = {"method": "BCa", "confidence": confidence, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED,
-           "ci_low": math.nan, "ci_high": math.nan, "reason": None}
+    out = {
+        "method": "BCa",
+        "confidence": confidence,
+        "resamples": BOOTSTRAP_RESAMPLES,
+        "seed": BOOTSTRAP_SEED,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "reason": None,
+    }
     if len(d) < 3:
         out["reason"] = f"{len(d)} seed(s): BCa needs at least 3"
     elif float(d.std()) == 0.0:
@@ -43,8 +50,14 @@ def bootstrap_interval(d, confidence: float) -> dict:
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = st.bootstrap((d,), np.mean, method="BCa", confidence_level=confidence,
-                               n_resamples=BOOTSTRAP_RESAMPLES, random_state=np.random.default_rng(BOOTSTRAP_SEED))
+            res = st.bootstrap(
+                (d,),
+                np.mean,
+                method="BCa",
+                confidence_level=confidence,
+                n_resamples=BOOTSTRAP_RESAMPLES,
+                random_state=np.random.default_rng(BOOTSTRAP_SEED),
+            )
         degenerate = [w for w in caught if issubclass(w.category, st.DegenerateDataWarning)]
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if degenerate or not (math.isfinite(low) and math.isfinite(high)):
@@ -80,10 +93,17 @@ def robustness(tests: list[dict], alpha: float) -> list[dict]:
             w_side = ("above" if np.mean(t["diffs"]) > 0 else "below") if p_adj < alpha else "across"
         else:
             w_side = None
-        entry = {"method": t["method"], "n": n, "bootstrap": boot,
-                 "wilcoxon": {"p_value": p, "p_holm": p_adj, "reason": why, "smallest_p": floor, "n_nonzero": nonzero},
-                 "verdicts": {"t": SIDE_WORDS[interval_side(t["adjusted"])],
-                              "bootstrap": SIDE_WORDS[interval_side(boot)], "wilcoxon": SIDE_WORDS[w_side]}}
+        entry = {
+            "method": t["method"],
+            "n": n,
+            "bootstrap": boot,
+            "wilcoxon": {"p_value": p, "p_holm": p_adj, "reason": why, "smallest_p": floor, "n_nonzero": nonzero},
+            "verdicts": {
+                "t": SIDE_WORDS[interval_side(t["adjusted"])],
+                "bootstrap": SIDE_WORDS[interval_side(boot)],
+                "wilcoxon": SIDE_WORDS[w_side],
+            },
+        }
         entry["agreement"] = agreement(entry, alpha / max(t["adjusted"]["family_size"], 1))
         out.append(entry)
     return out
@@ -98,14 +118,19 @@ def agreement(entry: dict, level_alpha: float) -> str:
         notes.append(f"no bootstrap interval ({entry['bootstrap']['reason']})")
     floor = entry["wilcoxon"]["smallest_p"]
     if finite(floor) and floor > level_alpha:
-        notes.append(f"Wilcoxon cannot reach p < {level_alpha:.2g} with {entry['wilcoxon']['n_nonzero']} seeds "
-                     f"(smallest p {floor:.2g})")
+        notes.append(
+            f"Wilcoxon cannot reach p < {level_alpha:.2g} with {entry['wilcoxon']['n_nonzero']} seeds "
+            f"(smallest p {floor:.2g})"
+        )
         avail.pop("wilcoxon", None)
     if len(set(avail.values())) <= 1:
         head = "the checks agree" if len(avail) > 1 else "only one check applies"
     else:
-        head = "the checks disagree (" + "; ".join(f"{k}: {x}" for k, x in avail.items()) + \
-               "): trust the most cautious verdict at this number of seeds"
+        head = (
+            "the checks disagree ("
+            + "; ".join(f"{k}: {x}" for k, x in avail.items())
+            + "): trust the most cautious verdict at this number of seeds"
+        )
     return "; ".join([head] + notes)
 
 
@@ -127,8 +152,9 @@ def detectable_effect(n: int, alpha: float, power: float = POWER) -> float:
         return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy's noncentral t warns where it returns NaN
-        es = float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                            alternative="two-sided"))
+        es = float(
+            TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
+        )
         if finite(es) and es < 9.9 and abs(_power(es, n, alpha) - power) < 1e-6:
             return es
         grid = np.geomspace(1e-3, 1e4, 141)
@@ -169,9 +195,18 @@ def power_line(t: dict, alpha: float, min_effect: float | None = None) -> dict:
     a = alpha / m
     sd, n = t["std"], t["n"]
     effect = abs(t["mean"]) if min_effect is None else float(min_effect)
-    out = {"method": t["method"], "n": n, "sd": sd, "alpha": a, "power": POWER, "min_effect": effect,
-           "min_effect_source": "observed mean" if min_effect is None else "report.min_effect",
-           "detectable": math.nan, "seeds_needed": None, "reason": None}
+    out = {
+        "method": t["method"],
+        "n": n,
+        "sd": sd,
+        "alpha": a,
+        "power": POWER,
+        "min_effect": effect,
+        "min_effect_source": "observed mean" if min_effect is None else "report.min_effect",
+        "detectable": math.nan,
+        "seeds_needed": None,
+        "reason": None,
+    }
     if n < 2 or not finite(sd):
         out["reason"] = "fewer than 2 seeds: no spread to plan from"
     elif sd == 0.0:

@@ -97,8 +97,10 @@ def verdict_sentence(method: str, g: dict, split: str, metric: str = "mIoU") -> 
         fam = f" for {k} arms"
     else:
         head, ptxt, fam = f"{conf}% CI", (f", {ptxt}" if ptxt else ""), ""
-    return (f"{method}: {pts(g['mean'])} {metric} points on {split} ({head} {pts(src['ci_low'])} to "
-            f"{pts(src['ci_high'])}{fam}, n = {g['n']}{ptxt}): {VERDICT_WORDS[kind]}")
+    return (
+        f"{method}: {pts(g['mean'])} {metric} points on {split} ({head} {pts(src['ci_low'])} to "
+        f"{pts(src['ci_high'])}{fam}, n = {g['n']}{ptxt}): {VERDICT_WORDS[kind]}"
+    )
 
 
 def arm_table(df, split: str) -> list[dict]:
@@ -106,8 +108,13 @@ def arm_table(df, split: str) -> list[dict]:
     sub = df[df["split"] == split]
     out = []
     for (arm, method), g in sub.groupby(["arm", "method"], sort=False):
-        entry = {"arm": arm, "method": method, "n": int(len(g)), "seeds": sorted(int(s) for s in g["seed"]),
-                 "metrics": {}}
+        entry = {
+            "arm": arm,
+            "method": method,
+            "n": int(len(g)),
+            "seeds": sorted(int(s) for s in g["seed"]),
+            "metrics": {},
+        }
         for col in metric_columns(df):
             mean, std, n = mean_std(g[col].tolist())
             entry["metrics"][col] = {"mean": mean, "std": std, "n": n}
@@ -124,8 +131,9 @@ def gain_table(df, split: str, metrics=METRICS, confidence: float = 0.95) -> lis
         for metric in metrics:
             if metric not in df.columns:
                 continue
-            res = paired_gain(dict(zip(g["seed"].astype(int), g[metric])),
-                              dict(zip(stu["seed"].astype(int), stu[metric])), confidence)
+            res = paired_gain(
+                dict(zip(g["seed"].astype(int), g[metric])), dict(zip(stu["seed"].astype(int), stu[metric])), confidence
+            )
             out.append({"method": method, "metric": metric, **res})
     return out
 
@@ -141,16 +149,27 @@ def best_setting(df, split: str = HEADLINE_SPLIT, metric: str = HEADLINE_METRIC)
     split (val), reported with its numbers on `split`. Ties go to the name that sorts first, so the choice is
     reproducible. The headline split takes no part: choosing on it would bias the winner's headline upward.
     None when val was not evaluated (`evaluate.splits` without val): then there is nothing to choose on."""
-    cands = sorted((-mean, method, std, n) for method, (mean, std, n) in arm_means(df, SELECTION_SPLIT, metric).items()
-                   if n)
+    cands = sorted(
+        (-mean, method, std, n) for method, (mean, std, n) in arm_means(df, SELECTION_SPLIT, metric).items() if n
+    )
     if not cands:
         return None
     neg, method, std, n = cands[0]
     base, params = parse_method(method)
     head = arm_means(df, split, metric).get(method, (math.nan, math.nan, 0))
-    return {"method": method, "base": base, "params": params, "metric": metric, "chosen_on": SELECTION_SPLIT,
-            "selection": {"split": SELECTION_SPLIT, "mean": -neg, "std": std, "n": n},
-            "split": split, "mean": head[0], "std": head[1], "n": head[2], "candidates": len(cands)}
+    return {
+        "method": method,
+        "base": base,
+        "params": params,
+        "metric": metric,
+        "chosen_on": SELECTION_SPLIT,
+        "selection": {"split": SELECTION_SPLIT, "mean": -neg, "std": std, "n": n},
+        "split": split,
+        "mean": head[0],
+        "std": head[1],
+        "n": head[2],
+        "candidates": len(cands),
+    }
 
 
 def best_run(df, method: str, split: str = HEADLINE_SPLIT, metric: str = HEADLINE_METRIC) -> dict | None:
@@ -162,14 +181,24 @@ def best_run(df, method: str, split: str = HEADLINE_SPLIT, metric: str = HEADLIN
         return None
     neg, run = cands[0]
     head = df[(df["split"] == split) & (df["run"] == run)][metric]
-    return {"run": run, "method": method, "metric": metric, "chosen_on": SELECTION_SPLIT, "selection_value": -neg,
-            "split": split, "value": float(head.iloc[0]) if len(head) else math.nan}
+    return {
+        "run": run,
+        "method": method,
+        "metric": metric,
+        "chosen_on": SELECTION_SPLIT,
+        "selection_value": -neg,
+        "split": split,
+        "value": float(head.iloc[0]) if len(head) else math.nan,
+    }
 
 
 def verdicts(gains: list[dict], split: str, metric: str = HEADLINE_METRIC) -> list[dict]:
     """One verdict per distilled method on `metric`: {method, verdict, sentence}."""
-    return [{"method": g["method"], "verdict": verdict(g), "sentence": verdict_sentence(g["method"], g, split)}
-            for g in gains if g["metric"] == metric]
+    return [
+        {"method": g["method"], "verdict": verdict(g), "sentence": verdict_sentence(g["method"], g, split)}
+        for g in gains
+        if g["metric"] == metric
+    ]
 
 
 def adjusted_gains(df, split: str, confidence: float = 0.95, metrics=METRICS) -> list[dict]:
@@ -189,14 +218,23 @@ def many_arms(df, gains: list[dict], split: str, alpha: float, min_effect: float
     per_method = {m: dict(zip(g["seed"].astype(int), g[HEADLINE_METRIC])) for m, g in sub.groupby("method", sort=False)}
     pairs = method_pairs(per_method, alpha) if len(per_method) > 1 else []
     means = {m: v[0] for m, v in arm_means(df, split).items()}
-    return {"family": {"members": k, "alpha": alpha, "metric": HEADLINE_METRIC, "p_adjust": "holm",
-                       "intervals": "bonferroni", "confidence_each": 1 - alpha / max(k, 1),
-                       "note": "gains[].ci_low/ci_high/p_value are unadjusted (per comparison); gains[].adjusted "
-                               "holds the family-wise numbers the verdicts use (headline metric only)"},
-            "pairs": pairs, "pairs_family": pairs[0]["adjusted"]["family_size"] if pairs else 0,
-            "ranking": ranking(means, pairs) if pairs else [],
-            "robustness": robustness(head, alpha),
-            "power": [power_line(g, alpha, min_effect) for g in head]}
+    return {
+        "family": {
+            "members": k,
+            "alpha": alpha,
+            "metric": HEADLINE_METRIC,
+            "p_adjust": "holm",
+            "intervals": "bonferroni",
+            "confidence_each": 1 - alpha / max(k, 1),
+            "note": "gains[].ci_low/ci_high/p_value are unadjusted (per comparison); gains[].adjusted "
+            "holds the family-wise numbers the verdicts use (headline metric only)",
+        },
+        "pairs": pairs,
+        "pairs_family": pairs[0]["adjusted"]["family_size"] if pairs else 0,
+        "ranking": ranking(means, pairs) if pairs else [],
+        "robustness": robustness(head, alpha),
+        "power": [power_line(g, alpha, min_effect) for g in head],
+    }
 
 
 def study_stats(df, split: str = HEADLINE_SPLIT, confidence: float = 0.95, min_effect: float | None = None) -> dict:
@@ -223,9 +261,12 @@ def study_stats(df, split: str = HEADLINE_SPLIT, confidence: float = 0.95, min_e
         "best_run": best_run(df, best["method"], split) if best else None,
     }
     if split != SELECTION_SPLIT and SELECTION_SPLIT in set(df["split"]):
-        out["selection"] = {"split": SELECTION_SPLIT, "label": split_label(SELECTION_SPLIT),
-                            "arms": arm_table(df, SELECTION_SPLIT),
-                            "gains": gain_table(df, SELECTION_SPLIT, confidence=confidence)}
+        out["selection"] = {
+            "split": SELECTION_SPLIT,
+            "label": split_label(SELECTION_SPLIT),
+            "arms": arm_table(df, SELECTION_SPLIT),
+            "gains": gain_table(df, SELECTION_SPLIT, confidence=confidence),
+        }
     return out
 
 
@@ -249,8 +290,9 @@ def stats_json(df, split: str = HEADLINE_SPLIT, confidence: float = 0.95, min_ef
     return _clean(study_stats(df, split, confidence, effect))
 
 
-def write_stats(eval_paths, out_json, split: str = HEADLINE_SPLIT, confidence: float = 0.95,
-                min_effect: float | None = None) -> dict:
+def write_stats(
+    eval_paths, out_json, split: str = HEADLINE_SPLIT, confidence: float = 0.95, min_effect: float | None = None
+) -> dict:
     """stats.json from the per-run evaluation records (full precision, not the rounded CSV)."""
     result = stats_json(rows_from_evals(eval_paths), split, confidence, min_effect)
     write_json(out_json, result, allow_nan=False)

@@ -23,8 +23,10 @@ from segdistill.report.stats import load_stats
 
 
 def bias_warning(split: str) -> str:
-    return (f"**Biased numbers:** the headline split is `{split}`, the split that chose every run's checkpoint, so "
-            f"every arm is overstated. Set `report.split: test` for numbers a reader can trust.")
+    return (
+        f"**Biased numbers:** the headline split is `{split}`, the split that chose every run's checkpoint, so "
+        f"every arm is overstated. Set `report.split: test` for numbers a reader can trust."
+    )
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -34,9 +36,10 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _arm_rows(arms: list[dict]) -> list[str]:
-    return md_table(["arm", "n", "mIoU", "acc", "kappa", "dice"],
-                    [[arm_label(a["arm"], a["method"]), a["n"]] + [mean_pm_std(a["metrics"][k]) for k in METRICS]
-                     for a in arms])
+    return md_table(
+        ["arm", "n", "mIoU", "acc", "kappa", "dice"],
+        [[arm_label(a["arm"], a["method"]), a["n"]] + [mean_pm_std(a["metrics"][k]) for k in METRICS] for a in arms],
+    )
 
 
 def _many_arms(st: dict) -> list[str]:
@@ -48,9 +51,14 @@ def _many_arms(st: dict) -> list[str]:
         lines += md_table(tables.PAIR_HEADER, tables.pair_rows(st)) + [""]
         lines += md_table(tables.RANK_HEADER, tables.rank_rows(st))
     if st.get("robustness"):
-        lines += ["", "## Robustness of the gains", "",
-                  "Each check at the verdict's level: the t-interval (simultaneous when k > 1), a paired BCa "
-                  "bootstrap interval and the Wilcoxon signed-rank test (Holm over the arms).", ""]
+        lines += [
+            "",
+            "## Robustness of the gains",
+            "",
+            "Each check at the verdict's level: the t-interval (simultaneous when k > 1), a paired BCa "
+            "bootstrap interval and the Wilcoxon signed-rank test (Holm over the arms).",
+            "",
+        ]
         lines += md_table(tables.ROBUST_HEADER, tables.robust_rows(st))
     if st.get("power"):
         lines += ["", "## Seeds and power", "", tables.power_note(st), ""]
@@ -63,12 +71,22 @@ def markdown(df: pd.DataFrame, st: dict) -> str:
     split = st["split"]
     lines = [bias_warning(split), ""] if st["biased"] else []
     lines += [f"- {v['sentence']}" for v in st["verdicts"]] or ["- no distilled arm was evaluated"]
-    lines += ["", f"# segdistill summary ({split_label(split)} split)", "",
-              "Metrics in %, gains in mIoU percentage points. A gain is distilled − student, paired by seed, with "
-              "a two-sided paired t-test and its 95% interval"
-              + (f"; the verdicts use the simultaneous intervals over the {tables.family_size(st)} arms "
-                 f"(Bonferroni) and Holm's p-values." if tables.family_size(st) > 1 else "."), "",
-              f"## Per arm on {split} (mean ± std over seeds)", ""]
+    lines += [
+        "",
+        f"# segdistill summary ({split_label(split)} split)",
+        "",
+        "Metrics in %, gains in mIoU percentage points. A gain is distilled − student, paired by seed, with "
+        "a two-sided paired t-test and its 95% interval"
+        + (
+            f"; the verdicts use the simultaneous intervals over the {tables.family_size(st)} arms "
+            f"(Bonferroni) and Holm's p-values."
+            if tables.family_size(st) > 1
+            else "."
+        ),
+        "",
+        f"## Per arm on {split} (mean ± std over seeds)",
+        "",
+    ]
     lines += _arm_rows(st["arms"])
     lines += ["", f"## Gain of distilled over student on {split}", ""]
     lines += md_table(tables.gain_header(st), tables.gain_rows(st))
@@ -76,13 +94,23 @@ def markdown(df: pd.DataFrame, st: dict) -> str:
     lines += ["", tables.best_text(st)]
     cols = ["arm", "method", "seed"] + list(METRICS) + [c for c in df.columns if c.startswith("iou_")]
     lines += ["", f"## Runs ({split})", ""]
-    lines += md_table(cols, [[str(r[c]) if c in ("arm", "method", "seed") else pct(r[c]) for c in cols]
-                             for _, r in df[df["split"] == split][cols].iterrows()])
+    lines += md_table(
+        cols,
+        [
+            [str(r[c]) if c in ("arm", "method", "seed") else pct(r[c]) for c in cols]
+            for _, r in df[df["split"] == split][cols].iterrows()
+        ],
+    )
     sel = st.get("selection")
     if sel:
-        lines += ["", f"## {sel['label']}", "",
-                  f"Each run kept the checkpoint with the best {SELECTION_SPLIT} mIoU, so these numbers are biased "
-                  f"upward; they are here for comparison with PaddleSeg's logs, not as results.", ""]
+        lines += [
+            "",
+            f"## {sel['label']}",
+            "",
+            f"Each run kept the checkpoint with the best {SELECTION_SPLIT} mIoU, so these numbers are biased "
+            f"upward; they are here for comparison with PaddleSeg's logs, not as results.",
+            "",
+        ]
         lines += _arm_rows(sel["arms"]) + [""] + md_table(tables.gain_header({}), tables.gain_rows(st, sel["gains"]))
     return "\n".join(lines) + "\n"
 
@@ -92,12 +120,16 @@ def write_summary(eval_paths, stats_json, out_csv, out_md, split: str = HEADLINE
     rule for the same records and split)."""
     df = rows_from_evals(eval_paths)
     if split not in set(df["split"]):
-        raise SegDistillError(f"no evaluation on the '{split}' split in {len(eval_paths)} record(s) "
-                              f"(report.split must be one of evaluate.splits)")
+        raise SegDistillError(
+            f"no evaluation on the '{split}' split in {len(eval_paths)} record(s) "
+            f"(report.split must be one of evaluate.splits)"
+        )
     st = load_stats(stats_json)
     if st.get("split") != split:
-        raise SegDistillError(f"{stats_json}: statistics on the '{st.get('split')}' split, the summary asks for "
-                              f"'{split}' (rerun `segdistill stats --split {split}`)")
+        raise SegDistillError(
+            f"{stats_json}: statistics on the '{st.get('split')}' split, the summary asks for "
+            f"'{split}' (rerun `segdistill stats --split {split}`)"
+        )
     md = markdown(df, st)
     write_text(out_csv, df.to_csv(index=False, float_format="%.6f"))
     write_text(out_md, md)

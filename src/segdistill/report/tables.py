@@ -35,7 +35,7 @@ def gain_header(stats: dict) -> list[str]:
 def gain_rows(stats: dict, gains: list[dict] | None = None) -> list[list[str]]:
     """One row per distilled arm on the headline metric; the adjusted columns when the family has k > 1."""
     rows = []
-    for g in (stats["gains"] if gains is None else gains):
+    for g in stats["gains"] if gains is None else gains:
         if g["metric"] != HEADLINE_METRIC:
             continue
         ci = "n/a (n < 2)" if g["n"] < 2 else _ci(g)
@@ -51,8 +51,17 @@ PAIR_HEADER = ["difference", "n", "mean", "simultaneous 95% CI", "Holm p", "verd
 
 
 def pair_rows(stats: dict) -> list[list[str]]:
-    return [[f"{p['a']} − {p['b']}", str(p["n"]), pts(p["mean"]), _ci(p["adjusted"]),
-             _p(p["adjusted"]["p_value"]), p["verdict"]] for p in stats.get("pairs", [])]
+    return [
+        [
+            f"{p['a']} − {p['b']}",
+            str(p["n"]),
+            pts(p["mean"]),
+            _ci(p["adjusted"]),
+            _p(p["adjusted"]["p_value"]),
+            p["verdict"],
+        ]
+        for p in stats.get("pairs", [])
+    ]
 
 
 RANK_HEADER = ["rank", "method", "mean mIoU", "against the top arm"]
@@ -71,13 +80,27 @@ def robust_rows(stats: dict) -> list[list[str]]:
     for r in stats.get("robustness", []):
         v, w = r["verdicts"], r["wilcoxon"]
         t_ci = _ci(gains[r["method"]].get("adjusted")) if r["method"] in gains else "n/a"
-        rows.append([r["method"], str(r["n"]), f"{t_ci}: {v['t']}", f"{_ci(r['bootstrap'])}: {v['bootstrap']}",
-                     f"{_p(w['p_holm'])}: {v['wilcoxon']}", r["agreement"]])
+        rows.append(
+            [
+                r["method"],
+                str(r["n"]),
+                f"{t_ci}: {v['t']}",
+                f"{_ci(r['bootstrap'])}: {v['bootstrap']}",
+                f"{_p(w['p_holm'])}: {v['wilcoxon']}",
+                r["agreement"],
+            ]
+        )
     return rows
 
 
-POWER_HEADER = ["method", "n", "sd of per-seed gains", "smallest gain found (80% power)", "planned gain",
-                "seeds needed"]
+POWER_HEADER = [
+    "method",
+    "n",
+    "sd of per-seed gains",
+    "smallest gain found (80% power)",
+    "planned gain",
+    "seeds needed",
+]
 
 
 def power_rows(stats: dict) -> list[list[str]]:
@@ -94,8 +117,10 @@ def power_rows(stats: dict) -> list[list[str]]:
 def power_note(stats: dict) -> str:
     k, alpha = family_size(stats), (stats.get("family") or {}).get("alpha", 0.05)
     level = f"α/k = {alpha / k:.2g} (k = {k} arms)" if k > 1 else f"α = {alpha:g}"
-    return (f"Power of the paired t-test at {level}, two-sided, from each arm's observed sd of the per-seed "
-            f"gains; gains in mIoU points. `report.min_effect` sets the planned gain.")
+    return (
+        f"Power of the paired t-test at {level}, two-sided, from each arm's observed sd of the per-seed "
+        f"gains; gains in mIoU points. `report.min_effect` sets the planned gain."
+    )
 
 
 def best_text(stats: dict, mark=lambda s: f"`{s}`") -> str:
@@ -103,17 +128,24 @@ def best_text(stats: dict, mark=lambda s: f"`{s}`") -> str:
     apart (Markdown code by default)."""
     b = stats.get("best_setting")
     if not b:
-        return (f"No distilled arm was evaluated on {SELECTION_SPLIT}, so no setting is chosen (the headline split "
-                f"takes part in no choice; add {SELECTION_SPLIT} to evaluate.splits).")
+        return (
+            f"No distilled arm was evaluated on {SELECTION_SPLIT}, so no setting is chosen (the headline split "
+            f"takes part in no choice; add {SELECTION_SPLIT} to evaluate.splits)."
+        )
     params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in b["params"].items())
     sel = b["selection"]
     spread = f" ± {pct(b['std'])}" if is_number(b.get("std")) else ""
-    text = (f"Best setting, chosen on {b['chosen_on']} (highest mean {b['chosen_on']} mIoU of {b['candidates']} "
-            f"distilled arm(s)): {mark(b['method'])}" + (f" (method {b['base']}, {params})" if params else "")
-            + f"; {b['chosen_on']} mIoU {pct(sel['mean'])} %, {b['split']} mIoU {pct(b['mean'])}{spread} % "
-              f"(n = {b['n']}).")
+    text = (
+        f"Best setting, chosen on {b['chosen_on']} (highest mean {b['chosen_on']} mIoU of {b['candidates']} "
+        f"distilled arm(s)): {mark(b['method'])}"
+        + (f" (method {b['base']}, {params})" if params else "")
+        + f"; {b['chosen_on']} mIoU {pct(sel['mean'])} %, {b['split']} mIoU {pct(b['mean'])}{spread} % "
+        f"(n = {b['n']})."
+    )
     r = stats.get("best_run")
     if r:
-        text += (f" Exported run: {mark(r['run'])}, the arm's run with the best {r['chosen_on']} mIoU "
-                 f"({pct(r['selection_value'])} %); {r['split']} mIoU {pct(r['value'])} %.")
+        text += (
+            f" Exported run: {mark(r['run'])}, the arm's run with the best {r['chosen_on']} mIoU "
+            f"({pct(r['selection_value'])} %); {r['split']} mIoU {pct(r['value'])} %."
+        )
     return text
