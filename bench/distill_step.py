@@ -524,6 +524,31 @@ class _Child:
             self.proc.returncode = -9
 
 
+def run_script_child(script: Path, name: str, work: Path, timeout: float) -> tuple[dict, int]:
+    """Run `script --child NAME` in its own process: (the JSON it wrote, its peak RSS in kB from wait4).
+
+    Stdlib only, for the benches' parent processes: a parent holding paddle would raise every child's ru_maxrss
+    floor. A child that fails or outlives `timeout` seconds is an error quoting the end of its log."""
+    result, log = work / f"result_{name}.json", work / f"log_{name}.txt"
+    cmd = [sys.executable, str(Path(script).resolve()), "--child", name, "--work", str(work), "--child-result"]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([*cmd, str(result)], stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT))
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            raise RuntimeError(f"{name} took longer than {timeout:.0f} s; log: {log}")
+        time.sleep(0.05)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or not result.exists():
+        raise RuntimeError(f"{name} failed (exit {code}):\n{log.read_text()[-3000:]}")
+    return json.loads(result.read_text()), usage.ru_maxrss
+
+
 def _cpu_busy(seconds: float = 1.0) -> float:
     """Fraction of all CPUs busy over `seconds` (Linux /proc/stat); with no child of ours running, that is the
     load other programs put on the machine."""

@@ -28,7 +28,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -210,37 +209,7 @@ def run_child(name: str, work: Path, result: Path) -> None:
 
 def _child(name: str, work: Path, timeout: float) -> tuple[dict, int]:
     """Run one child; (its result, its peak RSS in kB from wait4)."""
-    result, log = work / f"result_{name}.json", work / f"log_{name}.txt"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--child",
-                name,
-                "--work",
-                str(work),
-                "--child-result",
-                str(result),
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=str(ROOT),
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            raise RuntimeError(f"{name} took longer than {timeout:.0f} s; log: {log}")
-        time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0 or not result.exists():
-        raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{log.read_text()[-3000:]}")
-    return json.loads(result.read_text()), usage.ru_maxrss
+    return _helpers().run_script_child(__file__, name, work, timeout)
 
 
 def summarise(paired: dict, peaks: dict) -> dict:

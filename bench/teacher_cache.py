@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -185,37 +184,8 @@ def run_child(name: str, work: Path, result: Path) -> None:
 
 
 def _child(name: str, work: Path, timeout: float) -> tuple[dict, int]:
-    result = work / f"result_{name}.json"
-    with open(work / f"log_{name}.txt", "w") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--child",
-                name,
-                "--work",
-                str(work),
-                "--child-result",
-                str(result),
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=str(ROOT),
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            raise RuntimeError(f"{name}: longer than {timeout:.0f} s")
-        time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0 or not result.exists():
-        raise RuntimeError(f"{name} failed:\n{(work / f'log_{name}.txt').read_text()[-3000:]}")
-    return json.loads(result.read_text()), usage.ru_maxrss
+    """Run one child; (its result, its peak RSS in kB from wait4)."""
+    return distill_step.run_script_child(__file__, name, work, timeout)
 
 
 def main(argv=None) -> int:

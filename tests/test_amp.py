@@ -62,19 +62,21 @@ def o2_on_cpu(monkeypatch):
     monkeypatch.setattr(precision, "supported_precisions", lambda: ["fp32", "fp16", "bf16"])
 
 
+def _student(data, save_dir, **spec):
+    """A trainer of the tiny student on `data`, writing to `save_dir`; `spec`: the other TrainSpec fields."""
+    return Trainer(TrainSpec(config=STUDENT, save_dir=str(save_dir), data_root=str(data), **spec))
+
+
 def _fp32_checkpoint(tiny_data, tmp_path):
     # Fresh parameter names, as in the new process that resumes it (the optimizer state is keyed by them).
     with paddle.utils.unique_name.guard():
-        Trainer(
-            TrainSpec(
-                config=STUDENT,
-                save_dir=str(tmp_path / "fp32"),
-                data_root=str(tiny_data),
-                iters=2,
-                batch_size=2,
-                save_interval=2,
-                do_eval=False,
-            )
+        _student(
+            tiny_data,
+            tmp_path / "fp32",
+            iters=2,
+            batch_size=2,
+            save_interval=2,
+            do_eval=False,
         ).run()
     return tmp_path / "fp32" / "iter_2"
 
@@ -94,18 +96,15 @@ def test_o2_resumes_before_decorate_and_decorates_before_data_parallel(tiny_data
     monkeypatch.setattr(paddle.distributed, "get_rank", lambda: 0)
     monkeypatch.setattr(paddle.distributed, "init_parallel_env", lambda: None)
     with paddle.utils.unique_name.guard():
-        t = Trainer(
-            TrainSpec(
-                config=STUDENT,
-                save_dir=str(tmp_path / "o2"),
-                data_root=str(tiny_data),
-                iters=4,
-                batch_size=2,
-                precision="fp16",
-                amp_level="O2",
-                do_eval=False,
-                resume_model=str(ckpt),
-            )
+        t = _student(
+            tiny_data,
+            tmp_path / "o2",
+            iters=4,
+            batch_size=2,
+            precision="fp16",
+            amp_level="O2",
+            do_eval=False,
+            resume_model=str(ckpt),
         )
     assert t.resumed[0] == 2  # the fp32 checkpoint loaded (after decorate it fails: dtypes differ)
     [(layers, seen)] = wrapped
@@ -126,17 +125,14 @@ def test_o2_resumes_before_decorate_and_decorates_before_data_parallel(tiny_data
 def test_o2_evaluation_needs_the_autocast_and_runs_under_it(tiny_data, tmp_path, monkeypatch, o2_on_cpu):
     from segdistill.evaluate import evaluate
 
-    t = Trainer(
-        TrainSpec(
-            config=STUDENT,
-            save_dir=str(tmp_path / "o2"),
-            data_root=str(tiny_data),
-            iters=2,
-            batch_size=2,
-            precision="bf16",
-            amp_level="O2",
-            do_eval=True,
-        )
+    t = _student(
+        tiny_data,
+        tmp_path / "o2",
+        iters=2,
+        batch_size=2,
+        precision="bf16",
+        amp_level="O2",
+        do_eval=True,
     )
     # The crash: O2 weights are bf16, the images fp32; without autocast (as before) the first conv fails.
     with pytest.raises(ValueError, match="does not match the type of data"):
@@ -174,46 +170,28 @@ def test_o2_evaluation_needs_the_autocast_and_runs_under_it(tiny_data, tmp_path,
 def test_online_teacher_is_not_decorated_and_runs_outside_the_autocast(
     tiny_data, tmp_path, monkeypatch, o2_on_cpu, patched_teacher
 ):
-    o2 = Trainer(
-        TrainSpec(
-            config=STUDENT,
-            save_dir=str(tmp_path / "o2"),
-            data_root=str(tiny_data),
-            iters=2,
-            batch_size=2,
-            precision="fp16",
-            amp_level="O2",
-            teacher_config=patched_teacher,
-        )
+    o2 = _student(
+        tiny_data,
+        tmp_path / "o2",
+        iters=2,
+        batch_size=2,
+        precision="fp16",
+        amp_level="O2",
+        teacher_config=patched_teacher,
     )
     assert {str(p.dtype) for p in o2.distiller.teacher.parameters()} == {"paddle.float32"}
     assert "paddle.float16" in {str(p.dtype) for p in o2.model.parameters()}
 
     # A step (O1: it runs on a CPU): the student's forward inside the enabled autocast, the teacher's outside.
-    stack, seen = [], {}
-    real_auto_cast = paddle.amp.auto_cast
-
-    @contextlib.contextmanager
-    def auto_cast(enable=True, **kw):
-        stack.append(enable)
-        try:
-            with real_auto_cast(enable=enable, **kw):
-                yield
-        finally:
-            stack.pop()
-
-    monkeypatch.setattr(paddle.amp, "auto_cast", auto_cast)
-    t = Trainer(
-        TrainSpec(
-            config=STUDENT,
-            save_dir=str(tmp_path / "o1"),
-            data_root=str(tiny_data),
-            iters=2,
-            batch_size=2,
-            precision="fp16",
-            amp_level="O1",
-            teacher_config=patched_teacher,
-        )
+    stack, seen = _autocast_stack(monkeypatch), {}
+    t = _student(
+        tiny_data,
+        tmp_path / "o1",
+        iters=2,
+        batch_size=2,
+        precision="fp16",
+        amp_level="O1",
+        teacher_config=patched_teacher,
     )
     for name, model in (("student", t.model), ("teacher", t.distiller.teacher)):
         model.register_forward_pre_hook(lambda layer, inputs, name=name: seen.setdefault(name, list(stack)) and None)
@@ -225,19 +203,7 @@ def test_cache_records_the_teacher_precision_and_refuses_another(tiny_data, tmp_
     from segdistill.distill.cache import write_teacher_outputs
     from segdistill.specs import TeacherOutputsSpec
 
-    stack, seen = [], []
-    real_auto_cast = paddle.amp.auto_cast
-
-    @contextlib.contextmanager
-    def auto_cast(enable=True, **kw):
-        stack.append(enable)
-        try:
-            with real_auto_cast(enable=enable, **kw):
-                yield
-        finally:
-            stack.pop()
-
-    monkeypatch.setattr(paddle.amp, "auto_cast", auto_cast)
+    stack, seen = _autocast_stack(monkeypatch), []
     from segdistill.distill import cache, teachers
 
     real_run = teachers.run_teacher
@@ -327,3 +293,20 @@ def test_deterministic_mode_sets_the_cudnn_flag_on_a_cuda_build_only(monkeypatch
     monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: True)
     assert "FLAGS_cudnn_deterministic=True" in precision.set_deterministic()
     assert flags == [{"FLAGS_cudnn_deterministic": True}]
+
+
+def _autocast_stack(monkeypatch) -> list:
+    """paddle.amp.auto_cast wrapped so the returned list holds the `enable` flags of the autocasts now open."""
+    stack, real_auto_cast = [], paddle.amp.auto_cast
+
+    @contextlib.contextmanager
+    def auto_cast(enable=True, **kw):
+        stack.append(enable)
+        try:
+            with real_auto_cast(enable=enable, **kw):
+                yield
+        finally:
+            stack.pop()
+
+    monkeypatch.setattr(paddle.amp, "auto_cast", auto_cast)
+    return stack
