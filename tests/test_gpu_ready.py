@@ -71,7 +71,7 @@ def _leasing_commands() -> list[str]:
     for script in sorted((ROOT / "workflow/scripts").glob("*.py")):
         text = script.read_text()
         if "run_on_devices(" in text:
-            found += re.findall(r'argv = \["([\w-]+)"', text)
+            found += re.findall(r'argv = \[\s*"([\w-]+)"', text)
             found += [kinds[name] for name in re.findall(r"\b(\w+Spec)\(", text) if name in kinds]
     return found
 

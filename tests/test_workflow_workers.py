@@ -1,5 +1,7 @@
 """Loader workers change nothing: the tiny study with train.num_workers 2 equals the one with 0, byte for byte."""
 
+import json
+
 from segdistill.paddle_env import paddle
 
 import numpy as np
@@ -13,7 +15,10 @@ def test_num_workers_2_gives_byte_identical_summary(tiny_study, tmp_path):
     train = dict(yaml.safe_load(TINY_STUDY.read_text())["train"], num_workers=2)
     config = tiny_config(tmp_path, train=train)
     run_snakemake(tmp_path, "--cores", "2", "--configfile", config)
-    assert "--num_workers 2" in (tmp_path / "logs/distill/kl_cwd/seed1.log").read_text()
+    # The job's spec (what the trainer read) has the 2 workers; the reference's has 0.
+    spec = "results/runs/distilled/kl_cwd/seed1/launch_logs/spec.json"
+    assert json.loads((tmp_path / spec).read_text())["spec"]["num_workers"] == 2
+    assert json.loads((reference / spec).read_text())["spec"]["num_workers"] == 0
     summary = "results/report/summary.csv"
     assert (tmp_path / summary).read_bytes() == (reference / summary).read_bytes()
     for run in ("teacher/seed0", "student/seed1", "distilled/kl_cwd/seed0"):

@@ -388,7 +388,7 @@ def _data_commands(sub) -> None:
 
 
 def _report_commands(sub) -> None:
-    """Subcommands: the report's tables, figures and records."""
+    """Subcommands: the report's tables, statistics, cost and export."""
     p = sub.add_parser("summary", help="per-run evaluation JSONs and stats.json -> summary.csv and summary.md")
     p.add_argument("evals", nargs="+")
     _flag(p, "stats", required=True, help="stats.json of the same records (segdistill stats)")
@@ -431,6 +431,9 @@ def _report_commands(sub) -> None:
     _flag(p, "out_json", required=True)
     p.set_defaults(func=cmd_export)
 
+
+def _report_page_commands(sub) -> None:
+    """Subcommands: the report's figures, provenance record and overview page."""
     p = sub.add_parser(
         "figure",
         help="report figures: means (mIoU per arm), paired (student -> distilled per seed), "
@@ -495,6 +498,7 @@ def parser() -> argparse.ArgumentParser:
     _training_commands(sub)
     _data_commands(sub)
     _report_commands(sub)
+    _report_page_commands(sub)
     _environment_commands(sub)
     return ap
 

@@ -235,44 +235,50 @@ def full_rst(summary: pd.DataFrame, stats: dict, cost: list[dict], export: dict 
         )
     )
     if export:
-        parts.append(
-            list_table(
-                "Export",
-                ["key", "value"],
-                [
-                    ["run", export["run"]],
-                    ["chosen on", export.get("chosen_on", "n/a")],
-                    [f"{export.get('split', 'val')} mIoU", pct(export["miou"])],
-                    ["input spec", str(export["input_spec"])],
-                    ["files", ", ".join(export["files"])],
-                    ["max abs logit diff", f"{export['max_abs_diff']:.3e}"],
-                    ["argmax agreement", pct(export["label_agreement"])],
-                    ["tolerance", f"{export['tolerance']:g}"],
-                    ["checked with", export.get("predictor", "n/a")],
-                ],
-            )
-        )
+        parts.append(_export_table(export))
     if prov:
-        git = prov.get("git") or {}
-        rows = [
-            ["date (UTC)", prov["date_utc"]],
-            ["config sha256", prov["config_sha256"]],
-            [
-                "git commit",
-                (git.get("commit", "none") + (" (modified)" if git.get("dirty") else ""))
-                if git
-                else "not a git checkout",
-            ],
-        ]
-        rows += [[f"file {k}", v[:16]] for k, v in prov.get("config_files", {}).items()]
-        rows += [[f"package {k}", v] for k, v in prov["packages"].items()]
-        m = prov["machine"]
-        rows += [
-            ["machine", f"{m.get('platform')}, {m.get('cpu')}, {m.get('cpu_count')} CPUs, {m.get('memory_gb')} GB"],
-            ["GPUs", ", ".join(m.get("gpus") or []) or "none"],
-        ]
-        parts.append(list_table("Provenance", ["item", "value"], rows))
+        parts.append(_provenance_table(prov))
     return "\n".join(parts)
+
+
+def _export_table(export: dict) -> str:
+    """The exported model: which run, chosen on which split, and how closely the inference model matches it."""
+    return list_table(
+        "Export",
+        ["key", "value"],
+        [
+            ["run", export["run"]],
+            ["chosen on", export.get("chosen_on", "n/a")],
+            [f"{export.get('split', 'val')} mIoU", pct(export["miou"])],
+            ["input spec", str(export["input_spec"])],
+            ["files", ", ".join(export["files"])],
+            ["max abs logit diff", f"{export['max_abs_diff']:.3e}"],
+            ["argmax agreement", pct(export["label_agreement"])],
+            ["tolerance", f"{export['tolerance']:g}"],
+            ["checked with", export.get("predictor", "n/a")],
+        ],
+    )
+
+
+def _provenance_table(prov: dict) -> str:
+    """Where the numbers came from: date, config and file hashes, commit, packages, machine."""
+    git = prov.get("git") or {}
+    rows = [
+        ["date (UTC)", prov["date_utc"]],
+        ["config sha256", prov["config_sha256"]],
+        [
+            "git commit",
+            (git.get("commit", "none") + (" (modified)" if git.get("dirty") else "")) if git else "not a git checkout",
+        ],
+    ]
+    rows += [[f"file {k}", v[:16]] for k, v in prov.get("config_files", {}).items()]
+    rows += [[f"package {k}", v] for k, v in prov["packages"].items()]
+    m = prov["machine"]
+    rows += [
+        ["machine", f"{m.get('platform')}, {m.get('cpu')}, {m.get('cpu_count')} CPUs, {m.get('memory_gb')} GB"],
+        ["GPUs", ", ".join(m.get("gpus") or []) or "none"],
+    ]
+    return list_table("Provenance", ["item", "value"], rows)
 
 
 CSS = """
