@@ -110,14 +110,18 @@ def evaluate_run(spec) -> dict:
         from segdistill.study import parse_run
 
         result.update(run=spec.run, **parse_run(spec.run))
-    builder = build(dic, spec.config)
+    from segdistill.timing import Clock
+
+    builder, clock = build(dic, spec.config), Clock()
     for split in spec.split:
         ds = build_split(builder, split)
-        cm = evaluate(model, ds, n, ignore_index(dic))
+        with clock("evaluate"):
+            cm = evaluate(model, ds, n, ignore_index(dic))
         result["splits"][split] = dict(metrics_record(cm, names), num_images=len(ds))
         print(f"{split}: mIoU={result['splits'][split]['miou']:.4f} on {len(ds)} images", file=sys.stderr)
     if spec.out is not None:
         from segdistill.atomic import write_json
 
         write_json(spec.out, result)
+    print(clock.line(), file=sys.stderr)
     return result

@@ -48,6 +48,7 @@ from segdistill.losses.task import task_losses
 from segdistill.parallel import StudentSide, parameter_digest
 from segdistill.precision import TEACHER_PRECISION, Amp, set_deterministic, to_fp32
 from segdistill.specs import TrainSpec
+from segdistill.timing import Clock
 
 
 class NonFiniteLoss(SegDistillError):
@@ -126,6 +127,7 @@ class Trainer:
             opt_cfg["type"] = "Momentum"
         self.optimizer = self.builder.build_component(opt_cfg)(self.trainable, self.lr)
         self.vdl = None
+        self.clock = Clock()
         self._best_store = self.save_dir / "checkpoints_best" / "model.pdparams"
         self.run_key = self._run_key()
         self._prepare()
@@ -354,6 +356,8 @@ class Trainer:
             self._log(f"already trained to iteration {start}")
         self.student_side.train()
         batches = self.stream.loader(start + 1, self.iters, spec.num_workers)
+        # The loader's batches are made inside the loop, so loading counts as training steps.
+        t_loop = time.perf_counter()
         for it, (images, labels) in zip(range(start + 1, self.iters + 1), batches):
             loss, parts = self.step(images, labels, it)
             loss_value = float(loss)
@@ -367,17 +371,23 @@ class Trainer:
             if it % spec.log_iters == 0 or it == self.iters:
                 self._log_train(it, loss_value, parts, progress)
             if it % spec.save_interval == 0 or it == self.iters:
-                self._evaluate_and_keep_best(it, progress)
+                with self.clock("evaluate"):
+                    self._evaluate_and_keep_best(it, progress)
                 if self.world > 1:
                     self._check_ranks_agree(it)
                 rng_states = self._gather_rng()
                 if self.is_main:
-                    progress.last_checkpoint = self._checkpoint(it, progress, rng_states)
+                    with self.clock("checkpoint"):
+                        progress.last_checkpoint = self._checkpoint(it, progress, rng_states)
+        loop = time.perf_counter() - t_loop
+        self.clock.totals["train_steps"] = loop - sum(self.clock.totals.get(k, 0.0) for k in ("evaluate", "checkpoint"))
         summary = self._summary(progress)
         if self.is_main:
-            self._write_results(progress, summary)
+            with self.clock("results"):
+                self._write_results(progress, summary)
         if self.vdl:
             self.vdl.close()
+        self._log(self.clock.line())
         return summary
 
     def _log_train(self, it: int, loss_value: float, parts: dict, progress: _Progress) -> None:

@@ -41,6 +41,7 @@ from segdistill.data.fetch import sha256_of
 from segdistill.distill.recorder import LOGITS, Recorder, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
 from segdistill.precision import TEACHER_PRECISION
+from segdistill.timing import Clock
 
 FORMAT = 2  # 2: each tensor file's size and SHA-256 in the manifest
 DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
@@ -147,7 +148,7 @@ class _Plan:
             raise SegDistillError(f"cache.dtype: '{spec.dtype}' is not one of {', '.join(DTYPES)}")
         if spec.ranks < 1:
             raise SegDistillError(f"ranks must be at least 1, got {spec.ranks}")
-        self.spec = spec
+        self.spec, self.clock = spec, Clock()
         config = spec.config
         sdic = experiment_dict(
             config,
@@ -199,7 +200,8 @@ class _Plan:
         """The teacher's tensors of one batch, by name (`logits` before the final upsampling when `rule` says)."""
         from segdistill.distill.teachers import run_teacher
 
-        feats, logits = run_teacher(self.teacher, self.recorder, images)
+        with self.clock("teacher_forward"):
+            feats, logits = run_teacher(self.teacher, self.recorder, images)
         outputs = model_outputs(logits)
         check_outputs(outputs, self.names, "teacher", "eval")
         feats.update({n: outputs[n] for n in self.names if n in outputs})
@@ -341,6 +343,7 @@ def write_teacher_outputs(spec, log=print) -> dict:
             manifest["tensors"][n].update(file_record(tmp / f"{n}.npy"))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {out}: {plan.bytes} bytes, manifest sha256 {sha256_of(out / MANIFEST)}")
+    log(plan.clock.line())
     return manifest
 
 
