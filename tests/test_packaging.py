@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 
 import yaml
 
@@ -133,3 +134,23 @@ def test_no_function_in_src_is_longer_than_80_lines():
                 if lines > 80:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, "functions over 80 lines: " + "; ".join(long)
+
+
+def test_jobs_import_paddleseg_without_scikit_learn_and_its_auc_still_works():
+    """segdistill.paddle_env imports paddleseg with scikit-learn deferred (a second of every job's start-up);
+    paddleseg's one use of it, `auc_roc`, still computes scikit-learn's number, and `import sklearn` is real."""
+    code = (
+        "import sys\n"
+        "import segdistill.trainer, segdistill.evaluate, segdistill.distill.cache\n"
+        "assert 'sklearn' not in sys.modules, 'sklearn imported'\n"
+        "import numpy as np\n"
+        "from paddleseg.utils.metrics import auc_roc\n"
+        "logits = np.array([[[[0.1, 0.8], [0.6, 0.3]], [[0.9, 0.2], [0.4, 0.7]]]])\n"
+        "label = np.array([[[[1, 0], [1, 0]]]])\n"
+        "got = auc_roc(logits, label, num_classes=2)\n"
+        "from sklearn.metrics import roc_auc_score\n"
+        "assert type(sys.modules['sklearn']).__name__ == 'module'\n"
+        "assert got == roc_auc_score([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.7]), got\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

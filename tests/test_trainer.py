@@ -297,3 +297,60 @@ def test_grad_clip_norm_bounds_the_first_step(tiny_data, tmp_path):
     free = Trainer(spec(tiny_data, tmp_path / "free", iters=1), log=lambda m: None)
     assert _first_step_change(free)[0] > 10 * bound
     assert clipped.run_key != free.run_key  # a clipped run never resumes an unclipped one's checkpoints
+
+
+def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_data, tmp_path):
+    """`evaluate_out`: the record the workflow's training jobs write instead of a separate evaluate job is the
+    one `segdistill evaluate` writes for the same weights, byte for byte; the job's log says where its time went."""
+    messages = []
+    out = tmp_path / "eval" / "student" / "seed3.json"
+    run = spec(
+        tiny_data,
+        tmp_path / "run",
+        iters=4,
+        evaluate_out=str(out),
+        evaluate_splits=["val", "test"],
+        run_id="student/seed3",
+        class_names=["background", "disc"],
+        eval_batch_size=4,
+    )
+    Trainer(run, log=messages.append).run()
+    alone = tmp_path / "alone.json"
+    subprocess.run(
+        [
+            *[sys.executable, "-m", "segdistill.cli", "evaluate", "--config", STUDENT],
+            *["--model", str(tmp_path / "run/best_model/model.pdparams"), "--data_root", str(tiny_data)],
+            *["--split", "val", "test", "--class_names", "background", "disc", "--run", "student/seed3"],
+            *["--batch_size", "4", "--out", str(alone)],
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert out.read_bytes() == alone.read_bytes()
+    record = json.loads(out.read_text())
+    assert record["run"] == "student/seed3" and set(record["splits"]) == {"val", "test"}
+    from segdistill.timing import parse_log
+
+    parts = parse_log("\n".join(messages))
+    assert parts["train_steps"] > 0 and parts["evaluate"] > 0 and parts["checkpoint"] > 0, parts
+
+
+def test_evaluating_in_batches_gives_the_pixels_of_one_image_at_a_time(tiny_data, tmp_path):
+    """evaluate(batch_size=k): same-size images go through the model together, and the confusion matrix is the
+    one of PaddleSeg's one-at-a-time evaluation; images of another size start a new batch."""
+    from segdistill.config import build
+    from segdistill.evaluate import _same_size_batches, build_split, evaluate
+    from segdistill.models import load_trained
+
+    Trainer(spec(tiny_data, tmp_path / "run", iters=2, do_eval=False)).run()
+    model, dic = load_trained(STUDENT, str(tmp_path / "run/best_model/model.pdparams"), str(tiny_data))
+    ds = build_split(build(dic, STUDENT), "val")
+    one = evaluate(model, ds, 2, batch_size=1).matrix
+    assert one.sum() > 0
+    for k in (3, 16):
+        assert np.array_equal(evaluate(model, ds, 2, batch_size=k).matrix, one), k
+
+    sizes = [(3, 8, 8), (3, 8, 8), (3, 4, 4), (3, 8, 8), (3, 8, 8), (3, 8, 8)]
+    samples = [{"img": np.zeros(s), "label": np.zeros((1, *s[1:]))} for s in sizes]
+    got = [[img.shape[1] for img, _ in b] for b in _same_size_batches(samples, range(len(samples)), 2)]
+    assert got == [[8, 8], [4], [8, 8], [8]]

@@ -124,10 +124,11 @@ def test_dry_run_with_gpu_pool_shows_whole_chain(tmp_path):
         "patch_teacher",
         "teacher_outputs",
         "distill",
-        "evaluate",
         "summary",
     ):
         assert rule in out, rule
+    # Trained runs are evaluated in their training jobs; only a teacher the user brings has an evaluate job.
+    assert "rule evaluate:" not in out
 
 
 def test_provenance_says_cached_or_online(finished_study):

@@ -88,6 +88,16 @@ class TrainSpec(_Keyed):
         None, help="folder written by `segdistill teacher-outputs` for this run's stream: the teacher is not built"
     )
     data_record: str | None = opt(None, help="the data validation record (validation.json), checked with the cache")
+    # The workflow's training jobs evaluate their best model while the engine is loaded, instead of a job that
+    # starts the interpreter, imports paddle and builds the model again (segdistill.evaluate.evaluate_run).
+    evaluate_out: str | None = opt(
+        None, help="after training, evaluate best_model on --evaluate_splits and write the record here (JSON)"
+    )
+    evaluate_splits: list[str] = opt(lambda: ["val"], nargs="+", help="splits for --evaluate_out")
+    eval_batch_size: int = opt(
+        1, help="images per forward when evaluating (val during training, --evaluate_out); 1 as PaddleSeg"
+    )
+    run_id: str | None = opt(None, help="run id recorded in the --evaluate_out record, e.g. distilled/kl/seed0")
 
     def __post_init__(self):
         if self.distill and self.distill_terms is not None:
@@ -132,6 +142,7 @@ class EvaluateSpec:
     split: list[str] = opt(lambda: ["val"], nargs="+")
     class_names: list[str] | None = opt(None, nargs="+")
     run: str | None = opt(None, help="run id recorded in the JSON, e.g. distilled/kl/seed0")
+    batch_size: int = opt(1, help="images per forward (same-size images); 1 as PaddleSeg")
     out: str | None = opt(None, help="JSON file to write (-: print it)", cli_default="-")
 
 

@@ -165,6 +165,8 @@ class Trainer:
             "do_eval": spec.do_eval,
             "save_interval": spec.save_interval,
             **({"deterministic": True} if spec.deterministic else {}),  # keys of earlier runs unchanged
+            # It may move val's numbers by rounding, so which checkpoint is best.
+            **({"eval_batch_size": spec.eval_batch_size} if spec.eval_batch_size != 1 else {}),
             "distill": getattr(self.distiller, "identity", None) if self.distiller else None,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
@@ -337,6 +339,7 @@ class Trainer:
             self.ignore_index,
             (self.rank, self.world),
             autocast=self.amp.autocast,
+            batch_size=self.spec.eval_batch_size,
         )
         return metrics_record(reduce_matrix(cm), self.class_names)
 
@@ -385,6 +388,8 @@ class Trainer:
         if self.is_main:
             with self.clock("results"):
                 self._write_results(progress, summary)
+            if spec.evaluate_out:
+                self._evaluate_best()
         if self.vdl:
             self.vdl.close()
         self._log(self.clock.line())
@@ -441,6 +446,25 @@ class Trainer:
             progress.best_miou, progress.best_iter = rec["miou"], it
             if self.is_main:
                 checkpoint.save_weights(self.model, self._best_store)
+
+    def _evaluate_best(self) -> None:
+        """best_model/ evaluated as `segdistill evaluate` does (a model built from the YAML, the weights loaded,
+        fp32), in this process: the record is the evaluate job's, without that job's start-up."""
+        from segdistill.evaluate import evaluate_run
+        from segdistill.specs import EvaluateSpec
+
+        spec = self.spec
+        evaluate_spec = EvaluateSpec(
+            config=spec.config,
+            model=str(self.save_dir / "best_model" / "model.pdparams"),
+            data_root=spec.data_root,
+            split=list(spec.evaluate_splits),
+            class_names=spec.class_names,
+            run=spec.run_id,
+            out=spec.evaluate_out,
+            batch_size=spec.eval_batch_size,
+        )
+        evaluate_run(evaluate_spec, clock=self.clock)
 
     def _checkpoint(self, it: int, progress: _Progress, rng_states: list) -> Path:
         """Rank 0 writes the checkpoint of iteration `it` (pruned to keep_checkpoint_max)."""

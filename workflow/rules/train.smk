@@ -56,6 +56,8 @@ rule train:
         summary="results/runs/{arm}/seed{seed}/train_summary.json",
         train_log="results/runs/{arm}/seed{seed}/train_log.csv",
         eval_log="results/runs/{arm}/seed{seed}/eval_log.csv",
+        # The best model evaluated in the job, while the engine is loaded (see rules/evaluate.smk).
+        evaluation="results/eval/{arm}/seed{seed}.json",
     log:
         "logs/train/{arm}/seed{seed}.log",
     benchmark:
@@ -74,6 +76,8 @@ rule train:
         train=train_flags,
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
+        evaluate=config["evaluate"],
+        run=lambda wc: f"{wc.arm}/seed{wc.seed}",
     script:
         "../scripts/train.py"
 
@@ -171,6 +175,7 @@ rule distill:
         summary="results/runs/distilled/{method}/seed{seed}/train_summary.json",
         train_log="results/runs/distilled/{method}/seed{seed}/train_log.csv",
         eval_log="results/runs/distilled/{method}/seed{seed}/eval_log.csv",
+        evaluation="results/eval/distilled/{method}/seed{seed}.json",
     log:
         "logs/distill/{method}/seed{seed}.log",
     benchmark:
@@ -185,5 +190,7 @@ rule distill:
         train=config["train"],
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
+        evaluate=config["evaluate"],
+        run=lambda wc: f"distilled/{wc.method}/seed{wc.seed}",
     script:
         "../scripts/train.py"

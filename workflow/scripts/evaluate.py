@@ -8,7 +8,8 @@ with log_to(snakemake.log[0]):
         EvaluateSpec(
             config=i.config,
             model=i.model,
-            split=list(p.splits),
+            split=list(p.evaluate["splits"]),
+            batch_size=p.evaluate["batch_size"],
             class_names=list(p.class_names),
             data_root=i.data,
             run=snakemake.wildcards.run,
