@@ -145,7 +145,7 @@ def test_optic_disc_study_is_exactly_its_own(tmp_path):
         "check_terms": 1,
         "train": 4,
         "patch_teacher": 1,
-        "teacher_outputs": 3,
+        "teacher_outputs": 1,  # the 3 seeds share the teacher: one job writes their caches
         "distill": 3,
         "summary": 1,
         "stats": 1,
@@ -173,7 +173,7 @@ def test_optic_disc_pp_liteseg_study_plans_the_tutorial_teacher_and_a_pp_liteseg
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
     assert counts["download_optic_disc"] == 1 and counts["fetch_backbone"] == 2 and "make_synthetic" not in counts
-    assert counts["train"] == 4 and counts["teacher_outputs"] == 3 and counts["distill"] == 3
+    assert counts["train"] == 4 and counts["teacher_outputs"] == 1 and counts["distill"] == 3
     assert "resources/pretrained/PP_STDCNet2/model.pdparams" in out
     inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)
     assert "deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml" in inputs, inputs
@@ -268,7 +268,7 @@ def test_shipped_studies_parse_and_plan(name, distilled):
     """Every study in config/ is whole and plans the default study's chain (8 seeds, one shared teacher)."""
     proc = plan(ROOT, ROOT / "config" / name)
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == 9 and counts["teacher_outputs"] == 8 and counts["distill"] == distilled
+    assert counts["train"] == 9 and counts["teacher_outputs"] == 1 and counts["distill"] == distilled
     if name == "methods.yaml":  # one arm per method of docs/methods.md, each distilling every seed
         arms = re.findall(r"rule distill:\n(?:.*\n)*?\s+wildcards: method=(\w+), seed=\d+", proc.stdout)
         assert {a: arms.count(a) for a in set(arms)} == {a: 8 for a in METHOD_ARMS}
@@ -286,3 +286,19 @@ def test_shipped_studies_parse_and_plan(name, distilled):
     if name == "config.yaml":  # its YAMLs inherit the stride-8 ones: those are inputs too, so edits to them rerun
         inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)
         assert "deeplabv3p_resnet18_os8_synthetic_64x64_student.yml" in inputs, inputs
+
+
+def test_a_teacher_per_seed_gets_a_teacher_outputs_job_per_seed(tmp_path):
+    """teacher.per_seed: true: each seed distils from its own teacher, so each has its own cache job (the seeds of
+    a shared teacher get one job for all of them)."""
+    study = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    study["teacher"]["per_seed"] = True
+    study["seeds"] = [0, 1, 2]
+    path = tmp_path / "per_seed.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    proc = plan(ROOT, path)
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert counts["train"] == 6 and counts["teacher_outputs"] == 3 and counts["distill"] == 3
+    for seed in (0, 1, 2):
+        assert f"logs/teacher_outputs/seed{seed}.log" in out

@@ -300,3 +300,55 @@ def test_over_max_gb_stops_before_writing(tiny_data, patched_teacher, tmp_path):
     with pytest.raises(SegDistillError, match=r"need 0\.\d+ GB .* over cache.max_gb 1e-06.*online"):
         make_cache(tmp_path, patched_teacher, tiny_data, "float32", name="big", max_gb=1e-6)
     assert not any(tmp_path.glob("*big*"))  # nothing that looks like a cache, no temporary left
+
+
+def test_one_job_writes_every_seeds_cache_as_one_job_per_seed_would(tiny_data, patched_teacher, tmp_path):
+    """The workflow's teacher-outputs job for the seeds sharing a teacher: a spec file with one spec per seed,
+    run by `segdistill teacher-outputs --spec` in one process, writes each seed's cache byte for byte as a job
+    for that seed alone; the job logs one [time] line for all of them."""
+    import subprocess
+    import sys
+
+    from segdistill.specs import write_spec
+    from segdistill.timing import parse_log
+
+    terms = terms_file(tmp_path, TERMS)
+
+    def spec(seed, out):
+        return TeacherOutputsSpec(
+            config=STUDENT,
+            teacher_config=patched_teacher,
+            distill=[terms],
+            out=str(out),
+            seed=seed,
+            data_root=str(tiny_data),
+            iters=ITERS,
+        )
+
+    alone = tmp_path / "alone_seed5"
+    cache.write_teacher_outputs(spec(5, alone), log=lambda m: None)
+    job = write_spec([spec(4, tmp_path / "job/seed4"), spec(5, tmp_path / "job/seed5")], tmp_path / "spec.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "segdistill.cli", "teacher-outputs", "--spec", str(job)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = sorted(p.name for p in alone.iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "job/seed5").iterdir()) and "manifest.json" in files
+    for name in files:
+        assert (alone / name).read_bytes() == (tmp_path / "job/seed5" / name).read_bytes(), name
+    seed4 = json.loads((tmp_path / "job/seed4/manifest.json").read_text())
+    assert seed4["stream"] != json.loads((alone / "manifest.json").read_text())["stream"]  # its own stream
+    assert proc.stderr.count("[time] ") == 1 and parse_log(proc.stderr)["teacher_forward"] > 0
+
+
+def test_a_spec_file_of_several_specs_is_refused_by_a_one_spec_command(tmp_path, capsys):
+    from segdistill.cli import main
+    from segdistill.specs import EvaluateSpec, write_spec
+
+    job = write_spec([EvaluateSpec(config="a.yml", model="m"), EvaluateSpec(config="b.yml", model="m")], tmp_path / "s")
+    assert main(["evaluate", "--spec", str(job)]) == 2
+    assert f"segdistill: error: {job}: holds 2 specs; `evaluate` runs one" in capsys.readouterr().err
+    with pytest.raises(SegDistillError, match="one job runs specs of one kind"):
+        write_spec([EvaluateSpec(config="a.yml", model="m"), TeacherOutputsSpec("s", "t", "o")], tmp_path / "t")

@@ -46,7 +46,7 @@ def test_every_job_logged_and_benchmarked(finished_study):
     text = (workdir / "logs/distill/kl_cwd/seed0.log").read_text()
     assert "cwd_aspp" in text and "[eval]" in text
     assert "no teacher is built" in text  # teacher.outputs: cached (the default)
-    assert (workdir / "benchmarks/teacher_outputs/seed0.tsv").is_file()
+    assert (workdir / "benchmarks/teacher_outputs/seeds.tsv").is_file()  # one job for the seeds sharing a teacher
     assert (workdir / "benchmarks/train/teacher/seed0.tsv").is_file()
     patched = yaml.safe_load((workdir / "results/configs/teacher_seed0.yml").read_text())
     assert patched["model"]["pretrained"].endswith("results/runs/teacher/seed0/best_model/model.pdparams")

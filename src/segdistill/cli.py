@@ -70,8 +70,9 @@ def _cli_defaults(cls) -> dict:
     return out
 
 
-def _spec(args, **extra):
-    """The job spec of a subcommand: from `--spec FILE`, else from its flags (command-line defaults) and `extra`."""
+def _spec(args, many=False, **extra):
+    """The job spec of a subcommand: from `--spec FILE`, else from its flags (command-line defaults) and `extra`.
+    `many`: the subcommand runs a list of specs one after another (a spec file may hold one); always a list."""
     import dataclasses
 
     from segdistill.specs import read_spec
@@ -82,14 +83,17 @@ def _spec(args, **extra):
         if given:
             p.error(f"--spec takes no other flags (got --{', --'.join(given)})")
         spec = read_spec(args.spec)
-        if not isinstance(spec, cls):
+        specs = spec if isinstance(spec, list) else [spec]
+        if not all(isinstance(s, cls) for s in specs):
             raise SegDistillError(f"{args.spec}: a spec of another job, not of `{args.command}`")
-        return spec
+        if len(specs) > 1 and not many:
+            raise SegDistillError(f"{args.spec}: holds {len(specs)} specs; `{args.command}` runs one")
+        return specs if many else specs[0]
     values = {**_cli_defaults(cls), **given, **extra}
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
     if missing:
         p.error("the following arguments are required: " + ", ".join(f"--{m}" for m in missing))
-    return cls(**values)
+    return [cls(**values)] if many else cls(**values)
 
 
 def cmd_train(args):
@@ -109,8 +113,13 @@ def cmd_distill_train(args):
 
 def cmd_teacher_outputs(args):
     from segdistill.distill.cache import write_teacher_outputs
+    from segdistill.timing import Clock
 
-    write_teacher_outputs(_spec(args), log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    # Several specs (the seeds that share a teacher) run in this one process: one start-up for all of them.
+    clock = Clock()
+    for spec in _spec(args, many=True):
+        write_teacher_outputs(spec, log=lambda msg: print(msg, file=sys.stderr, flush=True), clock=clock)
+    print(clock.line(), file=sys.stderr, flush=True)
 
 
 def cmd_evaluate(args):

@@ -54,13 +54,16 @@ def log_to(path):
 def run_on_devices(job, log: str, gpus: int, threads: int, launch_log_dir: str) -> None:
     """Lease `gpus` devices, then run `segdistill <argv>` in a child (under paddle.distributed.launch if > 1).
 
-    `job`: the argv list, or a job spec (written to `<launch_log_dir>/spec.json` and passed as `--spec`)."""
+    `job`: the argv list, or a job spec or a list of specs of one kind (written to `<launch_log_dir>/spec.json`
+    and passed as `--spec`)."""
     from segdistill import devices
+    from segdistill.specs import KINDS, kind_of, write_spec
 
-    if not isinstance(job, (list, tuple)):
-        from segdistill.specs import kind_of, write_spec
-
-        job = [kind_of(job), "--spec", write_spec(job, os.path.join(launch_log_dir, "spec.json"))]
+    spec_types = tuple(KINDS.values())
+    many = isinstance(job, (list, tuple)) and bool(job) and all(isinstance(j, spec_types) for j in job)
+    if many or isinstance(job, spec_types):
+        kind = kind_of(job[0] if many else job)
+        job = [kind, "--spec", write_spec(list(job) if many else job, os.path.join(launch_log_dir, "spec.json"))]
     argv = list(map(str, job))
     cmd = [sys.executable, "-m", "segdistill.cli", *argv]
     with log_to(log):

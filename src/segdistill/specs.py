@@ -156,10 +156,19 @@ def kind_of(spec) -> str:
 
 
 def write_spec(spec, path) -> Path:
-    """The spec as JSON (`{"kind": ..., "spec": {field: value}}`), written whole or not at all."""
+    """The spec as JSON (`{"kind": ..., "spec": {field: value}}`), written whole or not at all.
+
+    `spec` may be a list of specs of one kind: one job that runs them one after another in one process, so that
+    it starts the interpreter and imports paddle once (the workflow's teacher outputs of the seeds sharing a
+    teacher). The file's `spec` is then the list."""
     from segdistill.atomic import write_json
 
-    write_json(path, {"kind": kind_of(spec), "spec": dataclasses.asdict(spec)})
+    many = isinstance(spec, (list, tuple))
+    kinds = {kind_of(s) for s in spec} if many else {kind_of(spec)}
+    if len(kinds) != 1:
+        raise SegDistillError(f"one job runs specs of one kind, got {', '.join(sorted(kinds)) or 'none'}")
+    body = [dataclasses.asdict(s) for s in spec] if many else dataclasses.asdict(spec)
+    write_json(path, {"kind": kinds.pop(), "spec": body})
     return Path(path)
 
 
@@ -184,11 +193,16 @@ def from_mapping(cls, values: dict, source: str):
 
 
 def read_spec(path):
-    """The spec `write_spec` wrote to `path`."""
+    """The spec `write_spec` wrote to `path` (a list of specs when a list was written)."""
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SegDistillError(f"{path}: not a job spec: {exc}") from None
-    if not isinstance(record, dict) or record.get("kind") not in KINDS or not isinstance(record.get("spec"), dict):
+    body = record.get("spec") if isinstance(record, dict) else None
+    many = isinstance(body, list) and body and all(isinstance(b, dict) for b in body)
+    if not isinstance(record, dict) or record.get("kind") not in KINDS or not (isinstance(body, dict) or many):
         raise SegDistillError(f"{path}: not a job spec (expected kind: one of {', '.join(KINDS)}, and spec)")
-    return from_mapping(KINDS[record["kind"]], record["spec"], str(path))
+    cls = KINDS[record["kind"]]
+    if many:
+        return [from_mapping(cls, b, f"{path} (spec {i + 1})") for i, b in enumerate(body)]
+    return from_mapping(cls, body, str(path))

@@ -78,11 +78,21 @@ wildcard_constraints:
     run=study.RUN_PATTERN,
 
 
+# One teacher for every seed (teacher.per_seed false, or a teacher given): one teacher-outputs job for all seeds.
+SHARED_TEACHER = (
+    len({study.teacher_seed(config, s) for s in SEEDS}) == 1 and len(SEEDS) > 1
+)
+
+
+def teacher_outputs_dir(seed):
+    return f"results/teacher_outputs/seed{seed}"
+
+
 def teacher_outputs_input(wildcards):
     """A seed's cached teacher outputs (teacher.outputs: cached); nothing when the teacher runs online."""
     if config["teacher"]["outputs"] != "cached":
         return {}
-    return {"teacher_outputs": f"results/teacher_outputs/seed{wildcards.seed}"}
+    return {"teacher_outputs": teacher_outputs_dir(wildcards.seed)}
 
 
 def run_dir(run):

@@ -133,31 +133,68 @@ rule distill_terms:
 
 
 # The teacher run once over a seed's training stream (the distilled runs' data seed, global batch, iterations),
-# storing the union of every method's teacher tensors: one job serves all methods and sweep points of the seed.
-rule teacher_outputs:
-    input:
+# storing the union of every method's teacher tensors: one cache serves all methods and sweep points of the seed.
+# The seeds that share a teacher (teacher.per_seed: false, or a teacher given) get theirs from one job: one
+# start-up (interpreter, paddle) instead of one per seed.
+TEACHER_OUTPUTS_JOB = dict(
+    input=dict(
         data=DATA_ROOT,
         validation=rules.validate_data.output[0],
         config=arm_config("student"),
-        teacher_config=lambda wc: f"results/configs/teacher_seed{study.teacher_seed(config, wc.seed)}.yml",
-        teacher_model=lambda wc: run_model(teacher_run(wc.seed)),
         terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
-    output:
-        directory("results/teacher_outputs/seed{seed}"),
-    log:
-        "logs/teacher_outputs/seed{seed}.log",
-    benchmark:
-        "benchmarks/teacher_outputs/seed{seed}.tsv"
-    conda:
-        "../envs/segdistill.yaml"
-    threads: 1
-    resources:
-        gpu=min(1, config["gpus_per_job"]),
-    params:
-        cache=config["cache"],
-        ranks=max(1, config["gpus_per_job"]),
-    script:
-        "../scripts/teacher_outputs.py"
+    ),
+    params=dict(cache=config["cache"], ranks=max(1, config["gpus_per_job"])),
+)
+
+if SHARED_TEACHER:
+
+    rule teacher_outputs:
+        input:
+            **TEACHER_OUTPUTS_JOB["input"],
+            teacher_config=f"results/configs/teacher_seed{study.teacher_seed(config, SEEDS[0])}.yml",
+            teacher_model=run_model(teacher_run(SEEDS[0])),
+        output:
+            [directory(teacher_outputs_dir(s)) for s in SEEDS],
+        log:
+            "logs/teacher_outputs/seeds.log",
+        benchmark:
+            "benchmarks/teacher_outputs/seeds.tsv"
+        conda:
+            "../envs/segdistill.yaml"
+        threads: 1
+        resources:
+            gpu=min(1, config["gpus_per_job"]),
+        params:
+            **TEACHER_OUTPUTS_JOB["params"],
+            seeds=SEEDS,
+            launch_logs="logs/teacher_outputs/launch_seeds",
+        script:
+            "../scripts/teacher_outputs.py"
+
+else:
+
+    rule teacher_outputs:
+        input:
+            **TEACHER_OUTPUTS_JOB["input"],
+            teacher_config="results/configs/teacher_seed{seed}.yml",
+            teacher_model=run_model("teacher/seed{seed}"),
+        output:
+            directory(teacher_outputs_dir("{seed}")),
+        log:
+            "logs/teacher_outputs/seed{seed}.log",
+        benchmark:
+            "benchmarks/teacher_outputs/seed{seed}.tsv"
+        conda:
+            "../envs/segdistill.yaml"
+        threads: 1
+        resources:
+            gpu=min(1, config["gpus_per_job"]),
+        params:
+            **TEACHER_OUTPUTS_JOB["params"],
+            seeds=lambda wc: [int(wc.seed)],
+            launch_logs=lambda wc: f"logs/teacher_outputs/launch_seed{wc.seed}",
+        script:
+            "../scripts/teacher_outputs.py"
 
 
 rule distill:

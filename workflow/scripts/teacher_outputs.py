@@ -1,23 +1,27 @@
-# One seed's teacher outputs: the teacher over the distilled runs' training stream, on a leased device.
+# Teacher outputs of one seed, or of every seed that shares the teacher (one process: one start-up), on a leased
+# device.
 from segdistill.jobs import run_on_devices
 from segdistill.specs import TeacherOutputsSpec
 
 i, p = snakemake.input, snakemake.params
-spec = TeacherOutputsSpec(
-    config=i.config,
-    teacher_config=i.teacher_config,
-    distill=list(i.terms),
-    out=snakemake.output[0],
-    data_root=i.data,
-    seed=int(snakemake.wildcards.seed),
-    ranks=p.ranks,
-    data_record=i.validation,
-    **p.cache,
-)
+specs = [
+    TeacherOutputsSpec(
+        config=i.config,
+        teacher_config=i.teacher_config,
+        distill=list(i.terms),
+        out=out,
+        data_root=i.data,
+        seed=int(seed),
+        ranks=p.ranks,
+        data_record=i.validation,
+        **p.cache,
+    )
+    for seed, out in zip(p.seeds, snakemake.output, strict=True)
+]
 run_on_devices(
-    spec,
+    specs,
     snakemake.log[0],
     gpus=snakemake.resources.gpu,
     threads=snakemake.threads,
-    launch_log_dir=f"logs/teacher_outputs/launch_seed{snakemake.wildcards.seed}",
+    launch_log_dir=p.launch_logs,
 )

@@ -135,7 +135,7 @@ class _Plan:
     """What a teacher-outputs job will write, known before writing: the resolved student experiment, the teacher
     (frozen, recorded), one keyed stream per rank, the tensors' names and full shapes, and the bytes they take."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, clock):
         from segdistill.paddle_env import paddle
 
         from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes, open_dataset
@@ -148,7 +148,7 @@ class _Plan:
             raise SegDistillError(f"cache.dtype: '{spec.dtype}' is not one of {', '.join(DTYPES)}")
         if spec.ranks < 1:
             raise SegDistillError(f"ranks must be at least 1, got {spec.ranks}")
-        self.spec, self.clock = spec, Clock()
+        self.spec, self.clock = spec, clock
         config = spec.config
         sdic = experiment_dict(
             config,
@@ -320,7 +320,7 @@ def _staged(out: Path):
             shutil.rmtree(tmp)
 
 
-def write_teacher_outputs(spec, log=print) -> dict:
+def write_teacher_outputs(spec, log=print, clock=None) -> dict:
     """Run the teacher of `spec.teacher_config` (patched: model.pretrained = trained weights) over the training
     stream of `spec.config` (data seed, per-rank batch x ranks, iterations as the distill job will have them) and
     store every tensor that the terms in `spec.distill` take from the teacher. Returns the manifest.
@@ -329,11 +329,13 @@ def write_teacher_outputs(spec, log=print) -> dict:
     (`segdistill.distill.read_terms_file`), empty -> the student YAML's `distill_loss`.
     Steps: plan (shapes and size, refused over `max_gb` before anything is written), write (each batch checked
     against the plan), then the manifest; the folder `spec.out` appears complete or not at all.
+    `clock`: the job's segdistill.timing.Clock when it writes several caches (the job logs it); else logged here.
     """
     from segdistill.doctor import check_devices
 
     log(check_devices())  # a job that leased GPUs Paddle cannot use stops here, as training does
-    plan = _Plan(spec)
+    own_clock = clock is None
+    plan = _Plan(spec, clock or Clock())
     plan.check_size(log)
     out = Path(spec.out)
     with _staged(out) as tmp:
@@ -343,7 +345,8 @@ def write_teacher_outputs(spec, log=print) -> dict:
             manifest["tensors"][n].update(file_record(tmp / f"{n}.npy"))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {out}: {plan.bytes} bytes, manifest sha256 {sha256_of(out / MANIFEST)}")
-    log(plan.clock.line())
+    if own_clock:
+        log(plan.clock.line())
     return manifest
 
 
