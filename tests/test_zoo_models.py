@@ -2,17 +2,20 @@
 conventions) trains and distils; auxiliary outputs (`logits.1`, ...) are addressable, online and cached; a term
 naming an output the teacher lacks is one error before training; `segdistill layers` lists the outputs."""
 
+import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, run_snakemake, tiny_config
 from segdistill.distill import cache
 from segdistill.distill.terms import terms_from_paddleseg
 from segdistill.errors import SegDistillError
+from segdistill.report.export import predictor, run_predictor
 from segdistill.specs import TeacherOutputsSpec
 from segdistill.trainer import Trainer, TrainSpec
 
@@ -171,3 +174,40 @@ def test_layers_lists_the_outputs_of_both_modes():
     assert "output (eval and train)" in rows["logits"] and "[1, 2, 32, 32]" in rows["logits"]
     assert "output (train only)" in rows["logits.3"] and "[1, 1, 4, 4]" in rows["logits.3"]  # the detail head
     assert "logits.4" not in rows
+
+
+def test_multi_output_student_through_the_workflow_to_cost_and_export(patched_teacher, tmp_path):
+    """STDC1-Seg (four outputs in training, the last its detail head) as `student.config`, inherited through
+    `_base_` as a zoo YAML would be, with a provided teacher and KL on logits: trained, distilled from the teacher
+    output cache, costed, exported (the main head only) and summarised."""
+    overlay = tmp_path / "configs/stdc_overlay.yml"
+    overlay.parent.mkdir()
+    overlay.write_text(yaml.safe_dump({"_base_": str(CONFIGS / "stdc_tiny.yml"), "iters": 2}))
+    config = tiny_config(
+        tmp_path,
+        teacher={
+            "config": str(CONFIGS / "teacher_tiny.yml"),
+            "weights": str(Path(patched_teacher).parent / "run/best_model/model.pdparams"),
+        },
+        student={"config": str(overlay)},
+        distill={"kl": {"terms": [{"student": "logits", "teacher": "logits", "loss": "kl", "weight": 3}]}},
+        seeds=[0],
+        train={"save_interval": 2, "log_iters": 1, "keep_checkpoint_max": 1},
+        report={"latency_runs": 1},
+    )
+    targets = ["results/report/summary.md", "results/report/cost.csv", "results/export/export.json"]
+    run_snakemake(tmp_path, *targets, "--cores", "1", "--configfile", config)  # the figures add nothing here
+    res = tmp_path / "results"
+    study = yaml.safe_load((res / "configs/study/student.yml").read_text())
+    assert "_base_" not in study and study["model"]["type"] == "STDCSeg" and study["iters"] == 2
+    log = pd.read_csv(res / "runs/distilled/kl/seed0/train_log.csv")
+    assert list(log.columns) == ["iter", "loss", "ohem", "ohem_1", "ohem_2", "detail_3", "kl:logits", "lr"]
+    assert json.loads((res / "teacher_outputs/seed0/manifest.json").read_text())["tensors"].keys() == {"logits"}
+    cost = pd.read_csv(res / "report/cost.csv").set_index("model")
+    assert cost.loc["student", "backbone"] == "STDC1" and cost.loc["student", "input"] == "32x32"
+    assert cost.loc["student", "params"] > 0 and cost.loc["student", "flops"] > 0
+    export = json.loads((res / "export/export.json").read_text())
+    assert export["run"] == "distilled/kl/seed0" and export["max_abs_diff"] <= export["tolerance"]
+    batch = np.zeros((2, 3, 32, 32), dtype="float32")
+    assert run_predictor(predictor(res / "export/best_student", onednn=False), batch).shape == (2, 2, 32, 32)
+    assert "distilled (kl)" in (res / "report/summary.md").read_text()
