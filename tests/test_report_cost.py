@@ -107,6 +107,7 @@ def test_cost_table_of_tiny_configs(tmp_path):
         table = list(csv.DictReader(fh))
     assert [r["model"] for r in table] == ["teacher", "student"]
     assert table[0]["input"] == "32x32" and table[0]["backbone"] == "ResNet18_vd"
+    assert table[0]["architecture"] == table[1]["architecture"] == "DeepLabV3P"
     # The tiny teacher and student are the same network: same cost, compression 1.
     assert int(table[0]["params"]) == int(table[1]["params"]) > 1_000_000
     assert int(table[0]["flops"]) == 2 * int(table[0]["macs"])
@@ -114,3 +115,18 @@ def test_cost_table_of_tiny_configs(tmp_path):
     assert float(table[0]["cpu_ms"]) > 0 and table[0]["latency_runs"] == "2"
     assert rows[0]["cpu_threads"] >= 1
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_cost_row_of_a_model_without_backbone_names_its_architecture(tmp_path):
+    """BiSeNetV2 (as FastSCNN and UNet) has no `backbone:`: its row still says what was measured."""
+    import yaml
+
+    dic = yaml.safe_load(open(STUDENT))
+    dic["model"] = {"type": "BiSeNetV2", "num_classes": 2, "pretrained": None}
+    config = tmp_path / "bisenetv2.yml"
+    config.write_text(yaml.safe_dump(dic))
+    cost.cost_table([("teacher", TEACHER, None), ("student", str(config), None)], tmp_path / "cost.csv", runs=1)
+    with open(tmp_path / "cost.csv", newline="") as fh:
+        student = list(csv.DictReader(fh))[1]
+    assert (student["architecture"], student["backbone"]) == ("BiSeNetV2", "")
+    assert 0 < int(student["params"]) < 5_000_000

@@ -280,8 +280,8 @@ def test_kl_cwd_report_shows_pairs_robustness_power_and_forest(tmp_path):
     assert rows[1]["ci_low"] == pytest.approx(100 * g["kl_cwd"]["adjusted"]["ci_low"])
     cost = tmp_path / "cost.csv"
     cost.write_text(
-        "model,backbone,input,params,flops,cpu_ms,gpu_ms,compression,cpu_speedup\n"
-        "teacher,R50,64x64,26000000,3.5e9,200,nan,1,1\nstudent,R18,64x64,12000000,1.7e9,100,nan,2.1,2\n"
+        "model,architecture,backbone,input,params,flops,cpu_ms,gpu_ms,compression,cpu_speedup\n"
+        "teacher,DeepLabV3P,R50,64x64,26000000,3.5e9,200,nan,1,1\nstudent,DeepLabV3P,R18,64x64,12000000,1.7e9,100,nan,2.1,2\n"
     )
     write_overview(
         tmp_path / "summary.csv",

@@ -134,6 +134,8 @@ def load_for_cost(name: str, config: str, weights: str | None):
     row = {
         "model": name,
         "config": str(config),
+        # The model's type names what was measured when there is no backbone (BiSeNetV2, FastSCNN, UNet).
+        "architecture": dic["model"].get("type", ""),
         "backbone": (dic["model"].get("backbone") or {}).get("type", ""),
         "input": f"{h}x{w}",
         **count_params(model),
@@ -145,6 +147,7 @@ def load_for_cost(name: str, config: str, weights: str | None):
 
 COLUMNS = [
     "model",
+    "architecture",
     "backbone",
     "input",
     "params",

@@ -83,6 +83,7 @@ def cost_rows(cost: list[dict]) -> list[list]:
     return [
         [
             r["model"],
+            r.get("architecture", ""),  # absent from a cost table written before the column existed
             r["backbone"],
             r["input"],
             _f(float(r["params"]) / 1e6, ".2f"),
@@ -98,6 +99,7 @@ def cost_rows(cost: list[dict]) -> list[list]:
 
 COST_HEADER = [
     "model",
+    "architecture",
     "backbone",
     "input",
     "params (M)",
@@ -159,8 +161,8 @@ def overview_rst(stats: dict, cost: list[dict], export: dict | None) -> str:
         best_text(stats) + "\n",
         list_table(
             "Model cost",
-            ["model", "params (M)", "GFLOPs", "CPU ms/img", "speedup"],
-            [[r[0], r[3], r[4], r[5], r[8]] for r in cost_rows(cost)],
+            ["model", "architecture", "params (M)", "GFLOPs", "CPU ms/img", "speedup"],
+            [[r[0], r[1], r[4], r[5], r[6], r[9]] for r in cost_rows(cost)],
         ),
     ]
     if export:
