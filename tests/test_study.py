@@ -12,6 +12,7 @@ import yaml
 from conftest import ROOT, classless_configs
 from data_helpers import make_generic_dataset
 from segdistill import study
+from segdistill.config import build, read_yaml
 from segdistill.errors import SegDistillError
 
 TEACHER = ROOT / "tests/configs/teacher_tiny.yml"
@@ -57,6 +58,44 @@ def test_class_count_of_the_dataset_type_is_checked_with_paddleseg(tmp_path):
     study.preflight(cfg)
     with pytest.raises(SegDistillError, match="data set type OpticDiscSeg has 2 classes but data.class_names"):
         study.checked_experiments(cfg)
+
+
+def test_a_data_set_key_inherited_through_base_is_named_before_training(tmp_path):
+    """A zoo YAML's generic `Dataset` (train_path, num_classes) under an override to the synthetic set's
+    `OpticDiscSeg`: merged through `_base_`, the section holds keys OpticDiscSeg does not take. The study's check
+    names file, section and keys; `_inherited_: false` replaces the base's section and passes."""
+    base = yaml.safe_load(STUDENT.read_text())
+    for key, mode in (("train_dataset", "train"), ("val_dataset", "val")):
+        base[key].update(type="Dataset", num_classes=2, **{f"{mode}_path": f"data/optic_disc_seg/{mode}_list.txt"})
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo/base.yml").write_text(yaml.safe_dump(base))
+    section = {"type": "OpticDiscSeg", "transforms": [{"type": "Normalize"}]}
+    overlay = tmp_path / "overlay.yml"
+    overlay.write_text(yaml.safe_dump({"_base_": "zoo/base.yml", "train_dataset": section}))
+    cfg = {
+        "data": {"source": "synthetic", "class_names": ["background", "optic_disc"]},
+        "teacher": {"config": str(TEACHER)},
+        "student": {"config": str(overlay)},
+    }
+    with pytest.raises(
+        SegDistillError,
+        match=rf"student.config {overlay}: train_dataset: OpticDiscSeg takes no 'num_classes', 'train_path' "
+        r"\(it takes dataset_root, transforms, mode, edge\); .* `_inherited_: false`",
+    ):
+        study.checked_experiments(cfg)
+    with pytest.raises(SegDistillError, match=rf"{overlay}: train_dataset: OpticDiscSeg takes no 'num_classes'"):
+        build(read_yaml(overlay), overlay)  # what `segdistill train` builds from
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "_base_": "zoo/base.yml",
+                "train_dataset": {"_inherited_": False, **section, "mode": "train"},
+                "val_dataset": {"_inherited_": False, **section, "mode": "val"},
+            }
+        )
+    )
+    dic = study.checked_experiments(cfg)["student"]
+    assert dic["train_dataset"] == {**section, "mode": "train", "dataset_root": "resources/data/synthetic"}
 
 
 def test_bf16_o2_over_several_gpus_is_refused_before_any_job(tmp_path):

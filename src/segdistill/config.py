@@ -159,12 +159,40 @@ def resolve_pretrained(url: str, cache_dir: str | None, cfg_path: Any) -> str:
     )
 
 
+def check_dataset_keys(dic: dict, source: Any = "<config>") -> None:
+    """Every key of a data set section must be an argument of its type's constructor. PaddleSeg says so only when
+    it builds the data set, without naming the file or section. The usual cause is a key inherited through
+    `_base_`: a base's generic `Dataset` with `train_path` and `num_classes` under an override to `OpticDiscSeg`."""
+    import inspect
+
+    from segdistill.paddle_env import paddle  # noqa: F401
+
+    from paddleseg.cvlibs import manager
+
+    for key in DATASET_KEYS:
+        section = dic.get(key)
+        if not isinstance(section, dict) or section.get("type") not in manager.DATASETS.components_dict:
+            continue  # an unknown type is PaddleSeg's error, with its list of types
+        params = inspect.signature(manager.DATASETS[section["type"]].__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        taken = [name for name in params if name != "self"]
+        extra = sorted(set(section) - {"type", *taken})
+        if extra:
+            raise SegDistillError(
+                f"{source}: {key}: {section['type']} takes no {', '.join(map(repr, extra))} (it takes "
+                f"{', '.join(taken)}); a key inherited through `_base_` is dropped by writing `_inherited_: false` "
+                f"in the section, which then replaces the base's instead of merging with it"
+            )
+
+
 def build(dic: dict, source: Any = "<config>"):
     """A PaddleSeg `SegBuilder` for the experiment dict. `model.pretrained` is NOT loaded here (see load_weights)."""
     from segdistill.paddle_env import paddle  # noqa: F401  (imports paddle safely before paddleseg)
 
     from paddleseg.cvlibs import Config, SegBuilder
 
+    check_dataset_keys(dic, source)
     dic = copy.deepcopy(dic)
     dic["model"]["pretrained"] = None
     # PaddleSeg's Config only reads files, so hand it a temporary one.

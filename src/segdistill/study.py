@@ -322,8 +322,9 @@ def check(config: dict) -> dict[str, dict]:
 
 def checked_experiments(config: dict) -> dict[str, dict]:
     """The study's teacher and student YAMLs (`experiment`), read through PaddleSeg's registry: the class count
-    their data set type implies must equal `data.class_names`. Needs paddle; reads only `data` and the paths."""
-    from segdistill.config import experiment_dict, num_classes, write_yaml
+    their data set type implies must equal `data.class_names`, and each data set section may hold only arguments
+    of its type (`config.check_dataset_keys`). Needs paddle; reads only `data` and the paths."""
+    from segdistill.config import check_dataset_keys, experiment_dict, num_classes, write_yaml
 
     names = config["data"]["class_names"]
     dicts = {}
@@ -334,6 +335,7 @@ def checked_experiments(config: dict) -> dict[str, dict]:
             write_yaml(dic, path)
             # Backbone URLs are resolved by the fetch rule later; only the structure is checked here.
             checked = experiment_dict(path, pretrained_cache=None, resolve_backbone=False)
+            check_dataset_keys(checked, f"{role}.config {config[role]['config']}")
             n = num_classes(checked)
             if n != len(names):
                 raise SegDistillError(
