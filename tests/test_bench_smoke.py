@@ -5,6 +5,9 @@ import math
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from conftest import ROOT
 
 SCRIPT = ROOT / "bench" / "distill_step.py"
@@ -191,3 +194,40 @@ def test_cache_verify_bench_reports_size_and_times(tmp_path):
     out = json.loads(proc.stdout)
     assert out["shape"] == [3, 2, 2, 8, 8] and out["file_bytes"] > 3 * 2 * 2 * 8 * 8 * 2 and len(out["verify_s"]) == 2
     assert not any(tmp_path.iterdir())  # the scratch file is removed
+
+
+def _bench_module(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_time_splits_each_rule_of_a_finished_study(tiny_study):
+    """bench/study_time.py on a finished study: every training and teacher-outputs rule has its wall time split
+    into the compute its jobs logged and the rest; the study's start-up share is the rest over the wall."""
+    workdir, _ = tiny_study
+    result = _bench_module("study_time").main([str(workdir)])
+    rules = {r["rule"]: r for r in result["rules"]}
+    for rule in ("train/teacher", "train/student", "distill/kl", "distill/kl_cwd", "teacher_outputs"):
+        assert rules[rule]["compute"] > 0 and 0 < rules[rule]["compute"] < rules[rule]["wall"], rules[rule]
+    assert rules["train/student"]["jobs"] == 2 and rules["teacher_outputs"]["jobs"] == 1
+    total = result["total"]
+    assert total["share"] == pytest.approx(total["rest"] / total["wall"]) and 0 < total["share"] < 1
+
+
+def test_verdict_odds_counts_the_draws_whose_t_interval_is_above_zero():
+    """bench/verdict_odds.py's share against scipy's one-sample t interval on the same draws."""
+    from scipy import stats
+
+    odds = _bench_module("verdict_odds")
+    pool = np.array([9.1, -2.0, 7.5, 11.8, -0.1, 10.2, -2.5, 12.0, 4.2])
+    n, draws = 8, 400
+    sample = np.random.default_rng(0).choice(pool, size=(draws, n), replace=True)
+    expected = np.mean([stats.ttest_1samp(s, 0).confidence_interval(0.95).low > 0 for s in sample])
+    assert odds.gain_share(pool, n, draws, seed=0) == pytest.approx(expected)
+    assert 0 < expected < 1
+    assert odds.gain_share(np.array([1.0, 2.0]), 5, 200) == 1.0
+    assert odds.gain_share(np.array([-1.0, 1.0]), 12, 2000) < 0.1

@@ -91,7 +91,7 @@ def test_plan_of_a_finished_study_is_the_whole_chain(finished_study):
     workdir, config = finished_study
     proc = plan(workdir, config)
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == 3 and counts["teacher_outputs"] == 2 and counts["distill"] == 4, counts
+    assert counts["train"] == 3 and counts["teacher_outputs"] == 1 and counts["distill"] == 4, counts
 
 
 def test_a_misspelled_layer_stops_the_study_before_the_teacher_trains(tmp_path):
