@@ -354,3 +354,18 @@ def test_evaluating_in_batches_gives_the_pixels_of_one_image_at_a_time(tiny_data
     samples = [{"img": np.zeros(s), "label": np.zeros((1, *s[1:]))} for s in sizes]
     got = [[img.shape[1] for img, _ in b] for b in _same_size_batches(samples, range(len(samples)), 2)]
     assert got == [[8, 8], [4], [8, 8], [8]]
+
+
+def test_workflow_runs_write_no_last_checkpoint_and_link_their_best_model(tiny_data, tmp_path):
+    """final_checkpoint=False (the workflow's jobs): the run ends with the same best model and no checkpoint of
+    its last iteration, which nothing would read (a finished run is trained again, not resumed); a job killed
+    before the end still resumes from the one before. best_model/ is a link to the kept best weights."""
+    full = Trainer(spec(tiny_data, tmp_path / "full", iters=4)).run()
+    lean = Trainer(spec(tiny_data, tmp_path / "lean", iters=4, final_checkpoint=False)).run()
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "full")] == ["iter_4", "iter_2"]
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "lean")] == ["iter_2"]
+    assert lean["best_iter"] == full["best_iter"] and lean["best_miou"] == full["best_miou"]
+    wf, wl = weights(tmp_path / "full/best_model/model.pdparams"), weights(tmp_path / "lean/best_model/model.pdparams")
+    assert all(np.array_equal(wf[k], wl[k]) for k in wf)
+    best = tmp_path / "lean/best_model/model.pdparams"
+    assert best.stat().st_ino == (tmp_path / "lean/checkpoints_best/model.pdparams").stat().st_ino

@@ -124,18 +124,22 @@ def metrics_record(cm: ConfusionMatrix, class_names: list[str]) -> dict:
     return record
 
 
-def evaluate_run(spec, clock=None) -> dict:
+def evaluate_run(spec, clock=None, model=None) -> dict:
     """Metrics of trained weights on each split (an `EvaluateSpec`): the evaluation record the report reads
     (written to `spec.out` when set). The same function whether a training job evaluates its best model or an
     evaluate job does, so both write the same record. `clock`: the caller's segdistill.timing.Clock (a training
-    job's, which logs it); without one the forwards' time is logged here.
+    job's, which logs it); without one the forwards' time is logged here. `model`: `spec.model`'s weights already
+    loaded into the model of `spec.config` (a training job's own model); else it is built and loaded here.
 
     `spec.run` (e.g. `distilled/kl/seed0`) is recorded with its arm, method and seed, so the report needs no paths.
     """
     from segdistill.config import build, ignore_index, num_classes
-    from segdistill.models import load_trained
+    from segdistill.models import load_trained, trained_dict
 
-    model, dic = load_trained(spec.config, spec.model, spec.data_root)
+    if model is None:
+        model, dic = load_trained(spec.config, spec.model, spec.data_root)
+    else:
+        dic = trained_dict(spec.config, spec.data_root)
     n = num_classes(dic)
     names = spec.class_names or [f"class_{i}" for i in range(n)]
     result = {"config": str(spec.config), "model": str(spec.model), "splits": {}}

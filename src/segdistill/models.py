@@ -11,14 +11,20 @@ from segdistill.config import build_model, experiment_dict, load_weights
 from segdistill.errors import SegDistillError
 
 
+def trained_dict(config, data_root=None) -> dict:
+    """The experiment dict of `config` as a trained model's: no pretrained weights to fetch or load."""
+    dic = experiment_dict(config, data_root=data_root, pretrained_backbone=False)
+    dic["model"]["pretrained"] = None
+    return dic
+
+
 def load_trained(config, weights=None, data_root=None):
     """(model in eval mode, experiment dict) of `config` with `weights` loaded strictly.
 
     `weights=None` gives the untrained model (its structure is enough for parameter and FLOP counts).
     `data_root` overrides the data sets' root in the returned dict (for building the val/test splits).
     """
-    dic = experiment_dict(config, data_root=data_root, pretrained_backbone=False)
-    dic["model"]["pretrained"] = None
+    dic = trained_dict(config, data_root)
     model = build_model(dic, config)
     if weights:
         load_weights(model, weights, source=f"weights for {config}")

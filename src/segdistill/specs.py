@@ -98,6 +98,9 @@ class TrainSpec(_Keyed):
         1, help="images per forward when evaluating (val during training, --evaluate_out); 1 as PaddleSeg"
     )
     run_id: str | None = opt(None, help="run id recorded in the --evaluate_out record, e.g. distilled/kl/seed0")
+    final_checkpoint: bool = opt(
+        True, help="write a checkpoint at the last iteration too (--no_final_checkpoint: only best_model/)"
+    )
 
     def __post_init__(self):
         if self.distill and self.distill_terms is not None:

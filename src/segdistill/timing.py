@@ -10,7 +10,7 @@ import json
 import time
 
 # What a job computes, as opposed to what it spends getting there or writing down.
-COMPUTE = ("train_steps", "evaluate", "teacher_forward")
+COMPUTE = ("train_steps", "evaluate", "teacher_forward", "latency")
 PREFIX = "[time] "
 
 

@@ -35,6 +35,7 @@ from segdistill.config import (
     build_model,
     experiment_dict,
     ignore_index,
+    load_weights,
     num_classes,
     open_dataset,
 )
@@ -379,7 +380,9 @@ class Trainer:
                 if self.world > 1:
                     self._check_ranks_agree(it)
                 rng_states = self._gather_rng()
-                if self.is_main:
+                # A finished run is never resumed (_resume), so its last checkpoint is for the command line's
+                # --resume_model only; the workflow's jobs do not write it.
+                if self.is_main and (it < self.iters or spec.final_checkpoint):
                     with self.clock("checkpoint"):
                         progress.last_checkpoint = self._checkpoint(it, progress, rng_states)
         loop = time.perf_counter() - t_loop
@@ -448,12 +451,18 @@ class Trainer:
                 checkpoint.save_weights(self.model, self._best_store)
 
     def _evaluate_best(self) -> None:
-        """best_model/ evaluated as `segdistill evaluate` does (a model built from the YAML, the weights loaded,
-        fp32), in this process: the record is the evaluate job's, without that job's start-up."""
+        """best_model/ evaluated as `segdistill evaluate` does (the weights in an fp32 model, eval mode), in this
+        process: the record is the evaluate job's, without that job's start-up. In one fp32 process the trained
+        model itself takes the best weights; otherwise (mixed precision casts it, DataParallel wraps it) a model
+        is built from the YAML, as the evaluate command builds it."""
         from segdistill.evaluate import evaluate_run
         from segdistill.specs import EvaluateSpec
 
         spec = self.spec
+        model = None
+        if spec.precision == "fp32" and self.world == 1:
+            load_weights(self.model, self._best_store, source=f"best model of {self.save_dir}")
+            model = self.model
         evaluate_spec = EvaluateSpec(
             config=spec.config,
             model=str(self.save_dir / "best_model" / "model.pdparams"),
@@ -464,7 +473,7 @@ class Trainer:
             out=spec.evaluate_out,
             batch_size=spec.eval_batch_size,
         )
-        evaluate_run(evaluate_spec, clock=self.clock)
+        evaluate_run(evaluate_spec, clock=self.clock, model=model)
 
     def _checkpoint(self, it: int, progress: _Progress, rng_states: list) -> Path:
         """Rank 0 writes the checkpoint of iteration `it` (pruned to keep_checkpoint_max)."""
@@ -521,7 +530,7 @@ class Trainer:
         best = self.save_dir / "best_model" / "model.pdparams"
         best.parent.mkdir(parents=True, exist_ok=True)
         with replacing(best) as tmp:
-            shutil.copyfile(self._best_store, tmp)
+            _link_or_copy(self._best_store, tmp)
         _write_csv(self.save_dir / "train_log.csv", progress.train_log)
         _write_csv(self.save_dir / "eval_log.csv", progress.eval_log)
         write_json(self.save_dir / "train_summary.json", summary)
@@ -538,6 +547,17 @@ class _Progress:
     last_checkpoint: Path | None = None
     t0: float = field(default_factory=time.time)  # start of the current log window, for img/s and the ETA
     done_since: int = 0
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """`dst` a hard link to `src` (no second write of the weights), a copy where links fail (another file
+    system). Snakemake deleting best_model/ before a rerun unlinks its name only; the store keeps its file. The
+    link's time is set to now: the job's output is as new as the job."""
+    try:
+        os.link(src, dst)
+        os.utime(dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _fmt_eta(seconds: float) -> str:

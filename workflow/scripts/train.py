@@ -17,6 +17,7 @@ spec = TrainSpec(
     evaluate_splits=list(p.evaluate["splits"]),
     eval_batch_size=p.evaluate["batch_size"],
     run_id=p.run,
+    final_checkpoint=False,  # a finished run is never resumed: its last checkpoint would only be written
     **p.train,
     **distill,
     **cached,

@@ -131,6 +131,24 @@ def _row_offset(path: Path, shape, dtype) -> int:
     return offset
 
 
+# A job may write the caches of several seeds that share a teacher (`segdistill teacher-outputs` given several
+# specs): the teacher is built, loaded and hashed once in the process, not once per seed.
+_TEACHERS: dict = {}
+
+
+def _teacher(tdic: dict, teacher_config, weights, build_model, freeze):
+    """(frozen teacher model, SHA-256 of its weights), built once per process for the same config and file."""
+    stat = os.stat(weights)
+    key = (str(teacher_config), json.dumps(tdic["model"], sort_keys=True, default=str), str(weights))
+    key += (stat.st_size, stat.st_mtime_ns)
+    if key not in _TEACHERS:
+        model = build_model(tdic, teacher_config)
+        freeze(model)
+        _TEACHERS.clear()  # one teacher at a time: a job's specs share theirs
+        _TEACHERS[key] = (model, sha256_of(weights))
+    return _TEACHERS[key]
+
+
 class _Plan:
     """What a teacher-outputs job will write, known before writing: the resolved student experiment, the teacher
     (frozen, recorded), one keyed stream per rank, the tensors' names and full shapes, and the bytes they take."""
@@ -178,9 +196,8 @@ class _Plan:
             for r in range(spec.ranks)
         ]
         self.key = stream_key(self.streams[0], self.iterations)
-        self.teacher = build_model(tdic, spec.teacher_config)
+        self.teacher, self.weights_sha256 = _teacher(tdic, spec.teacher_config, self.weights, build_model, freeze)
         check_names(self.teacher, self.names, "teacher")
-        freeze(self.teacher)
         self.probe = paddle.to_tensor(self.streams[0].batch(1)[0])
         self.rule = logits_rule(self.teacher, self.probe) if LOGITS in self.names else None
         record = [n for n in self.names if output_index(n) is None] + (
@@ -257,7 +274,7 @@ class _Plan:
             "teacher": {
                 "config": str(spec.teacher_config),
                 "weights": str(self.weights),
-                "weights_sha256": sha256_of(self.weights),
+                "weights_sha256": self.weights_sha256,
                 "precision": TEACHER_PRECISION,
             },
             "data": {

@@ -12,6 +12,7 @@ import csv
 import math
 import os
 import statistics
+import sys
 import time
 
 from segdistill.paddle_env import paddle
@@ -200,10 +201,15 @@ def write_cost(rows: list[dict], out_csv) -> None:
 
 def cost_table(models: list[tuple[str, str, str | None]], out_csv, runs: int, warmup: int = 3) -> list[dict]:
     """`models`: (name, config, weights) with a 'teacher' among them; writes the CSV, returns the rows."""
+    from segdistill.timing import Clock
+
+    clock = Clock()
     loaded = [load_for_cost(*m) for m in models]
     rows = [r for _, _, r in loaded]
     pairs = [(m, shape) for m, shape, _ in loaded]
-    for r, lat in zip(rows, measure_latencies(pairs, runs, warmup, "cpu")):
+    with clock("latency"):  # what this job computes: the timed forwards (bench/study_time.py)
+        cpu = measure_latencies(pairs, runs, warmup, "cpu")
+    for r, lat in zip(rows, cpu):
         r.update(
             cpu_ms=lat["median_ms"],
             cpu_ms_min=lat["min_ms"],
@@ -212,7 +218,8 @@ def cost_table(models: list[tuple[str, str, str | None]], out_csv, runs: int, wa
             latency_runs=runs,
             warmup=warmup,
         )
-    gpu = measure_latencies(pairs, runs, warmup, "gpu:0") if gpu_available() else [None] * len(rows)
+    with clock("latency"):
+        gpu = measure_latencies(pairs, runs, warmup, "gpu:0") if gpu_available() else [None] * len(rows)
     for r, lat in zip(rows, gpu):
         r.update(
             gpu_ms=lat["median_ms"] if lat else math.nan,
@@ -221,4 +228,5 @@ def cost_table(models: list[tuple[str, str, str | None]], out_csv, runs: int, wa
         )
     add_ratios(rows)
     write_cost(rows, out_csv)
+    print(clock.line(), file=sys.stderr)
     return rows
