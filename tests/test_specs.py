@@ -116,3 +116,20 @@ def test_run_ids_and_sweep_names_have_one_grammar():
     assert study.parse_run("teacher/seed0") == {"arm": "teacher", "method": "none", "seed": 0}
     with pytest.raises(SegDistillError, match="not a run id"):
         study.parse_run("distilled/a b/seed0")
+
+
+def test_the_jobs_command_line_exits_with_the_error_and_its_message(tmp_path):
+    """`python -m segdistill.cli` (the workflow's jobs) ends without the interpreter's teardown: a refused job
+    still exits 2 with its one-line message."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "spec.json"
+    bad.write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "segdistill.cli", "train", "--spec", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith(
+        f"{bad}: not a job spec (expected kind: one of train, teacher-outputs, evaluate, and spec)"
+    )

@@ -328,6 +328,19 @@ def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_
     )
     assert out.read_bytes() == alone.read_bytes()
     record = json.loads(out.read_text())
+    # `python -m segdistill.cli` ends without the interpreter's teardown: what it printed to a pipe is whole.
+    printed = subprocess.run(
+        [
+            *[sys.executable, "-m", "segdistill.cli", "evaluate", "--config", STUDENT],
+            *["--model", str(tmp_path / "run/best_model/model.pdparams"), "--data_root", str(tiny_data)],
+            *["--split", "val", "test", "--class_names", "background", "disc", "--run", "student/seed3"],
+            *["--batch_size", "4", "--out", "-"],
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(printed.stdout)["splits"] == record["splits"]
     assert record["run"] == "student/seed3" and set(record["splits"]) == {"val", "test"}
     from segdistill.timing import parse_log
 
