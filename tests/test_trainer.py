@@ -154,7 +154,9 @@ def test_a_finished_run_is_trained_again_not_resumed(tiny_data, tmp_path):
     assert any(m.startswith("[train] iter 1/4") for m in messages)
     again = weights(run / "best_model/model.pdparams")
     assert all(np.array_equal(first[k], again[k]) for k in first)
-    shutil.rmtree(run / "iter_4")  # as if killed after iteration 2's checkpoint
+    # As if killed after iteration 2's checkpoint: no last checkpoint, and no finished.json (written at the end).
+    shutil.rmtree(run / "iter_4")
+    (run / "finished.json").unlink()
     messages = train()
     assert any(m.startswith("resumed from") and "iteration 2" in m for m in messages), messages
 
@@ -382,3 +384,8 @@ def test_workflow_runs_write_no_last_checkpoint_and_link_their_best_model(tiny_d
     assert all(np.array_equal(wf[k], wl[k]) for k in wf)
     best = tmp_path / "lean/best_model/model.pdparams"
     assert best.stat().st_ino == (tmp_path / "lean/checkpoints_best/model.pdparams").stat().st_ino
+    # Run again (Snakemake reran the job): it finished, so it trains from iteration 0 although iter_2 is there.
+    messages = []
+    Trainer(spec(tiny_data, tmp_path / "lean", iters=4, final_checkpoint=False), log=messages.append).run()
+    assert any("are of a run that finished (iteration 4 of 4)" in m for m in messages), messages
+    assert not any(m.startswith("resumed from") for m in messages)

@@ -130,6 +130,8 @@ class Trainer:
         self.vdl = None
         self.clock = Clock()
         self._best_store = self.save_dir / "checkpoints_best" / "model.pdparams"
+        # Written when a run has finished, beside the checkpoints (not a workflow output, so a rerun sees it).
+        self._finished = self.save_dir / "finished.json"
         self.run_key = self._run_key()
         self._prepare()
 
@@ -238,16 +240,19 @@ class Trainer:
             if path is not None and meta.get("run_key") != self.run_key:
                 self._discard(path, "are of another run (its config, data, seed or teacher differ from this one's)")
                 path, meta = None, None
-            elif path is not None and meta["iteration"] >= self.iters:
+            elif path is not None and (meta["iteration"] >= self.iters or self._finished.is_file()):
                 # Only a run stopped before its last iteration resumes: the job is rerun on purpose (--forcerun,
-                # a rerun Snakemake decided on), and resuming would hand back the old model untrained.
+                # a rerun Snakemake decided on), and resuming would hand back the old model untrained. A run
+                # without a last checkpoint (final_checkpoint false) says it finished in `finished.json`.
                 self._discard(
                     path,
-                    f"are of a run that finished (iteration {meta['iteration']} of {self.iters}); "
+                    f"are of a run that finished (iteration {self.iters} of {self.iters}); "
                     f"this job was rerun, so it trains again",
                 )
                 path, meta = None, None
         if path is None:
+            if self.is_main:
+                self._finished.unlink(missing_ok=True)  # of an earlier run; this one has not finished
             return 0, {"best_miou": -1.0, "best_iter": 0, "train_log": [], "eval_log": []}
         checkpoint.load(path, self.trainable, self.optimizer, rank=self.rank, log=self._log)
         self.lr.set_state_dict(meta["lr_scheduler"])
@@ -269,6 +274,7 @@ class Trainer:
         for path in checkpoint.list_checkpoints(self.save_dir):
             shutil.rmtree(path, ignore_errors=True)
         self._best_store.unlink(missing_ok=True)
+        self._finished.unlink(missing_ok=True)
 
     def step(self, images, labels, it=None):
         """One optimisation step on the batch of iteration `it`: (total loss, {part name: loss}); parts are the
@@ -534,6 +540,7 @@ class Trainer:
         _write_csv(self.save_dir / "train_log.csv", progress.train_log)
         _write_csv(self.save_dir / "eval_log.csv", progress.eval_log)
         write_json(self.save_dir / "train_summary.json", summary)
+        write_json(self._finished, {"run_key": self.run_key, "iteration": self.iters})
 
 
 @dataclass
