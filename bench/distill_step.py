@@ -165,26 +165,32 @@ def _optimizer(dic: dict, parameters, source):
     return o, lr
 
 
-def _trainer(work: Path, spec: dict, terms):
+def work_trainer(work: Path, spec: dict, terms=None, run: str = "run", iters=None, teacher_outputs=None):
+    """A Trainer over a prepared work folder (`_prepare`: student.yml, data/, teacher_patched.yml): the student
+    alone (`terms` None) or distilled with `terms`, from the online teacher or a cache folder; modes set as
+    Trainer.run() sets them before its loop. The benches of this folder build their runs with it."""
     from segdistill.trainer import Trainer, TrainSpec
 
     kw = {}
     if terms is not None:
         kw = {"teacher_config": str(work / "teacher_patched.yml"), "distill_terms": terms}
+    if teacher_outputs is not None:
+        kw["teacher_outputs"] = str(teacher_outputs)
     t = Trainer(
         TrainSpec(
             config=str(work / "student.yml"),
-            save_dir=str(work / "run"),
+            save_dir=str(work / run),
             seed=spec["seed"],
             data_root=str(work / "data"),
             batch_size=spec["batch"],
+            iters=iters,
             do_eval=False,
             pretrained_backbone=False,
             **kw,
         ),
         log=lambda msg: None,
     )
-    t.net.train()  # as Trainer.run() sets the modes before its loop
+    t.net.train()
     return t
 
 
@@ -255,7 +261,7 @@ TRAINER_TERMS = {
 
 def _trainer_step(name: str, work: Path, spec: dict):
     """(b), (d), (e): segdistill's own Trainer.step, without a teacher or distilling with TRAINER_TERMS[name]."""
-    trainer = _trainer(work, spec, TRAINER_TERMS[name])
+    trainer = work_trainer(work, spec, TRAINER_TERMS[name])
     images, labels = _batch(work, spec)
 
     def step():

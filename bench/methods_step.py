@@ -84,31 +84,11 @@ def _step(name: str, work: Path, spec: dict):
     """A zero-argument callable doing one Trainer.step of configuration `name` on the first batch."""
     from segdistill.paddle_env import paddle
 
-    from segdistill.trainer import Trainer, TrainSpec, seed_everything
+    from segdistill.trainer import seed_everything
 
     seed_everything(spec["seed"])
-    kw = {}
-    if name != STUDENT:
-        kw = {
-            "teacher_config": str(work / "teacher_patched.yml"),
-            "distill_terms": spec["arms"][name],
-            "teacher_outputs": str(work / "cache"),
-        }
-    trainer = Trainer(
-        TrainSpec(
-            config=str(work / "student.yml"),
-            save_dir=str(work / f"run_{name}"),
-            seed=spec["seed"],
-            data_root=str(work / "data"),
-            batch_size=spec["batch"],
-            iters=1,
-            do_eval=False,
-            pretrained_backbone=False,
-            **kw,
-        ),
-        log=lambda m: None,
-    )
-    trainer.net.train()
+    terms, cache = (None, None) if name == STUDENT else (spec["arms"][name], work / "cache")
+    trainer = _helpers().work_trainer(work, spec, terms, f"run_{name}", 1, cache)
     images, labels = (paddle.to_tensor(a) for a in trainer.stream.batch(1))
 
     def step():

@@ -46,29 +46,9 @@ BYTES_CONFIGS = {
 
 
 def _trainer(work: Path, spec: dict, name: str):
-    from segdistill.trainer import Trainer, TrainSpec
-
-    kw = {}
-    if name != "student":
-        kw = {"teacher_config": str(work / "teacher_patched.yml"), "distill_terms": KL}
-    if name == "cached_kl":
-        kw["teacher_outputs"] = str(work / "cache")
-    t = Trainer(
-        TrainSpec(
-            config=str(work / "student.yml"),
-            save_dir=str(work / f"run_{name}"),
-            seed=spec["seed"],
-            data_root=str(work / "data"),
-            batch_size=spec["batch"],
-            iters=spec["iters"],
-            do_eval=False,
-            pretrained_backbone=False,
-            **kw,
-        ),
-        log=lambda msg: None,
-    )
-    t.student_side.train()
-    return t
+    terms = None if name == "student" else KL
+    cache = work / "cache" if name == "cached_kl" else None
+    return distill_step.work_trainer(work, spec, terms, f"run_{name}", spec["iters"], cache)
 
 
 def _batches(trainer, n: int):

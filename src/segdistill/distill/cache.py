@@ -136,8 +136,11 @@ def _row_offset(path: Path, shape, dtype) -> int:
 _TEACHERS: dict = {}
 
 
-def _teacher(tdic: dict, teacher_config, weights, build_model, freeze):
+def _teacher(tdic: dict, teacher_config, weights):
     """(frozen teacher model, SHA-256 of its weights), built once per process for the same config and file."""
+    from segdistill.config import build_model
+    from segdistill.distill.teachers import freeze
+
     stat = os.stat(weights)
     key = (str(teacher_config), json.dumps(tdic["model"], sort_keys=True, default=str), str(weights))
     key += (stat.st_size, stat.st_mtime_ns)
@@ -156,10 +159,10 @@ class _Plan:
     def __init__(self, spec, clock):
         from segdistill.paddle_env import paddle
 
-        from segdistill.config import build, build_model, experiment_dict, ignore_index, num_classes, open_dataset
+        from segdistill.config import build, experiment_dict, ignore_index, num_classes, open_dataset
         from segdistill.data.stream import KeyedStream
         from segdistill.distill.recorder import check_names
-        from segdistill.distill.teachers import freeze, trained_teacher
+        from segdistill.distill.teachers import trained_teacher
         from segdistill.distill.terms import read_terms_file, resolve_terms
 
         if spec.dtype not in DTYPES:
@@ -196,7 +199,7 @@ class _Plan:
             for r in range(spec.ranks)
         ]
         self.key = stream_key(self.streams[0], self.iterations)
-        self.teacher, self.weights_sha256 = _teacher(tdic, spec.teacher_config, self.weights, build_model, freeze)
+        self.teacher, self.weights_sha256 = _teacher(tdic, spec.teacher_config, self.weights)
         check_names(self.teacher, self.names, "teacher")
         self.probe = paddle.to_tensor(self.streams[0].batch(1)[0])
         self.rule = logits_rule(self.teacher, self.probe) if LOGITS in self.names else None
