@@ -71,8 +71,22 @@ def _read_list(list_path: Path, root: Path, allow_outside: bool = False) -> list
     return entries
 
 
-def _check_pair(img_path: Path, lab_path: Path, where: str, num_classes: int, ignore_index: int | None):
-    """Decode one sample; return ((height, width), {label value: pixel count})."""
+def shift_values(values, shift: int, ignore_index: int | None):
+    """Label values as a data set type maps them: ADE20K stores class k as k + 1 and 0 for "other", which becomes
+    the ignore index (PaddleSeg's ADE20K class subtracts 1 from its uint8 labels, so 0 wraps to 255)."""
+    values = np.asarray(values)
+    if not shift:
+        return values
+    out = values.astype(np.int64) - shift
+    out[values < shift] = 255 if ignore_index is None else ignore_index
+    return out.astype(values.dtype)
+
+
+def _check_pair(
+    img_path: Path, lab_path: Path, where: str, num_classes: int, ignore_index: int | None, label_shift: int = 0
+):
+    """Decode one sample; return ((height, width), {label value: pixel count}), values after `label_shift`
+    (see shift_values); values out of range are reported as stored in the file."""
     # np.fromfile + imdecode instead of imread: imread returns None silently for both missing and bad files.
     img = cv2.imdecode(np.fromfile(img_path, dtype=np.uint8), cv2.IMREAD_COLOR)
     if img is None:
@@ -102,13 +116,19 @@ def _check_pair(img_path: Path, lab_path: Path, where: str, num_classes: int, ig
         counts = hist[values]
     else:
         values, counts = np.unique(label, return_counts=True)
-    bad = [v for v in values.tolist() if not (0 <= v < num_classes or v == ignore_index)]
+    mapped = shift_values(values, label_shift, ignore_index).tolist()
+    bad = [v for v, m in zip(values.tolist(), mapped) if not (0 <= m < num_classes or m == ignore_index)]
     if bad:
         allowed = f"0..{num_classes - 1}" + (f" or {ignore_index} (ignore)" if ignore_index is not None else "")
+        shifted = f" after subtracting {label_shift} (the data set type's mapping)" if label_shift else ""
         raise SegDistillError(
-            f"{where}: label {lab_path} has values {_fmt_values(bad)} outside {allowed} for num_classes={num_classes}"
+            f"{where}: label {lab_path} has values {_fmt_values(bad)} outside {allowed}{shifted} for "
+            f"num_classes={num_classes}"
         )
-    return (int(img.shape[0]), int(img.shape[1])), dict(zip(values.tolist(), counts.tolist()))
+    pixels: dict[int, int] = {}
+    for m, c in zip(mapped, counts.tolist()):
+        pixels[m] = pixels.get(m, 0) + c
+    return (int(img.shape[0]), int(img.shape[1])), pixels
 
 
 def _read_lists(root: Path, required_splits, optional_splits, list_names, allow_outside) -> tuple[dict, dict]:
