@@ -9,7 +9,7 @@ import yaml
 from conftest import ROOT
 from segdistill import cli, study
 from segdistill.errors import SegDistillError
-from segdistill.specs import EvaluateSpec, TeacherOutputsSpec, TrainSpec, read_spec, write_spec
+from segdistill.specs import EvaluateOptions, EvaluateSpec, TeacherOutputsSpec, TrainSpec, read_spec, write_spec
 
 
 def schema_section(name):
@@ -17,11 +17,36 @@ def schema_section(name):
     return schema["properties"][name]["properties"]
 
 
-@pytest.mark.parametrize("section, cls", [("train", TrainSpec), ("cache", TeacherOutputsSpec)])
+@pytest.mark.parametrize(
+    "section, cls", [("train", TrainSpec), ("cache", TeacherOutputsSpec), ("evaluate", EvaluateOptions)]
+)
 def test_every_key_of_a_schema_section_is_a_spec_field(section, cls):
-    """The scripts pass these sections to the spec as they are (`TrainSpec(**params.train, ...)`)."""
+    """The scripts pass these sections to the spec as they are (`TrainSpec(**params.train, ...)`,
+    `evaluate=params.evaluate`, `EvaluateSpec(**params.evaluate, ...)`)."""
     fields = {f.name for f in dataclasses.fields(cls)}
     assert set(schema_section(section)) <= fields, set(schema_section(section)) - fields
+
+
+def test_the_evaluate_options_are_the_schema_section_in_both_jobs():
+    """One name each: the training job's `evaluate` block and the evaluate job take the section's keys."""
+    assert {f.name for f in dataclasses.fields(EvaluateOptions)} == set(schema_section("evaluate"))
+    section = {"splits": ["val", "test"], "batch_size": 4}
+    train = TrainSpec(config="c", save_dir="d", evaluate=section)
+    assert train.evaluate == EvaluateOptions(**section)
+    assert dataclasses.asdict(EvaluateSpec(config="c", model="m", **section)).items() >= section.items()
+    with pytest.raises(SegDistillError, match="evaluate: 'split' is not a field"):
+        TrainSpec(config="c", save_dir="d", evaluate={"split": ["val"]})
+
+
+def test_the_evaluate_block_has_flags_and_reads_back_from_a_spec_file(tmp_path):
+    spec = parse("train", "--config", "a", "--save_dir", "b", "--evaluate_batch_size", "4")
+    assert spec.evaluate == EvaluateOptions(splits=["val"], batch_size=4)
+    spec = parse("train", "--config", "a", "--save_dir", "b", "--evaluate_splits", "val", "test")
+    assert spec.evaluate == EvaluateOptions(splits=["val", "test"], batch_size=1)
+    assert read_spec(write_spec(spec, tmp_path / "spec.json")) == spec
+    assert parse("evaluate", "--config", "a", "--model", "m", "--splits", "test", "--batch_size", "2") == (
+        EvaluateSpec(config="a", model="m", splits=["test"], batch_size=2, out="-")
+    )
 
 
 def parse(*argv):
@@ -61,7 +86,8 @@ def test_train_flags_come_from_the_spec():
     )
     assert parse("train", "--config", "a", "--save_dir", "b", "--do_eval").do_eval is True
     flags = {a.dest for a in cli.parser()._subparsers._group_actions[0].choices["train"]._actions}
-    cli_fields = {f.name for f in dataclasses.fields(TrainSpec) if f.metadata.get("cli") is not False}
+    cli_fields = {f.name for f in dataclasses.fields(TrainSpec) if f.metadata.get("cli") is not False} - {"evaluate"}
+    cli_fields |= {f"evaluate.{f.name}" for f in dataclasses.fields(EvaluateOptions)}
     assert cli_fields <= flags
 
 
@@ -96,11 +122,11 @@ def test_a_spec_file_reads_back_as_written_and_takes_no_other_flags(tmp_path, ca
 
 def test_a_bad_spec_file_is_named_with_the_closest_field(tmp_path):
     path = write_spec(EvaluateSpec(config="c.yml", model="m.pdparams"), tmp_path / "spec.json")
-    path.write_text(path.read_text().replace('"split"', '"splits"'))
+    path.write_text(path.read_text().replace('"splits"', '"split"'))
     with pytest.raises(
         SegDistillError,
-        match=r"spec.json: 'splits' is not a field of the evaluate spec "
-        r"\(closest: split\)",
+        match=r"spec.json: 'split' is not a field of the evaluate spec "
+        r"\(closest: splits\)",
     ):
         read_spec(path)
     path.write_text("{}")

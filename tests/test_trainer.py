@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT
 from segdistill import checkpoint
 from segdistill.errors import SegDistillError
+from segdistill.specs import EvaluateOptions
 from segdistill.trainer import Trainer, TrainSpec
 
 TEACHER = str(ROOT / "tests/configs/teacher_tiny.yml")
@@ -311,10 +312,9 @@ def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_
         tmp_path / "run",
         iters=4,
         evaluate_out=str(out),
-        evaluate_splits=["val", "test"],
+        evaluate=EvaluateOptions(splits=["val", "test"], batch_size=4),
         run_id="student/seed3",
         class_names=["background", "disc"],
-        eval_batch_size=4,
     )
     Trainer(run, log=messages.append).run()
     alone = tmp_path / "alone.json"
@@ -322,7 +322,7 @@ def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_
         [
             *[sys.executable, "-m", "segdistill.cli", "evaluate", "--config", STUDENT],
             *["--model", str(tmp_path / "run/best_model/model.pdparams"), "--data_root", str(tiny_data)],
-            *["--split", "val", "test", "--class_names", "background", "disc", "--run", "student/seed3"],
+            *["--splits", "val", "test", "--class_names", "background", "disc", "--run", "student/seed3"],
             *["--batch_size", "4", "--out", str(alone)],
         ],
         check=True,
@@ -335,7 +335,7 @@ def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_
         [
             *[sys.executable, "-m", "segdistill.cli", "evaluate", "--config", STUDENT],
             *["--model", str(tmp_path / "run/best_model/model.pdparams"), "--data_root", str(tiny_data)],
-            *["--split", "val", "test", "--class_names", "background", "disc", "--run", "student/seed3"],
+            *["--splits", "val", "test", "--class_names", "background", "disc", "--run", "student/seed3"],
             *["--batch_size", "4", "--out", "-"],
         ],
         check=True,

@@ -26,48 +26,64 @@ def _flag(parser, name: str, **kw):
     parser.add_argument(*names, dest=name, **kw)
 
 
-def _spec_flags(p, cls, skip=(), spec_file=True) -> None:
+def _spec_flags(p, cls, skip=(), spec_file=True, block=None) -> None:
     """Flags made from the fields of a job spec (segdistill.specs): a field's type gives the flag's type, its
-    metadata the help, choices and nargs; a bool is a switch (`--no_<name>` when it defaults to true). Flags
-    not given stay out of the namespace (default SUPPRESS), so `_spec` can tell them from defaults."""
+    metadata the help, choices and nargs; a bool is a switch (`--no_<name>` when it defaults to true); a block of
+    fields (a dataclass, e.g. `evaluate`) gives `--<block>_<name>` flags. Flags not given stay out of the
+    namespace (default SUPPRESS), so `_spec` can tell them from defaults."""
     import dataclasses
     import typing
 
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        meta = f.metadata
+        meta, name = f.metadata, f"{block}_{f.name}" if block else f.name
         if f.name in skip or meta.get("cli") is False:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            _spec_flags(p, hints[f.name], spec_file=False, block=f.name)
             continue
         kw = {"help": meta.get("help"), "default": argparse.SUPPRESS}
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kw["help"] = f"{kw['help'] or ''} (required{' unless --spec' if spec_file else ''})".lstrip()
         base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        dest = f"{block}.{f.name}" if block else f.name
         if base is bool:
             negate = meta.get("cli_default", f.default) is True
-            names = [f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}"] if negate else None
+            names = [f"--no_{name}", f"--no-{name.replace('_', '-')}"] if negate else None
             kw["action"] = "store_false" if negate else "store_true"
         else:
             names = None
             kw["type"] = typing.get_args(base)[0] if typing.get_origin(base) is list else base
             kw.update({k: meta[k] for k in ("choices", "nargs") if k in meta})
-        if names:
-            p.add_argument(*names, dest=f.name, **kw)
-        else:
-            _flag(p, f.name, **kw)
+        if not names:
+            names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        p.add_argument(*names, dest=dest, **kw)
     if spec_file:
         _flag(p, "spec", default=None, help="a job spec (JSON) written by the workflow, instead of the flags above")
-    p.set_defaults(spec_class=cls, spec_parser=p)
+    if block is None:
+        p.set_defaults(spec_class=cls, spec_parser=p)
 
 
-def _cli_defaults(cls) -> dict:
+def _spec_values(cls, args=None, block=None) -> dict:
+    """The fields' command-line defaults (`args` None), else the flags given in `args`; a block's as a dict."""
     import dataclasses
+    import typing
 
-    out = {}
+    hints, out = typing.get_type_hints(cls), {}
     for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        default = f.metadata.get("cli_default", default)
-        if default is not dataclasses.MISSING:
-            out[f.name] = default
+        dest = f"{block}.{f.name}" if block else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            sub = _spec_values(hints[f.name], args, block=f.name)
+            if sub or args is None:
+                out[f.name] = sub
+        elif args is not None:
+            if hasattr(args, dest):
+                out[f.name] = getattr(args, dest)
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            default = f.metadata.get("cli_default", default)
+            if default is not dataclasses.MISSING:
+                out[f.name] = default
     return out
 
 
@@ -79,7 +95,7 @@ def _spec(args, many=False, **extra):
     from segdistill.specs import read_spec
 
     cls, p = args.spec_class, args.spec_parser
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    given = _spec_values(cls, args)
     if getattr(args, "spec", None):
         if given:
             p.error(f"--spec takes no other flags (got --{', --'.join(given)})")
@@ -90,7 +106,11 @@ def _spec(args, many=False, **extra):
         if len(specs) > 1 and not many:
             raise SegDistillError(f"{args.spec}: holds {len(specs)} specs; `{args.command}` runs one")
         return specs if many else specs[0]
-    values = {**_cli_defaults(cls), **given, **extra}
+    defaults = _spec_values(cls)
+    values = {**defaults, **given, **extra}
+    for name, sub in given.items():  # a block's flags given over its defaults
+        if isinstance(sub, dict):
+            values[name] = {**defaults[name], **sub}
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
     if missing:
         p.error("the following arguments are required: " + ", ".join(f"--{m}" for m in missing))

@@ -151,7 +151,7 @@ def evaluate_run(spec, clock=None, model=None) -> dict:
 
     builder, own_clock = build(dic, spec.config), clock is None
     clock = clock or Clock()
-    for split in spec.split:
+    for split in spec.splits:
         ds = build_split(builder, split)
         with clock("evaluate"):
             cm = evaluate(model, ds, n, ignore_index(dic), batch_size=spec.batch_size)

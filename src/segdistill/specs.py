@@ -5,7 +5,8 @@ turned flags into arguments and the engine's arguments. Now a job is one typed s
 builds it from `snakemake.params` (whose sections use the fields' names), the command line's flags are made
 from its fields (`segdistill.cli`, help text from the field's metadata), and a job that runs on leased devices
 gets it as a JSON file (`write_spec` / `read_spec`): every rank of a multi-device job reads the same file.
-A new training option is a schema key, a field here, and the code that uses it.
+A new training option is a schema key, a field here with its identity mark (`opt(identity=...)`: the run key and
+the run's summary are computed from the marks), and the code that uses it.
 
 No paddle here: the command line's `--help` and the workflow's scripts build specs without importing it.
 """
@@ -21,11 +22,39 @@ from pathlib import Path
 from segdistill.errors import SegDistillError
 
 
-def opt(default=dataclasses.MISSING, help=None, **cli):
+def opt(default=dataclasses.MISSING, help=None, identity=None, **cli):
     """A spec field: its default, the command line's help text and flag details (`choices`, `nargs`,
-    `cli_default` where the command line's default differs from the engine's, `cli=False` for no flag)."""
+    `cli_default` where the command line's default differs from the engine's, `cli=False` for no flag).
+
+    `identity` (a training spec's fields must say; see `identity`): does the field change a run's result?
+    True: it enters the run key when it differs from its default (a new option: runs made before it keep their
+    keys); ALWAYS: it is always in the key; RESOLVED: it enters through what the trainer resolves from it (the
+    experiment YAML with its overrides, the training data's digest, the distiller's terms and teacher);
+    NESTED: a block whose own fields say; False: it changes no result. `identity_name`: its name in the key, where
+    that is not the field's; `identity_value`: the spec's attribute that holds its value in the key."""
     kw = {"default_factory": default} if callable(default) else {"default": default}
-    return field(**kw, metadata={"help": help, **cli})
+    return field(**kw, metadata={"help": help, "identity": identity, **cli})
+
+
+ALWAYS, RESOLVED, NESTED = "always", "resolved", "nested"
+
+
+def _default(f):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def identity(spec, every: bool = False) -> dict:
+    """What of `spec` changes its run's result, by its fields' identity marks, under their key names: the
+    ALWAYS fields, and the True ones that differ from their default (`every`: those at their default too, as the
+    run's summary records them). The trainer adds what it resolves (segdistill.trainer)."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        mark, value = f.metadata.get("identity"), getattr(spec, f.name)
+        if mark == NESTED:
+            out.update(identity(value, every))
+        elif mark == ALWAYS or (mark is True and (every or value != _default(f))):
+            out[f.metadata.get("identity_name", f.name)] = getattr(spec, f.metadata.get("identity_value", f.name))
+    return out
 
 
 class _Keyed:
@@ -37,72 +66,114 @@ class _Keyed:
 
 
 @dataclass
+class EvaluateOptions:
+    """How a run's model is evaluated: the study's `evaluate` section, field for field."""
+
+    splits: list[str] = opt(lambda: ["val"], nargs="+", help="splits to evaluate", identity=False)
+    # It may move val's numbers by rounding, so which checkpoint is best.
+    batch_size: int = opt(
+        1,
+        help="images per forward (same-size images; val during training too); 1 as PaddleSeg",
+        identity=True,
+        identity_name="eval_batch_size",
+    )
+
+
+@dataclass
 class TrainSpec(_Keyed):
     """One training run: teacher, student baseline, or distilled student (`teacher_config` set)."""
 
-    config: str = opt(help="PaddleSeg experiment YAML")
-    save_dir: str = opt(help="run folder: checkpoints, best_model/, logs")
-    seed: int = opt(0)
-    data_root: str | None = opt(None, help="override train/val dataset_root")
-    iters: int | None = opt(None)
+    config: str = opt(help="PaddleSeg experiment YAML", identity=RESOLVED)
+    save_dir: str = opt(help="run folder: checkpoints, best_model/, logs", identity=False)
+    seed: int = opt(0, identity=ALWAYS)
+    data_root: str | None = opt(None, help="override train/val dataset_root", identity=RESOLVED)
+    iters: int | None = opt(None, identity=RESOLVED)
     batch_size: int | None = opt(
-        None, help="images per device (rank), as PaddleSeg: the global batch is batch_size x ranks"
+        None, help="images per device (rank), as PaddleSeg: the global batch is batch_size x ranks", identity=RESOLVED
     )
-    learning_rate: float | None = opt(None)
+    learning_rate: float | None = opt(None, identity=RESOLVED)
     grad_clip_norm: float | None = opt(
-        None, help="clip the global L2 norm of the gradients (student and connectors) to this; default: none"
+        None,
+        help="clip the global L2 norm of the gradients (student and connectors) to this; default: none",
+        identity=RESOLVED,
     )
-    save_interval: int = opt(1000)
-    log_iters: int = opt(10)
-    keep_checkpoint_max: int = opt(5, help="checkpoints kept, newest first (PaddleSeg: 5)")
+    save_interval: int = opt(1000, identity=ALWAYS)
+    log_iters: int = opt(10, identity=False)
+    keep_checkpoint_max: int = opt(5, help="checkpoints kept, newest first (PaddleSeg: 5)", identity=False)
     # The engine evaluates unless told not to; the command line, as PaddleSeg's, only with --do_eval.
-    do_eval: bool = opt(True, cli_default=False)
-    use_vdl: bool = opt(False)
-    num_workers: int = opt(0, help="data loader worker processes (0: in-process); results do not depend on it")
-    resume_model: str | None = opt(None, help="checkpoint folder to resume from (default: newest valid in save_dir)")
-    class_names: list[str] | None = opt(None, nargs="+")
-    teacher_config: str | None = opt(None, help="patched teacher YAML: distil into the student")
-    distill: str | None = opt(None, help="YAML with `terms:` (default: the student YAML's distill_loss)")
-    distill_terms: list | None = opt(None, cli=False)  # raw term mappings, instead of a `distill` file
-    pretrained_cache: str | None = opt(None, help="folder of downloaded backbones (default resources/pretrained)")
+    do_eval: bool = opt(True, cli_default=False, identity=ALWAYS)
+    use_vdl: bool = opt(False, identity=False)
+    num_workers: int = opt(
+        0, help="data loader worker processes (0: in-process); results do not depend on it", identity=False
+    )
+    resume_model: str | None = opt(
+        None, help="checkpoint folder to resume from (default: newest valid in save_dir)", identity=False
+    )
+    class_names: list[str] | None = opt(None, nargs="+", identity=False)
+    teacher_config: str | None = opt(None, help="patched teacher YAML: distil into the student", identity=RESOLVED)
+    distill: str | None = opt(
+        None, help="YAML with `terms:` (default: the student YAML's distill_loss)", identity=RESOLVED
+    )
+    distill_terms: list | None = opt(None, cli=False, identity=RESOLVED)  # raw term mappings, not a `distill` file
+    pretrained_cache: str | None = opt(
+        None, help="folder of downloaded backbones (default resources/pretrained)", identity=RESOLVED
+    )
     pretrained_backbone: bool = opt(
-        True, help="use the backbone's `pretrained:` (--no_pretrained_backbone: train from scratch)"
+        True,
+        help="use the backbone's `pretrained:` (--no_pretrained_backbone: train from scratch)",
+        identity=RESOLVED,
     )
     precision: str = opt(
         "fp32",
         choices=["fp32", "fp16", "bf16"],
         help="mixed precision (GPU only; fp16 with loss scaling), as PaddleSeg's --precision",
+        identity=ALWAYS,
     )
     amp_level: str = opt(
         "O1",
         choices=["O1", "O2"],
         help="O1: cast per op (white list); O2: cast the parameters too (fp32 master weights)",
+        identity=ALWAYS,
     )
     deterministic: bool = opt(
-        False, help="GPU: cuDNN's deterministic algorithms (FLAGS_cudnn_deterministic); see docs/distillation.md"
+        False,
+        help="GPU: cuDNN's deterministic algorithms (FLAGS_cudnn_deterministic); see docs/distillation.md",
+        identity=True,
     )
     data_seed: int | None = opt(
-        None, help="key of the augmented data stream (default: --seed); see docs/distillation.md"
+        None,
+        help="key of the augmented data stream (default: --seed); see docs/distillation.md",
+        identity=ALWAYS,
+        identity_value="stream_seed",
     )
     teacher_outputs: str | None = opt(
-        None, help="folder written by `segdistill teacher-outputs` for this run's stream: the teacher is not built"
+        None,
+        help="folder written by `segdistill teacher-outputs` for this run's stream: the teacher is not built",
+        identity=RESOLVED,
     )
-    data_record: str | None = opt(None, help="the data validation record (validation.json), checked with the cache")
+    data_record: str | None = opt(
+        None, help="the data validation record (validation.json), checked with the cache", identity=RESOLVED
+    )
     # The workflow's training jobs evaluate their best model while the engine is loaded, instead of a job that
     # starts the interpreter, imports paddle and builds the model again (segdistill.evaluate.evaluate_run).
     evaluate_out: str | None = opt(
-        None, help="after training, evaluate best_model on --evaluate_splits and write the record here (JSON)"
+        None,
+        help="after training, evaluate best_model on --evaluate_splits and write the record here (JSON)",
+        identity=False,
     )
-    evaluate_splits: list[str] = opt(lambda: ["val"], nargs="+", help="splits for --evaluate_out")
-    eval_batch_size: int = opt(
-        1, help="images per forward when evaluating (val during training, --evaluate_out); 1 as PaddleSeg"
+    evaluate: EvaluateOptions = opt(EvaluateOptions, identity=NESTED)
+    run_id: str | None = opt(
+        None, help="run id recorded in the --evaluate_out record, e.g. distilled/kl/seed0", identity=False
     )
-    run_id: str | None = opt(None, help="run id recorded in the --evaluate_out record, e.g. distilled/kl/seed0")
     final_checkpoint: bool = opt(
-        True, help="write a checkpoint at the last iteration too (--no_final_checkpoint: only best_model/)"
+        True,
+        help="write a checkpoint at the last iteration too (--no_final_checkpoint: only best_model/)",
+        identity=False,
     )
 
     def __post_init__(self):
+        if isinstance(self.evaluate, dict):  # as the study's `evaluate` section or a spec file gives it
+            self.evaluate = from_mapping(EvaluateOptions, self.evaluate, "evaluate")
         if self.distill and self.distill_terms is not None:
             raise SegDistillError("give the distillation terms once: a `distill` file or `distill_terms`")
         if self.distill and not self.teacher_config:
@@ -135,17 +206,15 @@ class TeacherOutputsSpec(_Keyed):
     pretrained_cache: str | None = opt(None)
 
 
-@dataclass
-class EvaluateSpec:
-    """Metrics of one run's trained weights on each split."""
+@dataclass(kw_only=True)
+class EvaluateSpec(EvaluateOptions):
+    """Metrics of one run's trained weights on each split: the evaluation options and the run's files."""
 
     config: str = opt(help="PaddleSeg experiment YAML")
     model: str = opt(help="model.pdparams")
     data_root: str | None = opt(None)
-    split: list[str] = opt(lambda: ["val"], nargs="+")
     class_names: list[str] | None = opt(None, nargs="+")
     run: str | None = opt(None, help="run id recorded in the JSON, e.g. distilled/kl/seed0")
-    batch_size: int = opt(1, help="images per forward (same-size images); 1 as PaddleSeg")
     out: str | None = opt(None, help="JSON file to write (-: print it)", cli_default="-")
 
 
@@ -182,7 +251,7 @@ def from_mapping(cls, values: dict, source: str):
         if key not in names:
             close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
             raise SegDistillError(
-                f"{source}: '{key}' is not a field of the {_KIND_OF[cls]} spec"
+                f"{source}: '{key}' is not a field of the {_KIND_OF.get(cls, 'evaluate options')} spec"
                 + (f" (closest: {', '.join(close)})" if close else "")
             )
     missing = [

@@ -48,7 +48,7 @@ from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
 from segdistill.losses.task import task_losses
 from segdistill.parallel import StudentSide, parameter_digest
 from segdistill.precision import TEACHER_PRECISION, Amp, set_deterministic, to_fp32
-from segdistill.specs import TrainSpec
+from segdistill.specs import TrainSpec, identity
 from segdistill.timing import Clock
 
 
@@ -145,34 +145,14 @@ class Trainer:
         self.net = paddle.DataParallel(self.student_side) if self.world > 1 else self.student_side
 
     def _run_key(self) -> str:
-        """SHA-256 of what decides this run's result: the resolved experiment (data paths aside), the training
-        data, seeds, ranks, precision, evaluation schedule and, when distilling, the terms and the teacher.
-        A checkpoint records it; one of another key (a config or teacher changed since) is never resumed."""
-        import hashlib
-        import json
-
-        dic = {
-            k: ({kk: vv for kk, vv in v.items() if kk not in DATA_PATH_KEYS} if isinstance(v, dict) else v)
-            for k, v in self.dic.items()
-        }
-        spec = self.spec
-        identity = {
-            "experiment": dic,
-            "train_data": self.train_data_sha256,
-            "val_data": [list(map(str, e)) for e in (getattr(self.val_ds, "file_list", None) or [])],
-            "seed": spec.seed,
-            "data_seed": self.data_seed,
-            "world": self.world,
-            "precision": spec.precision,
-            "amp_level": spec.amp_level,
-            "do_eval": spec.do_eval,
-            "save_interval": spec.save_interval,
-            **({"deterministic": True} if spec.deterministic else {}),  # keys of earlier runs unchanged
-            # It may move val's numbers by rounding, so which checkpoint is best.
-            **({"eval_batch_size": spec.eval_batch_size} if spec.eval_batch_size != 1 else {}),
-            "distill": getattr(self.distiller, "identity", None) if self.distiller else None,
-        }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+        return run_key(
+            self.spec,
+            experiment=self.dic,
+            train_data=self.train_data_sha256,
+            val_files=getattr(self.val_ds, "file_list", None),
+            world=self.world,
+            distill=getattr(self.distiller, "identity", None) if self.distiller else None,
+        )
 
     # -- distillation ---------------------------------------------------------------------------------------
     def _build_distiller(self):
@@ -346,7 +326,7 @@ class Trainer:
             self.ignore_index,
             (self.rank, self.world),
             autocast=self.amp.autocast,
-            batch_size=self.spec.eval_batch_size,
+            batch_size=self.spec.evaluate.batch_size,
         )
         return metrics_record(reduce_matrix(cm), self.class_names)
 
@@ -470,14 +450,13 @@ class Trainer:
             load_weights(self.model, self._best_store, source=f"best model of {self.save_dir}")
             model = self.model
         evaluate_spec = EvaluateSpec(
+            **asdict(spec.evaluate),
             config=spec.config,
             model=str(self.save_dir / "best_model" / "model.pdparams"),
             data_root=spec.data_root,
-            split=list(spec.evaluate_splits),
             class_names=spec.class_names,
             run=spec.run_id,
             out=spec.evaluate_out,
-            batch_size=spec.eval_batch_size,
         )
         evaluate_run(evaluate_spec, clock=self.clock, model=model)
 
@@ -507,17 +486,14 @@ class Trainer:
         return path
 
     def _summary(self, progress: _Progress) -> dict:
-        spec, last = self.spec, progress.last_checkpoint
+        """The run's settings (its config and every identity field of its spec, at its default too) and results."""
+        last = progress.last_checkpoint
         return {
-            "config": spec.config,
-            "seed": spec.seed,
-            "data_seed": self.data_seed,
+            "config": self.spec.config,
+            **identity(self.spec, every=True),
             "iters": self.iters,
             "batch_size": self.batch_size,
             "global_batch_size": self.batch_size * self.world,
-            "precision": spec.precision,
-            "amp_level": spec.amp_level,
-            "deterministic": spec.deterministic,
             "best_miou": progress.best_miou,
             "best_iter": progress.best_iter,
             "world_size": self.world,
@@ -578,6 +554,29 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+
+
+def run_key(spec: TrainSpec, experiment: dict, train_data: str, val_files, world: int, distill) -> str:
+    """SHA-256 of what decides a run's result: what the trainer resolved (the experiment, data paths aside; the
+    training data's digest; val's files; the ranks; when distilling, the terms and the teacher) and the identity
+    fields of its spec (segdistill.specs.identity). A checkpoint records it; one of another key (a config or
+    teacher changed since) is never resumed."""
+    import hashlib
+    import json
+
+    experiment = {
+        k: ({kk: vv for kk, vv in v.items() if kk not in DATA_PATH_KEYS} if isinstance(v, dict) else v)
+        for k, v in experiment.items()
+    }
+    key = {
+        "experiment": experiment,
+        "train_data": train_data,
+        "val_data": [list(map(str, e)) for e in (val_files or [])],
+        "world": world,
+        "distill": distill,
+        **identity(spec),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def train(spec: TrainSpec) -> dict:

@@ -8,8 +8,7 @@ with log_to(snakemake.log[0]):
         EvaluateSpec(
             config=i.config,
             model=i.model,
-            split=list(p.evaluate["splits"]),
-            batch_size=p.evaluate["batch_size"],
+            **p.evaluate,
             class_names=list(p.class_names),
             data_root=i.data,
             run=snakemake.wildcards.run,

@@ -14,8 +14,7 @@ spec = TrainSpec(
     class_names=list(p.class_names),
     pretrained_backbone=p.pretrained_backbones,
     evaluate_out=snakemake.output.evaluation,
-    evaluate_splits=list(p.evaluate["splits"]),
-    eval_batch_size=p.evaluate["batch_size"],
+    evaluate=dict(p.evaluate),
     run_id=p.run,
     final_checkpoint=False,  # a finished run is never resumed: its last checkpoint would only be written
     **p.train,
