@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from paddleseg_layouts import make_ade20k, make_cityscapes, make_cocostuff, make_context, make_voc, section
-from segdistill.data import paddleseg_sets as sets
+from segdistill import paddleseg_sets as sets
 from segdistill.data.splits import plan_splits, write_splits
 from segdistill.errors import SegDistillError
 

@@ -192,7 +192,7 @@ def build(dic: dict, source: Any = "<config>"):
 
     from paddleseg.cvlibs import Config, SegBuilder
 
-    from segdistill.data.paddleseg_sets import register_transforms
+    from segdistill.paddleseg_sets import register_transforms
 
     register_transforms()  # the label mapping a study's copy of an ADE20K YAML names (data.source paddleseg)
     check_dataset_keys(dic, source)

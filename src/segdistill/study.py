@@ -23,6 +23,8 @@ from segdistill.precision import refused
 DATA_ROOTS = {"synthetic": "resources/data/synthetic", "optic_disc": "resources/data/optic_disc_seg"}
 # Sources in PaddleSeg's generic layout (`type: Dataset`, list files, any number of classes).
 GENERIC_SOURCES = ("folder", "url")
+# Data sets PaddleSeg names by type in the student YAML (Cityscapes, ADE20K, ...), split by the study.
+PADDLESEG = "paddleseg"
 SPLITS = ("train", "val", "test")
 # The run-id grammar, written once (common.smk's wildcard constraints are these patterns). A method is a `distill`
 # key or a sweep point `<method>~<key>=<value>~...` (`method_name`, `parse_method`).
@@ -52,7 +54,50 @@ def data_root(config: dict) -> str:
         return str(data["folder"]["root"])
     if source == "url":
         return f"resources/data/url-{url_key(data['url']['url'])}"
+    if source == PADDLESEG:
+        return _paddleseg_identity(config, "student")[1]
     return DATA_ROOTS[source]
+
+
+def _paddleseg_identity(config: dict, role: str) -> tuple[str, str]:
+    """(type, dataset_root) of the role's YAML data set (data.source paddleseg)."""
+    from segdistill.config import read_yaml
+    from segdistill.paddleseg_sets import identity
+
+    path = config[role]["config"]
+    if not Path(path).is_file():
+        raise SegDistillError(f"{role}.config: file not found: {path} (paths are relative to the working directory)")
+    return identity(read_yaml(path), f"{role}.config {path}")
+
+
+def selection_images(config: dict) -> int | None:
+    """How many training images the paddleseg source holds out to choose checkpoints (None: another source)."""
+    if config["data"]["source"] != PADDLESEG:
+        return None
+    return int(config["data"]["paddleseg"]["selection_images"])
+
+
+def has_selection(config: dict) -> bool:
+    """Whether runs choose checkpoints on a val split (every source but a paddleseg one without selection)."""
+    return selection_images(config) != 0
+
+
+def default_class_names(config: dict) -> list[str]:
+    """`data.class_names` when the study does not name them: the paddleseg source's type's own names (class_<i>
+    for the generic Dataset), else the optic disc set's two."""
+    if config["data"]["source"] != PADDLESEG:
+        return ["background", "optic_disc"]
+    from segdistill.config import read_yaml
+    from segdistill.paddleseg_sets import section_classes
+
+    path = config["student"]["config"]
+    return section_classes(read_yaml(path)["train_dataset"], f"student.config {path}: train_dataset")
+
+
+def fill_class_names(config: dict) -> None:
+    """Set `data.class_names` to its default when the study leaves it out (the workflow calls this once)."""
+    if not config["data"].get("class_names"):
+        config["data"]["class_names"] = default_class_names(config)
 
 
 def data_archive(config: dict) -> str | None:
@@ -268,10 +313,59 @@ def experiment(config: dict, role: str) -> dict:
                 **{k: user[k] for k in _DATASET_KEEP if k in user},
             }
         dic["model"].setdefault("num_classes", len(names))
+    elif source == PADDLESEG:
+        _paddleseg_sections(dic, root, len(names))
     else:
         for key in ("train_dataset", "val_dataset"):
             dic[key]["dataset_root"] = root
     return dic
+
+
+def _paddleseg_sections(dic: dict, root: str, num_classes: int) -> None:
+    """Replace the data set sections by PaddleSeg's generic Dataset over the study's split lists, keeping the
+    user's transforms after the type's label mapping (ADE20K's shift), so every job reads the split lists."""
+    from segdistill.paddleseg_sets import SPLIT_FILES, label_shift_transform, set_type
+
+    kind = set_type(dic["train_dataset"], "train_dataset")
+    for key, mode in (("train_dataset", "train"), ("val_dataset", "val")):
+        user = dic[key]
+        dic[key] = {
+            "type": "Dataset",
+            "dataset_root": root,
+            "num_classes": num_classes,
+            "mode": mode,
+            **{f"{s}_path": path for s, path in SPLIT_FILES.items()},
+            "ignore_index": kind.ignore_index,
+            "transforms": label_shift_transform(kind) + list(user.get("transforms") or []),
+            **{k: user[k] for k in ("img_channels", "edge") if k in user},
+        }
+    dic["model"].setdefault("num_classes", num_classes)
+
+
+def _preflight_paddleseg(config: dict) -> None:
+    """Before any job: the student's data set is one known type with an existing root (named when missing), the
+    teacher's YAML names the same data set, and without a selection split nothing asks for val."""
+    from segdistill.config import read_yaml
+    from segdistill.paddleseg_sets import dataset_root, sections, set_type
+
+    if not isinstance(config["data"].get(PADDLESEG), dict):
+        raise SegDistillError("data.source is paddleseg but data.paddleseg (selection_images) is not given")
+    path = config["student"]["config"]
+    student = _paddleseg_identity(config, "student")
+    teacher = _paddleseg_identity(config, "teacher")
+    if student != teacher:
+        raise SegDistillError(
+            f"teacher.config {config['teacher']['config']} names the data set {teacher[0]} at {teacher[1]} but "
+            f"student.config {path} names {student[0]} at {student[1]}; a study distils on one data set"
+        )
+    train = sections(read_yaml(path), f"student.config {path}")["train_dataset"]
+    set_type(train, f"student.config {path}: train_dataset")
+    dataset_root(train, f"student.config {path}: train_dataset")
+    if not has_selection(config) and "val" in [*config["evaluate"]["splits"], config.get("report", {}).get("split")]:
+        raise SegDistillError(
+            "data.paddleseg.selection_images is 0: there is no val split (every run keeps its final weights); "
+            "set evaluate.splits: [test] and report.split: test"
+        )
 
 
 def preflight(config: dict) -> None:
@@ -279,6 +373,8 @@ def preflight(config: dict) -> None:
     data = config["data"]
     if data["source"] in GENERIC_SOURCES and not isinstance(data.get(data["source"]), dict):
         raise SegDistillError(f"data.source is {data['source']} but data.{data['source']} is not given")
+    if data["source"] == PADDLESEG:
+        _preflight_paddleseg(config)
     if data["source"] == "folder" and not Path(data["folder"]["root"]).is_dir():
         raise SegDistillError(
             f"data.folder.root: folder not found: {data['folder']['root']} (paths are relative "

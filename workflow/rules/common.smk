@@ -7,7 +7,15 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 # Modules of the engine that parsing needs; they import no paddle (a plain Snakemake environment has none).
-PARSE_MODULES = ("__init__.py", "errors.py", "config.py", "study.py", "schema.py")
+PARSE_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "config.py",
+    "study.py",
+    "schema.py",
+    "paddleseg_sets.py",
+    "paddleseg_classes.py",
+)
 
 
 def engine_source():
@@ -45,6 +53,7 @@ os.environ.setdefault("SEGDISTILL_SOURCE", ENGINE_PIP)
 from segdistill import schema, study
 from segdistill.config import base_files
 from segdistill.errors import SegDistillError
+from segdistill.paddleseg_sets import SPLIT_FILES
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 # One line naming the key, not Snakemake's dump of the whole schema; validate() then fills in the defaults.
@@ -53,6 +62,7 @@ if _problem:
     sys.exit(f"segdistill: error in the study config: {_problem}")
 validate(config, SCHEMA)
 try:
+    study.fill_class_names(config)
     study.preflight(config)
     METHODS = study.methods(config)
 except SegDistillError as exc:

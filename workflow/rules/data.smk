@@ -70,24 +70,48 @@ if config["data"]["source"] == "url":
             "../scripts/extract.py"
 
 
-rule validate_data:
-    input:
-        DATA_ROOT,
-    output:
-        "results/data/validation.json",
-    log:
-        "logs/data/validate_data.log",
-    conda:
-        "../envs/segdistill.yaml"
-    params:
-        num_classes=len(config["data"]["class_names"]),
-        archive=DATA_ARCHIVE,
-        lists=study.list_files(config),
-        allow_outside=study.allow_outside_paths(config),
-        splits=study.required_splits(config),
-        ignore_index=study.ignore_index(config),
-    script:
-        "../scripts/validate_data.py"
+if config["data"]["source"] == "paddleseg":
+
+    # The data set the student YAML names by type: listed by name, split (test = its val_dataset, val = drawn
+    # out of train), every pair checked, the split lists written; the other jobs read only these lists.
+    rule validate_data:
+        input:
+            data=DATA_ROOT,
+            config=config["student"]["config"],
+            bases=base_files(config["student"]["config"]),
+        output:
+            validation="results/data/validation.json",
+            splits=list(SPLIT_FILES.values()),
+        log:
+            "logs/data/validate_data.log",
+        conda:
+            "../envs/segdistill.yaml"
+        params:
+            selection=config["data"]["paddleseg"],
+            lists=SPLIT_FILES,
+        script:
+            "../scripts/paddleseg_splits.py"
+
+else:
+
+    rule validate_data:
+        input:
+            DATA_ROOT,
+        output:
+            "results/data/validation.json",
+        log:
+            "logs/data/validate_data.log",
+        conda:
+            "../envs/segdistill.yaml"
+        params:
+            num_classes=len(config["data"]["class_names"]),
+            archive=DATA_ARCHIVE,
+            lists=study.list_files(config),
+            allow_outside=study.allow_outside_paths(config),
+            splits=study.required_splits(config),
+            ignore_index=study.ignore_index(config),
+        script:
+            "../scripts/validate_data.py"
 
 
 # Offline, the error names resources/pretrained/{name}/download/<file>: a file put there is what the rerun reads.

@@ -77,6 +77,8 @@ rule train:
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
         evaluate=config["evaluate"],
+        # Without a selection split (data.paddleseg.selection_images 0) a run keeps its final weights.
+        do_eval=study.has_selection(config),
         run=lambda wc: f"{wc.arm}/seed{wc.seed}",
     script:
         "../scripts/train.py"
@@ -228,6 +230,7 @@ rule distill:
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
         evaluate=config["evaluate"],
+        do_eval=study.has_selection(config),
         run=lambda wc: f"distilled/{wc.method}/seed{wc.seed}",
     script:
         "../scripts/train.py"

@@ -13,37 +13,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from segdistill.data import paddleseg_sets as sets
+from segdistill import paddleseg_sets as sets
 from segdistill.errors import SegDistillError
-
-SPLIT_FILES = {s: f"results/data/splits/{s}.txt" for s in ("train", "val", "test")}
-
-
-def sections(dic: dict, source) -> dict[str, dict]:
-    """train_dataset and val_dataset of a PaddleSeg YAML (`_base_` followed), of one type and one root."""
-    out = {}
-    for key in ("train_dataset", "val_dataset"):
-        if not isinstance(dic.get(key), dict):
-            raise SegDistillError(f"{source}: missing required key '{key}' (a mapping)")
-        out[key] = dic[key]
-    train, val = out["train_dataset"], out["val_dataset"]
-    for field in ("type", "dataset_root"):
-        if _norm(train.get(field)) != _norm(val.get(field)):
-            raise SegDistillError(
-                f"{source}: train_dataset.{field} is {train.get(field)!r} but val_dataset.{field} is "
-                f"{val.get(field)!r}; data.source paddleseg reads one data set"
-            )
-    return out
-
-
-def identity(dic: dict, source) -> tuple[str, str]:
-    """(type, normalised root) of a YAML's data set: what teacher and student must share."""
-    train = sections(dic, source)["train_dataset"]
-    return str(train.get("type")), _norm(train.get("dataset_root"))
-
-
-def _norm(value):
-    return os.path.normpath(value) if isinstance(value, str) and value else value
+from segdistill.paddleseg_sets import SPLIT_FILES, sections
 
 
 def _check_all(root: Path, pairs: list, num_classes: int, kind) -> tuple[set, dict]:

@@ -10,7 +10,8 @@ order of the data set's own list files, and a missing root stops at once: nothin
 The pairs become the study's split lists (`image label` lines relative to the root, read by PaddleSeg's generic
 `Dataset`); a type whose class maps its labels (ADE20K: stored value - 1, 0 becomes the ignore index) keeps that
 mapping through the `ShiftLabels` transform the study puts first in its transforms (see `label_shift_transform`).
-Paddle-free except `register_transforms`: the workflow reads this module while it parses.
+The workflow reads this module while it parses (types, roots, class names, the teacher's and student's data set),
+so it imports neither paddle nor numpy nor cv2 at module level.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from segdistill.data import paddleseg_classes as names
+from segdistill import paddleseg_classes as names
 from segdistill.errors import SegDistillError
 
 _MAX_PROBLEMS = 20
+# The study's split lists (`image label` lines relative to dataset_root), read by PaddleSeg's generic Dataset.
+SPLIT_FILES = {s: f"results/data/splits/{s}.txt" for s in ("train", "val", "test")}
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ def shift_labels(label, shift: int, ignore_index: int):
     """A label array with the type's mapping applied (see validate.shift_values)."""
     from segdistill.data.validate import shift_values
 
-    return shift_values(np.asarray(label), shift, ignore_index)
+    return shift_values(label, shift, ignore_index)
 
 
 class ShiftLabels:
@@ -332,3 +333,30 @@ def register_transforms() -> None:
 
     if "ShiftLabels" not in manager.TRANSFORMS.components_dict:
         manager.TRANSFORMS.add_component(ShiftLabels)
+
+
+def sections(dic: dict, source) -> dict[str, dict]:
+    """train_dataset and val_dataset of a PaddleSeg YAML (`_base_` followed), of one type and one root."""
+    out = {}
+    for key in ("train_dataset", "val_dataset"):
+        if not isinstance(dic.get(key), dict):
+            raise SegDistillError(f"{source}: missing required key '{key}' (a mapping)")
+        out[key] = dic[key]
+    train, val = out["train_dataset"], out["val_dataset"]
+    for field in ("type", "dataset_root"):
+        if _norm(train.get(field)) != _norm(val.get(field)):
+            raise SegDistillError(
+                f"{source}: train_dataset.{field} is {train.get(field)!r} but val_dataset.{field} is "
+                f"{val.get(field)!r}; data.source paddleseg reads one data set"
+            )
+    return out
+
+
+def identity(dic: dict, source) -> tuple[str, str]:
+    """(type, normalised root) of a YAML's data set: what teacher and student must share."""
+    train = sections(dic, source)["train_dataset"]
+    return str(train.get("type")), _norm(train.get("dataset_root"))
+
+
+def _norm(value):
+    return os.path.normpath(value) if isinstance(value, str) and value else value
