@@ -145,6 +145,21 @@ def test_provenance_says_cached_or_online(finished_study):
         assert rec["manifest_sha256"] == sha256_file(workdir / f"results/teacher_outputs/seed{seed}/manifest.json")
 
 
+def test_provenance_names_the_threads_of_every_job(finished_study):
+    """The study's default `threads`: every training job and the teacher-outputs job computed with one thread,
+    and a one-thread cache's manifest does not name the count (caches and run keys of earlier studies stand)."""
+    import json
+
+    workdir, _ = finished_study
+    prov = json.loads((workdir / "results/report/provenance.json").read_text())["threads"]
+    runs = ["teacher/seed0"] + [f"student/seed{s}" for s in (0, 1)]
+    runs += [f"distilled/{m}/seed{s}" for m in ("kl", "kl_cwd") for s in (0, 1)]
+    assert prov["runs"] == {run: 1 for run in runs}
+    assert prov["teacher_outputs"] == {f"results/teacher_outputs/seed{s}": 1 for s in (0, 1)}
+    manifest = json.loads((workdir / "results/teacher_outputs/seed0/manifest.json").read_text())
+    assert "threads" not in manifest
+
+
 def test_float32_cache_gives_the_online_summary(tmp_path):
     """The tiny study with `teacher.outputs: online` and with a float32 cache: the same summary.csv, byte for byte."""
     out = {}

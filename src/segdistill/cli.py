@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from segdistill import threads
 from segdistill.errors import SegDistillError
 from segdistill.report.names import HEADLINE_SPLIT
 from segdistill.specs import EvaluateSpec, TeacherOutputsSpec, TrainSpec
@@ -521,6 +522,11 @@ def _environment_commands(sub) -> None:
     p.set_defaults(func=cmd_doctor)
 
 
+# Commands that run a model: every core this process may use unless told otherwise (segdistill.threads, applied
+# before paddle is imported). The workflow's jobs set OMP_NUM_THREADS, so they keep their rule's threads.
+MODEL_COMMANDS = "train distill-train teacher-outputs evaluate layers cost export figure doctor".split()
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="segdistill", description=__doc__.split("\n")[0])
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -530,12 +536,16 @@ def parser() -> argparse.ArgumentParser:
     _report_commands(sub)
     _report_page_commands(sub)
     _environment_commands(sub)
+    for name in MODEL_COMMANDS:
+        threads.add_flag(sub.choices[name])
     return ap
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command in MODEL_COMMANDS:
+            threads.apply(args.threads)
         args.func(args)
     except SegDistillError as exc:
         print(f"segdistill: error: {exc}", file=sys.stderr)

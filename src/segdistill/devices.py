@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdistill.errors import SegDistillError
+from segdistill.threads import VARS as THREAD_VARS
+from segdistill.threads import available_cores
 
 ENV_IDS = "SEGDISTILL_GPU_IDS"
 ENV_LEASE_DIR = "SEGDISTILL_LEASE_DIR"
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 CPU_MESSAGE = "no GPU leased: running on CPU"
 
 
@@ -228,11 +229,7 @@ def lease(
 
 
 def _default_threads(ranks: int) -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, ranks))
+    return max(1, available_cores() // max(1, ranks))
 
 
 def _launcher(log_dir: str | os.PathLike | None, extra: list[str]) -> tuple[list[str], Path]:

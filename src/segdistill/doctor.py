@@ -13,6 +13,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from segdistill import threads
 from segdistill.errors import SegDistillError
 
 LEASED_ENV = "SEGDISTILL_LEASED_GPUS"  # set by segdistill.devices.run for the command it runs
@@ -101,7 +102,7 @@ def check_devices(world: int = 1) -> str:
         if leased:
             where += f", leased {','.join(leased)}"
     else:
-        where = f"{place} ({os.environ.get('OMP_NUM_THREADS', 'default')} threads)"
+        where = f"{place} ({threads.describe(threads.in_effect())})"
         if os.environ.get("CUDA_VISIBLE_DEVICES") and not info["compiled_with_cuda"]:
             where += (
                 f"; note: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} is set but this Paddle "
@@ -192,7 +193,8 @@ def report(req_dir: str | os.PathLike | None = None) -> tuple[str, bool]:
             "PROBLEM: the lease pool has GPUs but Paddle is a CPU build; jobs that lease GPUs will "
             "stop. Install the GPU build: make install GPU=<cuda tag> (README 'GPUs')."
         )
-    lines.append(f"device now: {paddle.get_device()}; precisions: {', '.join(supported_precisions())}")
+    cpu = threads.describe(threads.in_effect())
+    lines.append(f"device now: {paddle.get_device()} ({cpu}); precisions: {', '.join(supported_precisions())}")
     req_dir = req_dir or default_requirements_dir()
     if req_dir is None:
         lines.append("pins: requirements/ not found (not a source checkout); pass --requirements DIR")

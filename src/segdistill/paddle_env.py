@@ -4,6 +4,8 @@ Import `paddle` from this module instead of directly: zlib must be imported befo
 Pythons corrupts zlib's state otherwise, breaking scipy/sklearn imports that paddleseg does).
 """
 
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -16,7 +18,20 @@ warnings.filterwarnings("ignore", module=r"paddle(seg|slim)?\..*")
 warnings.filterwarnings("ignore", message=r".*distutils.*")
 
 _root_handlers = list(logging.getLogger().handlers)
-import paddle  # noqa: E402
+# With OMP_NUM_THREADS above 1 (segdistill.threads sets the cores a command may use) paddle prints a warning at
+# import meant for its data-parallel parameter servers, whose advice does not apply here; drop those two lines.
+_import_stderr = io.StringIO()
+try:
+    with contextlib.redirect_stderr(_import_stderr):
+        import paddle  # noqa: E402
+finally:
+    sys.stderr.write(
+        "".join(
+            line
+            for line in _import_stderr.getvalue().splitlines(keepends=True)
+            if not line.startswith(("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY"))
+        )
+    )
 
 # paddle installs a handler on the root logger at import, which doubles every log line of the host program
 # (Snakemake's among them); put the root logger back as it was.

@@ -27,7 +27,7 @@ from segdistill.paddle_env import paddle
 
 import numpy as np
 
-from segdistill import checkpoint
+from segdistill import checkpoint, threads
 from segdistill.atomic import replacing, write_json
 from segdistill.config import (
     DATA_PATH_KEYS,
@@ -132,6 +132,7 @@ class Trainer:
         self._best_store = self.save_dir / "checkpoints_best" / "model.pdparams"
         # Written when a run has finished, beside the checkpoints (not a workflow output, so a rerun sees it).
         self._finished = self.save_dir / "finished.json"
+        self.threads = threads.in_effect()
         self.run_key = self._run_key()
         self._prepare()
 
@@ -152,6 +153,7 @@ class Trainer:
             val_files=getattr(self.val_ds, "file_list", None),
             world=self.world,
             distill=getattr(self.distiller, "identity", None) if self.distiller else None,
+            threads=self.threads,
         )
 
     # -- distillation ---------------------------------------------------------------------------------------
@@ -200,6 +202,8 @@ class Trainer:
             "manifest_sha256": source.manifest_sha256,
             "dtype": source.manifest["dtype"],
             "teacher_precision": TEACHER_PRECISION,
+            # A manifest names its job's thread count when it is not 1 (a default study's caches keep their hash).
+            "threads": source.manifest.get("threads", 1),
         }
 
     # -- the loop -------------------------------------------------------------------------------------------
@@ -218,7 +222,9 @@ class Trainer:
         else:
             path, meta = checkpoint.latest_valid(self.save_dir, self._log)
             if path is not None and meta.get("run_key") != self.run_key:
-                self._discard(path, "are of another run (its config, data, seed or teacher differ from this one's)")
+                self._discard(
+                    path, "are of another run (its config, data, seed, teacher or thread count differ from this one's)"
+                )
                 path, meta = None, None
             elif path is not None and (meta["iteration"] >= self.iters or self._finished.is_file()):
                 # Only a run stopped before its last iteration resumes: the job is rerun on purpose (--forcerun,
@@ -497,6 +503,7 @@ class Trainer:
             "best_miou": progress.best_miou,
             "best_iter": progress.best_iter,
             "world_size": self.world,
+            "threads": self.threads,
             "distill_terms": [asdict(t) for t in self.distiller.terms] if self.distiller else None,
             "teacher_outputs": self._teacher_outputs_record(),
             "last_checkpoint": str(last) if last else None,
@@ -556,11 +563,13 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def run_key(spec: TrainSpec, experiment: dict, train_data: str, val_files, world: int, distill) -> str:
+def run_key(
+    spec: TrainSpec, experiment: dict, train_data: str, val_files, world: int, distill, threads: int = 1
+) -> str:
     """SHA-256 of what decides a run's result: what the trainer resolved (the experiment, data paths aside; the
-    training data's digest; val's files; the ranks; when distilling, the terms and the teacher) and the identity
-    fields of its spec (segdistill.specs.identity). A checkpoint records it; one of another key (a config or
-    teacher changed since) is never resumed."""
+    training data's digest; val's files; the ranks; when distilling, the terms and the teacher; the CPU threads,
+    when not 1) and the identity fields of its spec (segdistill.specs.identity). A checkpoint records it; one of
+    another key (a config or teacher changed since) is never resumed."""
     import hashlib
     import json
 
@@ -574,6 +583,9 @@ def run_key(spec: TrainSpec, experiment: dict, train_data: str, val_files, world
         "val_data": [list(map(str, e)) for e in (val_files or [])],
         "world": world,
         "distill": distill,
+        # CPU kernels split their sums by thread: a run resumes only at the count it started with. Not named at 1,
+        # so the keys of runs made before the count was recorded (all at 1 in the workflow) are unchanged.
+        **({"threads": threads} if threads != 1 else {}),
         **identity(spec),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()

@@ -125,6 +125,12 @@ def train_flags(wildcards):
     return study.train_flags(config, wildcards.arm)
 
 
+def train_threads(wildcards):
+    """The `train` rule's threads: the teacher's own count, the students' that of every student job (study key
+    `threads`; Snakemake caps both at --cores)."""
+    return config["threads"]["teacher" if wildcards.arm == "teacher" else "train"]
+
+
 def teacher_run(seed):
     return f"teacher/seed{study.teacher_seed(config, seed)}"
 

@@ -258,8 +258,9 @@ rule provenance:
             seed=sorted({study.teacher_seed(config, s) for s in SEEDS}),
         ),
         terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
-        # How each distilled run's teacher tensors came: cached (with the cache manifest's hash) or online.
-        summaries=expand("results/runs/{run}/train_summary.json", run=DISTILLED_RUNS),
+        # The threads of every job, and how each distilled run's teacher tensors came: cached (with the cache
+        # manifest's hash) or online.
+        summaries=expand("results/runs/{run}/train_summary.json", run=TRAINED_RUNS),
         # The backbone files the runs loaded: their digests (and whether a pin verified them) are recorded.
         backbones=backbone_inputs,
         results=[

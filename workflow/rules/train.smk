@@ -68,7 +68,7 @@ rule train:
     priority: lambda wc: 10 if wc.arm == "teacher" else 0
     conda:
         "../envs/segdistill.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         gpu=config["gpus_per_job"],
     params:
@@ -163,7 +163,7 @@ if SHARED_TEACHER:
             "benchmarks/teacher_outputs/seeds.tsv"
         conda:
             "../envs/segdistill.yaml"
-        threads: 1
+        threads: config["threads"]["teacher_outputs"]
         resources:
             gpu=min(1, config["gpus_per_job"]),
         params:
@@ -188,7 +188,7 @@ else:
             "benchmarks/teacher_outputs/seed{seed}.tsv"
         conda:
             "../envs/segdistill.yaml"
-        threads: 1
+        threads: config["threads"]["teacher_outputs"]
         resources:
             gpu=min(1, config["gpus_per_job"]),
         params:
@@ -221,7 +221,7 @@ rule distill:
         "benchmarks/distill/{method}/seed{seed}.tsv"
     conda:
         "../envs/segdistill.yaml"
-    threads: 1
+    threads: config["threads"]["train"]
     resources:
         gpu=config["gpus_per_job"],
     params:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdistill import threads
 from segdistill.data.digest import data_digest
 from segdistill.data.fetch import sha256_of
 from segdistill.distill.recorder import LOGITS, Recorder, check_outputs, model_outputs, output_index
@@ -286,6 +287,8 @@ class _Plan:
                 "validation_sha256": sha256_of(validation) if validation else None,
             },
             "stream": self.key,
+            # The count changes the tensors' rounding; named only when not 1, so one-thread caches keep their hash.
+            **({"threads": threads.in_effect()} if threads.in_effect() != 1 else {}),
             "dtype": spec.dtype,
             "storage": "uint16 bit patterns of bfloat16" if spec.dtype == "bfloat16" else spec.dtype,
             "bytes": self.bytes,

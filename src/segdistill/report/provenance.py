@@ -106,22 +106,42 @@ def machine_info() -> dict:
     return info
 
 
+def _run_id(path: Path) -> str:
+    """`distilled/kl/seed0` of results/runs/distilled/kl/seed0/train_summary.json (the folder outside results/runs)."""
+    parts = path.parent.parts
+    return "/".join(parts[parts.index("runs") + 1 :]) if "runs" in parts else str(path.parent)
+
+
 def teacher_sources(summaries) -> dict:
     """Run id -> how its teacher's tensors came ({'mode': 'online'} or 'cached' with the cache manifest's SHA-256),
-    from the distilled runs' train_summary.json (results/runs/<run>/train_summary.json)."""
+    from the distilled runs' train_summary.json (results/runs/<run>/train_summary.json); other runs are skipped."""
     out = {}
-    for path in summaries:
-        path = Path(path)
-        run = "/".join(path.parts[-4:-1]) if "distilled" in path.parts else str(path.parent)
-        out[run] = json.loads(path.read_text()).get("teacher_outputs") or {"mode": "online"}
+    for path in map(Path, summaries):
+        if "distilled" in path.parts:
+            out[_run_id(path)] = json.loads(path.read_text()).get("teacher_outputs") or {"mode": "online"}
     return out
+
+
+def job_threads(summaries) -> dict:
+    """The CPU threads every job computed with (the count changes float rounding): run id -> its training job's,
+    and teacher-output folder -> the job's that wrote it, from the runs' train_summary.json. None: a run from
+    before the count was recorded."""
+    runs, caches = {}, {}
+    for path in map(Path, summaries):
+        summary = json.loads(path.read_text())
+        runs[_run_id(path)] = summary.get("threads")
+        source = summary.get("teacher_outputs") or {}
+        if source.get("mode") == "cached":
+            caches[source["folder"]] = source.get("threads")
+    return {"runs": runs, "teacher_outputs": caches}
 
 
 def collect(
     config: dict, config_files=(), result_files=(), repo_dir=None, now=None, train_summaries=(), backbones=()
 ) -> dict:
-    """Everything needed to say where a set of results came from; `train_summaries` of the distilled runs add
-    whether each one's teacher was cached or online (`teacher_sources`), `backbones` (the backbone files the
+    """Everything needed to say where a set of results came from; the runs' `train_summaries` add the threads of
+    every job (`job_threads`) and whether each distilled run's teacher was cached or online (`teacher_sources`),
+    `backbones` (the backbone files the
     runs loaded) their digests and sources (`segdistill.pretrained.backbone_records`)."""
     from segdistill.pretrained import backbone_records
 
@@ -135,6 +155,7 @@ def collect(
         "config_files": {str(p): sha256_of(p) for p in config_files},
         "result_files": {str(p): sha256_of(p) for p in result_files},
         "teacher_outputs": teacher_sources(train_summaries),
+        "threads": job_threads(train_summaries),
         "backbones": backbone_records(backbones),
         "git": git_info(repo_dir) if repo_dir else None,
         "packages": package_versions(),
