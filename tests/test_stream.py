@@ -7,8 +7,9 @@ import pytest
 
 from conftest import ROOT
 from segdistill.config import build, experiment_dict
-from segdistill.data.stream import KeyedStream
+from segdistill.data.stream import KeyedStream, training_stream
 from segdistill.errors import SegDistillError
+from segdistill.specs import TeacherOutputsSpec, TrainSpec
 
 STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
@@ -80,3 +81,21 @@ def test_bad_labels_are_named_on_the_host(train_ds):
 def test_too_small_for_the_global_batch(train_ds):
     with pytest.raises(SegDistillError, match=r"fewer than the global batch 32 \(batch_size 16 per rank x 2"):
         KeyedStream(train_ds, 16, seed=0, world=2)
+
+
+def test_a_run_and_the_cache_serving_it_have_one_stream(tiny_data):
+    """The trainer and the teacher-outputs job build their stream with one function of the spec: a cache's
+    batches are the run's, rank for rank."""
+    student = STUDENT
+    run = TrainSpec(config=student, save_dir="run", data_root=str(tiny_data), seed=4, data_seed=9, batch_size=2)
+    cache = TeacherOutputsSpec(
+        config=student, teacher_config="t.yml", out="o", data_root=str(tiny_data), seed=4, data_seed=9, batch_size=2
+    )
+    for rank in (0, 1):
+        a, b = training_stream(run, rank, 2), training_stream(cache, rank, 2)
+        assert (a.seed, a.batch_size, a.global_batch) == (9, 2, 4)
+        for it in (1, 5):
+            for x, y in zip(a.batch(it), b.batch(it)):
+                np.testing.assert_array_equal(x, y)
+    other = training_stream(TrainSpec(config=student, save_dir="run", data_root=str(tiny_data), seed=9, batch_size=2))
+    np.testing.assert_array_equal(other.batch(3)[0], training_stream(run).batch(3)[0])

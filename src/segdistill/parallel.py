@@ -46,3 +46,47 @@ def parameter_digest(layer) -> str:
         h.update(name.encode())
         h.update(np.ascontiguousarray(p.numpy()).tobytes())
     return h.hexdigest()
+
+
+# -- what the ranks of one run share ---------------------------------------------------------------------------
+def check_ranks_agree(layer, it: int, rank: int, world: int, log) -> None:
+    """Every rank must hold the same trainable parameters of `layer` (else the gradient sync is broken)."""
+    digest = parameter_digest(layer)
+    log(f"[ranks] iteration {it}: rank {rank} parameters sha256 {digest}")
+    if world == 1:
+        return
+    import paddle.distributed as dist
+
+    from segdistill.errors import SegDistillError
+
+    mine = paddle.to_tensor([int(digest[i : i + 8], 16) for i in range(0, 32, 8)], dtype="int64")
+    gathered = []
+    dist.all_gather(gathered, mine)
+    differ = [r for r, t in enumerate(gathered) if not np.array_equal(t.numpy(), mine.numpy())]
+    if differ:
+        raise SegDistillError(
+            f"after iteration {it} the parameters of rank(s) {differ} differ from rank {rank}'s: "
+            f"gradients are not synchronised across ranks"
+        )
+
+
+def gather(obj, world: int) -> list:
+    """Every rank's `obj` (a picklable value), in rank order."""
+    if world == 1:
+        return [obj]
+    import paddle.distributed as dist
+
+    out = []
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_mean(value: float, world: int) -> float:
+    """The mean of `value` over the ranks."""
+    if world == 1:
+        return value
+    import paddle.distributed as dist
+
+    t = paddle.to_tensor([value], dtype="float64")
+    dist.all_reduce(t)
+    return float(t.numpy()[0]) / world

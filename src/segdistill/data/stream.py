@@ -188,3 +188,32 @@ class _KeyBatches(_paddle_io().BatchSampler):
 
     def __len__(self):
         return self.stop - self.start + 1
+
+
+def training_stream(spec, rank: int = 0, world: int = 1) -> KeyedStream:
+    """The keyed training stream of a run's spec, rank `rank` of `world`: its YAML's train split with the spec's
+    data overrides (`data_root`, `iters`, `batch_size`) and its data seed (`stream_seed`). A `TrainSpec` or the
+    `TeacherOutputsSpec` of the runs it serves: the trainer and the teacher-outputs job both build their stream
+    here, so a cache is made of the very batches its runs train on. The resolved experiment is `stream.experiment`
+    (its backbone left as written: the stream does not depend on it)."""
+    from segdistill.config import build, experiment_dict, ignore_index, num_classes, open_dataset
+
+    dic = experiment_dict(
+        spec.config,
+        data_root=spec.data_root,
+        iters=spec.iters,
+        batch_size=spec.batch_size,
+        pretrained_backbone=False,
+        resolve_backbone=False,
+    )
+    stream = KeyedStream(
+        open_dataset(build(dic, spec.config), spec.config),
+        int(dic["batch_size"]),
+        spec.stream_seed,
+        rank,
+        world,
+        num_classes=num_classes(dic),
+        ignore_index=ignore_index(dic),
+    )
+    stream.experiment = dic
+    return stream

@@ -160,8 +160,7 @@ class _Plan:
     def __init__(self, spec, clock):
         from segdistill.paddle_env import paddle
 
-        from segdistill.config import build, experiment_dict, ignore_index, num_classes, open_dataset
-        from segdistill.data.stream import KeyedStream
+        from segdistill.data.stream import training_stream
         from segdistill.distill.recorder import check_names
         from segdistill.distill.teachers import trained_teacher
         from segdistill.distill.terms import read_terms_file, resolve_terms
@@ -172,33 +171,16 @@ class _Plan:
             raise SegDistillError(f"ranks must be at least 1, got {spec.ranks}")
         self.spec, self.clock = spec, clock
         config = spec.config
-        sdic = experiment_dict(
-            config,
-            data_root=spec.data_root,
-            iters=spec.iters,
-            batch_size=spec.batch_size,
-            pretrained_backbone=False,
-            resolve_backbone=False,
-        )
+        # Every rank's slice of the distilled runs' stream, built as their trainer builds it.
+        self.streams = [training_stream(spec, r, spec.ranks) for r in range(spec.ranks)]
+        sdic, self.dataset = self.streams[0].experiment, self.streams[0].dataset
         term_lists = [resolve_terms(read_terms_file(f), config, sdic, str(f)) for f in spec.distill] or [
             resolve_terms(None, config, sdic)
         ]
         self.names = teacher_names(term_lists)
         tdic, self.weights = trained_teacher(spec.teacher_config, config, sdic, spec.data_root, spec.pretrained_cache)
-        self.sdic, self.dataset = sdic, open_dataset(build(sdic, config), config)
+        self.sdic = sdic
         self.iterations, self.per_rank = int(sdic["iters"]), int(sdic["batch_size"])
-        self.streams = [
-            KeyedStream(
-                self.dataset,
-                self.per_rank,
-                spec.stream_seed,
-                r,
-                spec.ranks,
-                num_classes=num_classes(sdic),
-                ignore_index=ignore_index(sdic),
-            )
-            for r in range(spec.ranks)
-        ]
         self.key = stream_key(self.streams[0], self.iterations)
         self.teacher, self.weights_sha256 = _teacher(tdic, spec.teacher_config, self.weights)
         check_names(self.teacher, self.names, "teacher")
@@ -478,6 +460,18 @@ class CachedTeacher:
         self.batch_size = expected["stream"]["batch_size"]
         self.dtype = self.manifest["dtype"]
         self._files = {}
+
+    def record(self) -> dict:
+        """How the teacher's tensors came, as the run's summary records it (the report's provenance)."""
+        return {
+            "mode": "cached",
+            "folder": str(self.folder),
+            "manifest_sha256": self.manifest_sha256,
+            "dtype": self.manifest["dtype"],
+            "teacher_precision": TEACHER_PRECISION,
+            # A manifest names its job's thread count when it is not 1 (a default study's caches keep their hash).
+            "threads": self.manifest.get("threads", 1),
+        }
 
     def check_names(self, names) -> None:
         check_manifest(self.manifest, self.expected, names, self.folder / MANIFEST)

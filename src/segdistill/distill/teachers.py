@@ -17,7 +17,7 @@ import numpy as np
 
 from segdistill.distill.recorder import Recorder, check_names, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
-from segdistill.precision import teacher_region
+from segdistill.precision import TEACHER_PRECISION, teacher_region
 
 
 def teacher_weights(teacher_dic: dict, teacher_config) -> Path:
@@ -71,6 +71,10 @@ class OnlineTeacher:
     def probe(self, images) -> dict:
         """{name: shape} of this rank's batch, from one forward on a real batch."""
         return {k: list(v.shape) for k, v in self.features(images).items()}
+
+    def record(self) -> dict:
+        """How the teacher's tensors came, as the run's summary records it (the report's provenance)."""
+        return {"mode": "online", "teacher_precision": TEACHER_PRECISION}
 
 
 def run_teacher(model, recorder, images):
