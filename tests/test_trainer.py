@@ -367,7 +367,7 @@ def test_evaluating_in_batches_gives_the_pixels_of_one_image_at_a_time(tiny_data
 
     sizes = [(3, 8, 8), (3, 8, 8), (3, 4, 4), (3, 8, 8), (3, 8, 8), (3, 8, 8)]
     samples = [{"img": np.zeros(s), "label": np.zeros((1, *s[1:]))} for s in sizes]
-    got = [[img.shape[1] for img, _ in b] for b in _same_size_batches(samples, range(len(samples)), 2)]
+    got = [[img.shape[1] for img, _, _ in b] for b in _same_size_batches(samples, range(len(samples)), 2)]
     assert got == [[8, 8], [4], [8, 8], [8]]
 
 

@@ -38,7 +38,7 @@ def build_split(builder, split: str):
 def predict(model, images, label_hw):
     """Class ids at the label's resolution (logits resized bilinearly, as PaddleSeg's inference does)."""
     logits = model(images)
-    return _to_label_size(logits[0] if isinstance(logits, (list, tuple)) else logits, label_hw)
+    return paddle.argmax(_to_label_size(logits[0] if isinstance(logits, (list, tuple)) else logits, label_hw), axis=1)
 
 
 def evaluate(
@@ -49,34 +49,47 @@ def evaluate(
     shard=(0, 1),
     autocast=contextlib.nullcontext,
     batch_size: int = 1,
+    protocol=None,
+    scores: list | None = None,
 ) -> ConfusionMatrix:
     """Confusion matrix over `dataset` (this rank's shard: every world-th sample from rank); the forward runs
     under `autocast()` (the trainer's, so O2's fp16/bf16 weights meet cast inputs).
 
-    `batch_size` images go through the model at once when they have the same size (1: PaddleSeg's way). In
-    eval mode an image's prediction does not depend on the others in its batch; on a CPU, 16 images of 64x64 at
-    once take half the time per image of one at a time, and gave the same pixels (bench/study_time.py's notes,
-    tests/test_trainer.py)."""
+    `protocol` (segdistill.protocol.Protocol, default plain): PaddleSeg's test_config; each image's logits come
+    from `segdistill.protocol.batch_logits`, brought back to the label's size by undoing the dataset's
+    transforms. `scores`: a list to which each image's (softmax probabilities P x K, labels P) are appended,
+    for auc_roc.
+
+    `batch_size` images (or windows, views) go through the model at once when they have the same size (1:
+    PaddleSeg's way). In eval mode an image's prediction does not depend on the others in its batch; on a CPU,
+    16 images of 64x64 at once take half the time per image of one at a time, and gave the same pixels
+    (bench/study_time.py's notes, tests/test_trainer.py)."""
+    from segdistill.protocol import Protocol, batch_logits
+
+    protocol = protocol or Protocol()
     rank, world = shard
     cm = ConfusionMatrix(num_classes, ignore_index)
     was_training = model.training
     model.eval()
     with paddle.no_grad():
         for batch in _same_size_batches(dataset, range(rank, len(dataset), world), max(1, int(batch_size))):
-            images = paddle.to_tensor(np.stack([img for img, _ in batch]).astype("float32"))
-            with autocast():
-                logits = model(images)
-            logits = logits[0] if isinstance(logits, (list, tuple)) else logits
-            for k, (_, label) in enumerate(batch):
-                pred = _to_label_size(logits[k : k + 1], label.shape)
-                cm.update(pred.numpy()[0], label)
+            images = paddle.to_tensor(np.stack([img for img, _, _ in batch]).astype("float32"))
+            infos = [info for _, _, info in batch]
+            logits = batch_logits(model, images, protocol, infos, batch_size, autocast)
+            for logit, (_, label, _) in zip(logits, batch):
+                logit = _to_label_size(logit, label.shape)
+                cm.update(paddle.argmax(logit, axis=1).numpy()[0], label)
+                if scores is not None:
+                    probs = F.softmax(logit, axis=1).numpy()[0]
+                    scores.append((probs.reshape(probs.shape[0], -1).T, label.reshape(-1)))
     if was_training:
         model.train()
     return cm
 
 
 def _same_size_batches(dataset, indices, batch_size: int):
-    """Lists of (image CHW, label HW) of at most `batch_size` consecutive samples whose images have one shape."""
+    """Lists of (image CHW, label HW, trans_info) of at most `batch_size` consecutive samples whose images have
+    one shape."""
     batch = []
     for idx in indices:
         sample = dataset[idx]
@@ -86,16 +99,17 @@ def _same_size_batches(dataset, indices, batch_size: int):
         if batch and (len(batch) == batch_size or batch[0][0].shape != img.shape):
             yield batch
             batch = []
-        batch.append((img, label))
+        batch.append((img, label, sample.get("trans_info") or []))
     if batch:
         yield batch
 
 
 def _to_label_size(logits, label_hw):
-    """Class ids at the label's resolution (logits resized bilinearly, as PaddleSeg's inference does)."""
+    """Logits at the label's resolution: resized bilinearly when the dataset's transforms did not say how
+    (a dataset without trans_info), as PaddleSeg's inference resizes them."""
     if list(logits.shape[2:]) != list(label_hw):
         logits = F.interpolate(logits, size=label_hw, mode="bilinear", align_corners=False)
-    return paddle.argmax(logits, axis=1)
+    return logits
 
 
 def reduce_matrix(cm: ConfusionMatrix) -> ConfusionMatrix:
