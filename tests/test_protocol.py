@@ -1,9 +1,13 @@
 """PaddleSeg's test_config protocol: segdistill's evaluation against PaddleSeg 2.8's own inference functions
 (`paddleseg.core.infer.inference` / `aug_inference`, used as core/val.py uses them) on trained weights."""
 
+import json
+from pathlib import Path
+
 from segdistill.paddle_env import paddle
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -160,3 +164,70 @@ def test_labels_and_records():
     # Without aug_eval PaddleSeg ignores scales and flips: the record says what was done.
     rec = Protocol.parse({"scales": [0.5, 1.0], "flip_horizontal": True}, "t").record()
     assert rec["label"] == "plain" and rec["scales"] == [1.0] and rec["flip_horizontal"] is False
+
+
+def test_unknown_key_is_refused_before_training(tiny_data, tmp_path):
+    from segdistill.trainer import Trainer, TrainSpec
+
+    cfg = yaml.safe_load(STUDENT.read_text())
+    cfg["test_config"] = {"aug_eval": True, "scale": 0.5}
+    config = tmp_path / "student.yml"
+    config.write_text(yaml.safe_dump(cfg))
+    spec = TrainSpec(config=str(config), save_dir=str(tmp_path / "run"), data_root=str(tiny_data), iters=2)
+    with pytest.raises(SegDistillError, match=r"student\.yml: test_config\.scale: unknown key"):
+        Trainer(spec, log=lambda m: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_study_s_test_config_enters_the_run_s_identity(tiny_data, tmp_path):
+    """No override: the run key of before (nothing added to its identity); an override: another key, so a
+    changed protocol trains and evaluates again instead of resuming."""
+    from segdistill.trainer import Trainer, TrainSpec
+
+    def key(**kw):
+        spec = TrainSpec(config=str(STUDENT), save_dir=str(tmp_path / "run"), data_root=str(tiny_data), iters=2, **kw)
+        return Trainer(spec, log=lambda m: None).run_key
+
+    plain, half = key(), key(evaluate={"test_config": {"aug_eval": True, "scales": 0.5}})
+    assert plain != half != key(evaluate={"test_config": {}})
+    assert key(evaluate={"test_config": "yaml"}) == plain
+
+
+def test_a_pp_liteseg_yaml_with_its_test_config_through_the_workflow(patched_teacher, tmp_path):
+    """PP-LiteSeg as the student with its Cityscapes recipes' protocol (half scale), a provided teacher under its
+    own YAML's (none): every record states its model's protocol, the training chose its checkpoint under it,
+    the summary says it per arm, the cost table times it and the export is checked under it."""
+    from conftest import run_snakemake, tiny_config
+
+    overlay = tmp_path / "configs/pp_liteseg_half.yml"
+    overlay.parent.mkdir()
+    base = str(ROOT / "tests/configs/pp_liteseg_tiny.yml")
+    overlay.write_text(yaml.safe_dump({"_base_": base, "iters": 2, "test_config": {"aug_eval": True, "scales": 0.5}}))
+    config = tiny_config(
+        tmp_path,
+        teacher={
+            "config": str(ROOT / "tests/configs/teacher_tiny.yml"),
+            "weights": str(Path(patched_teacher).parent / "run/best_model/model.pdparams"),
+        },
+        student={"config": str(overlay)},
+        distill={"kl": {"terms": [{"student": "logits", "teacher": "logits", "loss": "kl", "weight": 3}]}},
+        seeds=[0],
+        train={"save_interval": 1, "log_iters": 1, "keep_checkpoint_max": 1},
+        report={"latency_runs": 1},
+    )
+    targets = ["results/report/summary.md", "results/report/cost.csv", "results/export/export.json"]
+    run_snakemake(tmp_path, *targets, "--cores", "1", "--configfile", config)
+    res = tmp_path / "results"
+    labels = {
+        run: json.loads((res / f"eval/{run}.json").read_text())["protocol"]["label"]
+        for run in ("teacher/seed0", "student/seed0", "distilled/kl/seed0")
+    }
+    assert labels == {"teacher/seed0": "plain", "student/seed0": "scale 0.5", "distilled/kl/seed0": "scale 0.5"}
+    rec = json.loads((res / "eval/student/seed0.json").read_text())
+    assert rec["protocol"]["aug_eval"] is True and rec["protocol"]["scales"] == [0.5]
+    summary = (res / "report/summary.md").read_text()
+    assert "teacher: plain; student: scale 0.5; distilled (kl): scale 0.5" in summary
+    cost = pd.read_csv(res / "report/cost.csv").set_index("model")
+    assert cost.loc["student", "protocol"] == "scale 0.5" and cost.loc["teacher", "protocol"] == "plain"
+    export = json.loads((res / "export/export.json").read_text())
+    assert export["protocol"] == "scale 0.5" and export["max_abs_diff"] <= export["tolerance"]

@@ -239,10 +239,10 @@ def cmd_cost(args):
         ("teacher", args.teacher_config, args.teacher_model),
         ("student", args.student_config, args.student_model),
     ]
-    for row in cost_table(models, args.out, runs=args.runs, warmup=args.warmup):
+    for row in cost_table(models, args.out, runs=args.runs, warmup=args.warmup, test_config=args.test_config):
         print(
             f"{row['model']}: {row['params']} params, {row['flops'] / 1e9:.3f} GFLOPs at {row['input']}, "
-            f"CPU {row['cpu_ms']:.2f} ms/img ({row['cpu_threads']} threads)",
+            f"CPU {row['cpu_ms']:.2f} ms/img ({row['protocol']}, {row['cpu_threads']} threads)",
             file=sys.stderr,
         )
 
@@ -447,6 +447,13 @@ def _report_commands(sub) -> None:
         _flag(p, f"{role}_model", default=None, help="weights (default: the untrained model)")
     _flag(p, "runs", type=int, default=20, help="timed forward passes per model")
     _flag(p, "warmup", type=int, default=3, help="untimed forward passes first")
+    _flag(
+        p,
+        "test_config",
+        type=json.loads,
+        default=None,
+        help="PaddleSeg test_config (JSON) timed for both models (default: each YAML's own)",
+    )
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_cost)
 

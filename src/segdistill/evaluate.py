@@ -149,6 +149,7 @@ def evaluate_run(spec, clock=None, model=None) -> dict:
     """
     from segdistill.config import build, ignore_index, num_classes
     from segdistill.models import load_trained, trained_dict
+    from segdistill.protocol import auc_roc, of_experiment
 
     if model is None:
         model, dic = load_trained(spec.config, spec.model, spec.data_root)
@@ -163,13 +164,18 @@ def evaluate_run(spec, clock=None, model=None) -> dict:
         result.update(run=spec.run, **parse_run(spec.run))
     from segdistill.timing import Clock
 
+    protocol = of_experiment(dic, spec.config, spec.test_config)
+    result["protocol"] = protocol.record()
     builder, own_clock = build(dic, spec.config), clock is None
     clock = clock or Clock()
     for split in spec.splits:
         ds = build_split(builder, split)
+        scores = [] if protocol.auc_roc else None
         with clock("evaluate"):
-            cm = evaluate(model, ds, n, ignore_index(dic), batch_size=spec.batch_size)
+            cm = evaluate(model, ds, n, ignore_index(dic), batch_size=spec.batch_size, protocol=protocol, scores=scores)
         result["splits"][split] = dict(metrics_record(cm, names), num_images=len(ds))
+        if scores is not None:
+            result["splits"][split]["auc_roc"] = auc_roc(*zip(*scores), n, ignore_index(dic)) if scores else None
         print(f"{split}: mIoU={result['splits'][split]['miou']:.4f} on {len(ds)} images", file=sys.stderr)
     if spec.out is not None:
         from segdistill.atomic import write_json

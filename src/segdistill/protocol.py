@@ -140,10 +140,18 @@ def _pair(value, where: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def of_record(record: dict) -> Protocol:
+    """The protocol an evaluation record states (`protocol`, as `Protocol.record` wrote it); a record from
+    before protocols were recorded was a plain evaluation."""
+    rec = dict(record.get("protocol") or {})
+    rec.pop("label", None)
+    return Protocol.parse(rec, f"{record.get('run') or 'evaluation record'}: protocol")
+
+
 def of_experiment(dic: dict, config, override=None) -> Protocol:
     """The protocol a model is evaluated under: `override` (the study's evaluate.test_config mapping) when
-    given, else its YAML's own test_config."""
-    if override is not None:
+    given, else (None or `yaml`) its YAML's own test_config."""
+    if override is not None and override != "yaml":
         return Protocol.parse(override, "evaluate.test_config")
     return Protocol.parse(dic.get("test_config"), f"{config}: test_config")
 

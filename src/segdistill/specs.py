@@ -77,6 +77,13 @@ class EvaluateOptions:
         identity=True,
         identity_name="eval_batch_size",
     )
+    # The YAML's own test_config enters through the experiment; another protocol chooses other checkpoints.
+    test_config: dict | str = opt(
+        "yaml",
+        cli=False,
+        help="PaddleSeg test_config for every model (a mapping), or yaml: each model under its YAML's own",
+        identity=True,
+    )
 
 
 @dataclass

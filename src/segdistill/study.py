@@ -368,6 +368,13 @@ def _preflight_paddleseg(config: dict) -> None:
         )
 
 
+def test_config_override(evaluate: dict) -> dict | None:
+    """The study's `evaluate.test_config` (from its `evaluate` section) for every model, or None: each model
+    under its own YAML's."""
+    value = evaluate.get("test_config", "yaml")
+    return None if value == "yaml" else value
+
+
 def preflight(config: dict) -> None:
     """What can be known wrong before any job, without paddle: files, class counts, sweep, teacher weights."""
     data = config["data"]
@@ -381,6 +388,10 @@ def preflight(config: dict) -> None:
             f"to the working directory)"
         )
     dicts = {role: experiment(config, role) for role in ("teacher", "student")}
+    from segdistill.protocol import of_experiment
+
+    for role, dic in dicts.items():  # a test_config PaddleSeg would not run is refused before any job
+        of_experiment(dic, f"{role}.config {config[role]['config']}", test_config_override(config["evaluate"]))
     for name, spec in methods(config).items():
         if spec["terms"] is None and not dicts["student"].get("distill_loss"):
             raise SegDistillError(

@@ -43,6 +43,7 @@ from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
 from segdistill.losses.task import task_losses
 from segdistill.parallel import StudentSide, all_mean, check_ranks_agree, gather
 from segdistill.precision import Amp, set_deterministic, to_fp32
+from segdistill.protocol import of_experiment as protocol_of
 from segdistill.run_folder import RunFolder, run_key
 from segdistill.specs import TrainSpec, identity
 from segdistill.timing import Clock
@@ -90,6 +91,8 @@ class Trainer:
         self.batch_size = self.dic["batch_size"]
         self.num_classes = num_classes(self.dic)
         self.ignore_index = ignore_index(self.dic)
+        # The YAML's test_config (or the study's), refused by name before anything trains.
+        self.protocol = protocol_of(self.dic, spec.config, spec.evaluate.test_config)
         self.class_names = spec.class_names or [f"class_{i}" for i in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
             raise SegDistillError(
@@ -213,6 +216,7 @@ class Trainer:
             (self.rank, self.world),
             autocast=self.amp.autocast,
             batch_size=self.spec.evaluate.batch_size,
+            protocol=self.protocol,
         )
         return metrics_record(reduce_matrix(cm), self.class_names)
 

@@ -84,6 +84,7 @@ rule cost:
         gpu=min(1, config["gpus_per_job"]),
     params:
         runs=config["report"]["latency_runs"],
+        evaluate=config["evaluate"],
     script:
         "../scripts/cost.py"
 

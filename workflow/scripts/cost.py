@@ -1,5 +1,8 @@
 # Latency depends on the threads and device the job gets: run it under a device lease like training.
+import json
+
 from segdistill.jobs import run_on_devices
+from segdistill.study import test_config_override
 
 i = snakemake.input
 argv = [
@@ -17,6 +20,9 @@ argv = [
     "--out",
     snakemake.output[0],
 ]
+test_config = test_config_override(snakemake.params.evaluate)
+if test_config is not None:  # the study's protocol for every model, else each YAML's own
+    argv += ["--test_config", json.dumps(test_config)]
 run_on_devices(
     argv,
     snakemake.log[0],

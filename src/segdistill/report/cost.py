@@ -78,7 +78,9 @@ def _sync(device: str) -> None:
 
 
 def measure_latencies(models, runs: int = 20, warmup: int = 3, device: str = "cpu") -> list[dict]:
-    """Wall time per image of each (model, input shape): `warmup` untimed passes, then `runs` timed ones.
+    """Wall time per image of each (model, input shape[, protocol]): `warmup` untimed passes, then `runs` timed
+    ones. With a protocol (segdistill.protocol) an image's time is that of its logits under it, as evaluation
+    computes them (windows, scales, flips); without, one forward.
 
     The models take turns within every round, so a burst of load from other processes slows them all alike
     instead of biasing whichever model happened to be measured at the time.
@@ -89,17 +91,18 @@ def measure_latencies(models, runs: int = 20, warmup: int = 3, device: str = "cp
     paddle.set_device(device)
     times = [[] for _ in models]
     try:
-        inputs = []
-        for model, shape in models:
+        inputs, calls = [], []
+        for model, shape, *protocol in models:
             model.to(device=device)
             model.eval()
             inputs.append(paddle.rand(list(shape), dtype="float32"))
+            calls.append(_call(model, protocol[0] if protocol else None))
         with paddle.no_grad():
             for i in range(warmup + runs):
-                for j, (model, shape) in enumerate(models):
+                for j, (_model, shape, *_rest) in enumerate(models):
                     _sync(device)
                     t0 = time.perf_counter()
-                    model(inputs[j])
+                    calls[j](inputs[j])
                     _sync(device)
                     if i >= warmup:
                         times[j].append((time.perf_counter() - t0) * 1000.0 / shape[0])
@@ -109,6 +112,14 @@ def measure_latencies(models, runs: int = 20, warmup: int = 3, device: str = "cp
         {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t), "runs": runs, "warmup": warmup}
         for t in times
     ]
+
+
+def _call(model, protocol):
+    if protocol is None:
+        return model
+    from segdistill.protocol import batch_logits
+
+    return lambda x: batch_logits(model, x, protocol, batch_size=int(x.shape[0]))
 
 
 def measure_latency(model, shape, runs: int = 20, warmup: int = 3, device: str = "cpu") -> dict:
@@ -127,11 +138,15 @@ def cpu_threads() -> int:
     return os.cpu_count() or 1
 
 
-def load_for_cost(name: str, config: str, weights: str | None):
-    """The model of `config` (weights loaded when given: the evaluated model), its input shape and static cost."""
+def load_for_cost(name: str, config: str, weights: str | None, test_config=None):
+    """The model of `config` (weights loaded when given: the evaluated model), its input shape, its evaluation
+    protocol (its YAML's test_config, or `test_config` for every model) and static cost."""
+    from segdistill.protocol import of_experiment
+
     model, dic = load_trained(config, weights)
     h, w = input_size(dic, config)
     shape = (1, 3, h, w)
+    protocol = of_experiment(dic, config, test_config)
     row = {
         "model": name,
         "config": str(config),
@@ -139,11 +154,12 @@ def load_for_cost(name: str, config: str, weights: str | None):
         "architecture": dic["model"].get("type", ""),
         "backbone": (dic["model"].get("backbone") or {}).get("type", ""),
         "input": f"{h}x{w}",
+        "protocol": protocol.label(),
         **count_params(model),
     }
     macs = count_macs(model, shape)
     row.update(macs=macs["macs"], flops=macs["flops"])
-    return model, shape, row
+    return model, shape, protocol, row
 
 
 COLUMNS = [
@@ -151,6 +167,7 @@ COLUMNS = [
     "architecture",
     "backbone",
     "input",
+    "protocol",
     "params",
     "params_all",
     "macs",
@@ -199,14 +216,18 @@ def write_cost(rows: list[dict], out_csv) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def cost_table(models: list[tuple[str, str, str | None]], out_csv, runs: int, warmup: int = 3) -> list[dict]:
-    """`models`: (name, config, weights) with a 'teacher' among them; writes the CSV, returns the rows."""
+def cost_table(
+    models: list[tuple[str, str, str | None]], out_csv, runs: int, warmup: int = 3, test_config=None
+) -> list[dict]:
+    """`models`: (name, config, weights) with a 'teacher' among them; writes the CSV, returns the rows. The
+    latency is an image's under its model's evaluation protocol (`protocol` column; `test_config`: the study's
+    for every model, else each YAML's own)."""
     from segdistill.timing import Clock
 
     clock = Clock()
-    loaded = [load_for_cost(*m) for m in models]
-    rows = [r for _, _, r in loaded]
-    pairs = [(m, shape) for m, shape, _ in loaded]
+    loaded = [load_for_cost(*m, test_config=test_config) for m in models]
+    rows = [r for *_, r in loaded]
+    pairs = [(m, shape, protocol) for m, shape, protocol, _ in loaded]
     with clock("latency"):  # what this job computes: the timed forwards (bench/study_time.py)
         cpu = measure_latencies(pairs, runs, warmup, "cpu")
     for r, lat in zip(rows, cpu):

@@ -80,7 +80,7 @@ def val_batch(dic, config, split: str = "val", size: int = 4) -> np.ndarray:
 
 
 def save_inference_model(model, shape_hw, prefix) -> list[str]:
-    """paddle.jit.save with an InputSpec [None, 3, H, W]; returns the files written."""
+    """paddle.jit.save with an InputSpec [None, 3, H, W] (H, W None: any size); returns the files written."""
     from paddle.static import InputSpec
 
     h, w = shape_hw
@@ -122,18 +122,37 @@ def run_predictor(pred, batch: np.ndarray) -> np.ndarray:
     return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
 
 
-def compare(model, directory, batch: np.ndarray) -> dict:
-    """Logits of the dygraph model and of the exported files on `batch`: max |diff| and argmax agreement."""
-    with paddle.no_grad():
-        ref = LogitsOnly(model)(paddle.to_tensor(batch)).numpy()
+class PredictorModel:
+    """The exported files as a model `segdistill.protocol.batch_logits` can run: tensor in, [logits] out."""
+
+    def __init__(self, pred):
+        self.pred = pred
+
+    def __call__(self, x):
+        return [paddle.to_tensor(run_predictor(self.pred, x.numpy()))]
+
+
+def compare(model, directory, batch: np.ndarray, protocol=None) -> dict:
+    """Logits of the dygraph model and of the exported files on `batch`, each under the evaluation's
+    `protocol` (segdistill.protocol; default plain): max |diff| and argmax agreement."""
+    from segdistill.protocol import Protocol, batch_logits
+
+    protocol = protocol or Protocol()
+    x = paddle.to_tensor(batch)
+
+    def logits(net):
+        with paddle.no_grad():
+            return np.concatenate([t.numpy() for t in batch_logits(net, x, protocol)])
+
+    ref = logits(LogitsOnly(model))
     info = {"predictor": "paddle.inference CPU, oneDNN on"}
     try:
-        got = run_predictor(predictor(directory, onednn=True), batch)
+        got = logits(PredictorModel(predictor(directory, onednn=True)))
     except (NotImplementedError, RuntimeError) as exc:
         # paddle 3.3.1's oneDNN executor rejects some PIR attributes of DeepLabV3P (interpolate's scale list);
         # the plain CPU kernels run the same program. Record it: a deployment must turn oneDNN off too.
         info = {"predictor": "paddle.inference CPU, oneDNN off", "onednn_error": str(exc).strip().splitlines()[0]}
-        got = run_predictor(predictor(directory, onednn=False), batch)
+        got = logits(PredictorModel(predictor(directory, onednn=False)))
     if got.shape != ref.shape:
         raise SegDistillError(
             f"{directory}: exported model returns shape {list(got.shape)}, the evaluated model {list(ref.shape)}"
@@ -142,6 +161,7 @@ def compare(model, directory, batch: np.ndarray) -> dict:
         "max_abs_diff": float(np.max(np.abs(got - ref))),
         "label_agreement": float(np.mean(got.argmax(1) == ref.argmax(1))),
         "batch_shape": list(batch.shape),
+        "protocol": protocol.label(),
         **info,
     }
 
@@ -154,7 +174,7 @@ def _deploy_yaml(dic, files, shape_hw) -> dict:
             "model": prog,
             "params": "model.pdiparams",
             "transforms": dic["val_dataset"].get("transforms", []),
-            "input_shape": [-1, 3, *shape_hw],
+            "input_shape": [-1, 3, *(-1 if v is None else v for v in shape_hw)],
             "output_op": "none",
             "output_dtype": "float32",
         }
@@ -174,11 +194,15 @@ def export_best(
     import yaml
 
     from segdistill.models import input_size, load_trained
+    from segdistill.protocol import of_record
 
     paddle.set_device("cpu")
     best = pick_best(eval_paths, split)
     model, dic = load_trained(best["config"], best["model"], data_root)
-    hw = input_size(dic, best["config"])
+    # The parity check runs the protocol the run was evaluated under; one that resizes or slides needs
+    # inputs of other sizes than the YAML's.
+    protocol = of_record(read_record(best["eval"]))
+    hw = input_size(dic, best["config"]) if not (protocol.aug_eval or protocol.is_slide) else (None, None)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
@@ -188,7 +212,7 @@ def export_best(
     try:
         files = save_inference_model(model, hw, tmp / "model")
         batch = val_batch(dic, best["config"], split, batch_size)
-        parity = compare(model, tmp, batch)
+        parity = compare(model, tmp, batch, protocol)
         if not parity["max_abs_diff"] <= tol:
             raise SegDistillError(
                 f"exported {best['run']} differs from the evaluated model {best['model']}: max |logit diff| "

@@ -16,7 +16,8 @@ from segdistill.report.records import (
     arm_label,
     mean_pm_std,
     pct,
-    rows_from_evals,
+    read_record,
+    rows_from_records,
     split_label,
 )
 from segdistill.report.stats import load_stats
@@ -66,8 +67,22 @@ def _many_arms(st: dict) -> list[str]:
     return lines
 
 
-def markdown(df: pd.DataFrame, st: dict) -> str:
-    """summary.md from the runs (`df`, for the runs table) and the statistics `st` (stats.json)."""
+def protocols(records) -> dict[str, str]:
+    """Each arm's evaluation protocol (PaddleSeg's test_config) as the records state it, in arm order; runs of
+    one arm that differ are listed together."""
+    out = {}
+    for rec in records:
+        label = arm_label(rec.get("arm") or "?", rec.get("method", "none"))
+        proto = (rec.get("protocol") or {}).get("label", "plain")
+        out.setdefault(label, [])
+        if proto not in out[label]:
+            out[label].append(proto)
+    return {k: " / ".join(v) for k, v in out.items()}
+
+
+def markdown(df: pd.DataFrame, st: dict, protocol: dict[str, str] | None = None) -> str:
+    """summary.md from the runs (`df`, for the runs table) and the statistics `st` (stats.json); `protocol`
+    (arm label -> protocol) is stated when an arm was not evaluated plainly."""
     split = st["split"]
     lines = [bias_warning(split), ""] if st["biased"] else []
     lines += [f"- {v['sentence']}" for v in st["verdicts"]] or ["- no distilled arm was evaluated"]
@@ -84,6 +99,11 @@ def markdown(df: pd.DataFrame, st: dict) -> str:
             else "."
         ),
         "",
+    ]
+    if protocol and set(protocol.values()) != {"plain"}:
+        text = "; ".join(f"{arm}: {label}" for arm, label in protocol.items())
+        lines += [f"Evaluation protocol (PaddleSeg's test_config): {text}.", ""]
+    lines += [
         f"## Per arm on {split} (mean ± std over seeds)",
         "",
     ]
@@ -118,7 +138,8 @@ def markdown(df: pd.DataFrame, st: dict) -> str:
 def write_summary(eval_paths, stats_json, out_csv, out_md, split: str = HEADLINE_SPLIT) -> pd.DataFrame:
     """summary.csv from the evaluation records, summary.md from them and stats.json (written by the stats
     rule for the same records and split)."""
-    df = rows_from_evals(eval_paths)
+    records = [read_record(p) for p in eval_paths]
+    df = rows_from_records(records)
     if split not in set(df["split"]):
         raise SegDistillError(
             f"no evaluation on the '{split}' split in {len(eval_paths)} record(s) "
@@ -130,7 +151,7 @@ def write_summary(eval_paths, stats_json, out_csv, out_md, split: str = HEADLINE
             f"{stats_json}: statistics on the '{st.get('split')}' split, the summary asks for "
             f"'{split}' (rerun `segdistill stats --split {split}`)"
         )
-    md = markdown(df, st)
+    md = markdown(df, st, protocols(records))
     write_text(out_csv, df.to_csv(index=False, float_format="%.6f"))
     write_text(out_md, md)
     return df
