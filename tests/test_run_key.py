@@ -122,6 +122,7 @@ def test_the_summary_records_every_identity_field():
         "deterministic": False,
         "data_seed": 4,
         "eval_batch_size": 1,
+        "test_config": "yaml",
     }
     always = [f.name for f in dataclasses.fields(TrainSpec) if f.metadata["identity"] == ALWAYS]
     assert set(always) <= set(identity(spec))

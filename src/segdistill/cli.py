@@ -18,7 +18,7 @@ from pathlib import Path
 from segdistill import threads
 from segdistill.errors import SegDistillError
 from segdistill.report.names import HEADLINE_SPLIT
-from segdistill.specs import EvaluateSpec, TeacherOutputsSpec, TrainSpec
+from segdistill.specs import EvaluateSpec, TeacherOutputsSpec, TrainSpec, test_config_arg
 
 
 def _flag(parser, name: str, **kw):
@@ -54,7 +54,7 @@ def _spec_flags(p, cls, skip=(), spec_file=True, block=None) -> None:
             kw["action"] = "store_false" if negate else "store_true"
         else:
             names = None
-            kw["type"] = typing.get_args(base)[0] if typing.get_origin(base) is list else base
+            kw["type"] = meta.get("type") or (typing.get_args(base)[0] if typing.get_origin(base) is list else base)
             kw.update({k: meta[k] for k in ("choices", "nargs") if k in meta})
         if not names:
             names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
@@ -450,9 +450,9 @@ def _report_commands(sub) -> None:
     _flag(
         p,
         "test_config",
-        type=json.loads,
+        type=test_config_arg,
         default=None,
-        help="PaddleSeg test_config (JSON) timed for both models (default: each YAML's own)",
+        help="PaddleSeg test_config timed for both models, a YAML mapping (default: each YAML's own)",
     )
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_cost)

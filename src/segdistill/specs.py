@@ -65,6 +65,16 @@ class _Keyed:
         return self.seed if self.data_seed is None else self.data_seed
 
 
+def test_config_arg(text: str):
+    """A command line's test_config: `yaml`, or a mapping written in YAML (flow style)."""
+    import yaml
+
+    value = yaml.safe_load(text)
+    if value != "yaml" and not isinstance(value, dict):
+        raise ValueError(f"not yaml or a mapping: {text}")
+    return value
+
+
 @dataclass
 class EvaluateOptions:
     """How a run's model is evaluated: the study's `evaluate` section, field for field."""
@@ -80,8 +90,9 @@ class EvaluateOptions:
     # The YAML's own test_config enters through the experiment; another protocol chooses other checkpoints.
     test_config: dict | str = opt(
         "yaml",
-        cli=False,
-        help="PaddleSeg test_config for every model (a mapping), or yaml: each model under its YAML's own",
+        type=test_config_arg,
+        help="PaddleSeg test_config for every model, a YAML mapping (e.g. '{aug_eval: true, scales: 0.5}'), or "
+        "yaml: each model under its YAML's own",
         identity=True,
     )
 
