@@ -201,6 +201,7 @@ def _bench_module(name):
 
     spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -231,3 +232,58 @@ def test_verdict_odds_counts_the_draws_whose_t_interval_is_above_zero():
     assert 0 < expected < 1
     assert odds.gain_share(np.array([1.0, 2.0]), 5, 200) == 1.0
     assert odds.gain_share(np.array([-1.0, 1.0]), 12, 2000) < 0.1
+
+
+def test_schedule_follows_priorities_threads_and_dependencies():
+    """bench/schedule.py on a hand-made graph: the teacher (priority 10) starts first, a count above the cores is
+    lowered to them, compute divides by Amdahl's speed-up (s(2) = 2: all of it parallel), start-up does not."""
+    schedule = _bench_module("schedule")
+    Job = schedule.Job
+
+    def job(rule, jobid, deps=(), priority=0, wildcards=""):
+        return Job(rule, jobid, [], [f"out{jobid}"], priority, f"benchmarks/{rule}/{jobid}.tsv", wildcards, set(deps))
+
+    jobs = [
+        job("train", 1, wildcards="arm=student, seed=0"),
+        job("train", 2, wildcards="arm=student, seed=1"),
+        job("train", 3, priority=10, wildcards="arm=teacher, seed=0"),
+        job("teacher_outputs", 4, deps={3}),
+        job("distill", 5, deps={4}),
+        job("distill", 6, deps={4}),
+    ]
+    times = {"train/1": (10, 10), "train/2": (10, 10), "train/3": (104, 100), "teacher_outputs/4": (50, 50)}
+    times |= {"distill/5": (10, 10), "distill/6": (10, 10)}
+    one = dict.fromkeys(schedule.KINDS, 1)
+    # Today: teacher 0-104 beside the students, outputs 104-154, the distilled runs side by side 154-164.
+    assert schedule.simulate(jobs, times, 2, one, {}, 0)["wall"] == pytest.approx(164)
+    # Teacher on both cores: 4 + 100 / 2 = 54 s; then the students (earlier in the order) before the outputs.
+    fast = schedule.simulate(jobs, times, 2, dict(one, teacher=8), {"teacher": 2.0}, 0)
+    assert fast["spans"]["train/3 (3)"] == pytest.approx((0, 54))
+    assert fast["spans"]["teacher_outputs/4 (4)"] == pytest.approx((64, 114)) and fast["wall"] == pytest.approx(124)
+    assert schedule.amdahl(1.2, 2) == pytest.approx(1.2) and schedule.amdahl(1.2, 16) < 1.5 < schedule.amdahl(2, 4)
+
+
+def test_schedule_reads_the_job_graph_and_times_of_a_finished_study(tiny_study):
+    """bench/schedule.py on the tiny study: Snakemake's dry run gives every job and its dependencies (a distilled
+    run waits for the teacher through its outputs), the benchmarks give their times; on one core the projection
+    is the sum of the jobs, on many the longest chain."""
+    schedule = _bench_module("schedule")
+    workdir, config = tiny_study
+    jobs = schedule.parse_jobs(schedule.dry_run(str(config), workdir))
+    times = schedule.study_seconds(workdir)
+    by_id = {j.jobid: j for j in jobs}
+
+    def ancestors(j):
+        return set(by_id[j].deps).union(*(ancestors(d) for d in by_id[j].deps))
+
+    teacher = next(j.jobid for j in jobs if j.kind == "teacher")
+    assert all(teacher in ancestors(j.jobid) for j in jobs if j.rule in ("distill", "teacher_outputs"))
+    assert {j.name for j in jobs if j.benchmark} <= set(times)
+    length = {j.jobid: schedule.job_seconds(j, times, 2.0)[0] for j in jobs}
+
+    def finish(j):
+        return length[j] + max((finish(d) for d in by_id[j].deps), default=0.0)
+
+    one = dict.fromkeys(schedule.KINDS, 1)
+    assert schedule.simulate(jobs, times, 1, one, {}, 2.0)["wall"] == pytest.approx(sum(length.values()))
+    assert schedule.simulate(jobs, times, 64, one, {}, 2.0)["wall"] == pytest.approx(max(map(finish, length)))
