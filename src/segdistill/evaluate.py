@@ -9,6 +9,7 @@ from segdistill.paddle_env import paddle
 
 import numpy as np
 
+from segdistill.finite import NonFinite, NonFiniteLogits
 from segdistill.metrics import ConfusionMatrix
 
 F = paddle.nn.functional
@@ -69,19 +70,30 @@ def evaluate(
     protocol = protocol or Protocol()
     rank, world = shard
     cm = ConfusionMatrix(num_classes, ignore_index)
+    cm.nonfinite = None  # the first image whose logits are not finite (reduce_matrix tells every rank)
     was_training = model.training
     model.eval()
+    indices = list(range(rank, len(dataset), world))
+    done = 0
     with paddle.no_grad():
-        for batch in _same_size_batches(dataset, range(rank, len(dataset), world), max(1, int(batch_size))):
+        for batch in _same_size_batches(dataset, indices, max(1, int(batch_size))):
             images = paddle.to_tensor(np.stack([img for img, _, _ in batch]).astype("float32"))
             infos = [info for _, _, info in batch]
             logits = batch_logits(model, images, protocol, infos, batch_size, autocast)
-            for logit, (_, label, _) in zip(logits, batch):
+            for k, (logit, (_, label, _)) in enumerate(zip(logits, batch)):
+                if not bool(paddle.isfinite(logit).all()):  # never an argmax of NaN (segdistill.finite)
+                    cm.nonfinite = indices[done + k]
+                    break
                 logit = _to_label_size(logit, label.shape)
                 cm.update(paddle.argmax(logit, axis=1).numpy()[0], label)
                 if scores is not None:
                     probs = F.softmax(logit, axis=1).numpy()[0]
                     scores.append((probs.reshape(probs.shape[0], -1).T, label.reshape(-1)))
+            if cm.nonfinite is not None:
+                if world == 1:
+                    raise NonFiniteLogits(cm.nonfinite)
+                break
+            done += len(batch)
     if was_training:
         model.train()
     return cm
@@ -117,6 +129,11 @@ def reduce_matrix(cm: ConfusionMatrix) -> ConfusionMatrix:
     import paddle.distributed as dist
 
     if dist.get_world_size() > 1:
+        nonfinite = getattr(cm, "nonfinite", None)  # any rank's non-finite logits stop every rank
+        flag = paddle.to_tensor([-1 if nonfinite is None else nonfinite], dtype="int64")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if int(flag.numpy()[0]) >= 0:
+            raise NonFiniteLogits(int(flag.numpy()[0]))
         t = paddle.to_tensor(cm.matrix.astype("int64"))
         dist.all_reduce(t)
         cm.matrix = t.numpy()
@@ -172,7 +189,12 @@ def evaluate_run(spec, clock=None, model=None) -> dict:
         ds = build_split(builder, split)
         scores = [] if protocol.auc_roc else None
         with clock("evaluate"):
-            cm = evaluate(model, ds, n, ignore_index(dic), batch_size=spec.batch_size, protocol=protocol, scores=scores)
+            try:
+                cm = evaluate(
+                    model, ds, n, ignore_index(dic), batch_size=spec.batch_size, protocol=protocol, scores=scores
+                )
+            except NonFiniteLogits as exc:
+                raise NonFinite(f"{spec.run or spec.model}: {spec.model} on the {split} split: {exc}") from None
         result["splits"][split] = dict(metrics_record(cm, names), num_images=len(ds))
         if scores is not None:
             result["splits"][split]["auc_roc"] = auc_roc(*zip(*scores), n, ignore_index(dic)) if scores else None

@@ -13,8 +13,8 @@ takes its slice of it, and rank 0 alone writes.
 
 from __future__ import annotations
 
-import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,6 +40,7 @@ from segdistill.distill import build_distiller
 from segdistill.doctor import check_devices
 from segdistill.errors import SegDistillError
 from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
+from segdistill.finite import LossGuard, NonFinite, NonFiniteLogits, state_problem
 from segdistill.losses.task import task_losses
 from segdistill.parallel import StudentSide, all_mean, check_ranks_agree, gather
 from segdistill.precision import Amp, set_deterministic, to_fp32
@@ -47,10 +48,6 @@ from segdistill.protocol import of_experiment as protocol_of
 from segdistill.run_folder import RunFolder, run_key
 from segdistill.specs import TrainSpec, identity
 from segdistill.timing import Clock
-
-
-class NonFiniteLoss(SegDistillError):
-    pass
 
 
 def seed_everything(seed: int) -> None:
@@ -238,18 +235,19 @@ class Trainer:
         batches = self.stream.loader(start + 1, self.iters, spec.num_workers)
         # The loader's batches are made inside the loop, so loading counts as training steps.
         t_loop = time.perf_counter()
+        guard = LossGuard(self.world)  # read at log rows, evaluations and checkpoints (segdistill.finite)
         for it, (images, labels) in zip(range(start + 1, self.iters + 1), batches):
             loss, parts = self.step(images, labels, it)
-            loss_value = float(loss)
+            guard.update(it, loss, parts)
             progress.done_since += 1
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(
-                    f"loss is {loss_value} at iteration {it} of {spec.config}; stopped. Last good checkpoint: "
-                    f"{self.folder.last_good() or 'none'}. Lower the learning rate or check the data."
-                )
-            if it % spec.log_iters == 0 or it == self.iters:
-                self._log_train(it, loss_value, parts, progress)
-            if it % spec.save_interval == 0 or it == self.iters:
+            log_now = it % spec.log_iters == 0 or it == self.iters
+            save_now = it % spec.save_interval == 0 or it == self.iters
+            if log_now or save_now:
+                self._stop_if_nonfinite(guard.first_nonfinite())
+            if log_now:
+                self._log_train(it, float(loss), parts, progress)
+            if save_now:
+                self._stop_if_nonfinite(self._state_problem(it))
                 with self.clock("evaluate"):
                     self._evaluate_and_keep_best(it, progress)
                 if self.world > 1:  # what a checkpoint holds: student + connectors
@@ -302,7 +300,10 @@ class Trainer:
             progress.best_iter = it
             self.folder.save_best(self.model)
             return
-        rec = self._eval()
+        try:
+            rec = self._eval()
+        except NonFiniteLogits as exc:
+            self._stop_if_nonfinite((it, f"logits of val image {exc.index}"))
         progress.eval_log.append({"iter": it, **{k: rec[k] for k in ("miou", "acc", "kappa", "dice", "num_pixels")}})
         self._log(
             f"[eval] iter {it} mIoU={rec['miou']:.4f} acc={rec['acc']:.4f} "
@@ -313,6 +314,34 @@ class Trainer:
         if rec["miou"] > progress.best_miou:
             progress.best_miou, progress.best_iter = rec["miou"], it
             self.folder.save_best(self.model)
+
+    def _state_problem(self, it: int) -> tuple[int, str] | None:
+        """(it, what) when a parameter or buffer of the student or a connector is not finite, else None."""
+        problem = state_problem([self.model] + ([self.distiller] if self.distiller else []))
+        if self.world > 1:  # BatchNorm statistics are per rank: every rank stops, or none
+            import paddle.distributed as dist
+
+            flag = paddle.to_tensor([int(problem is not None)], dtype="int64")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if int(flag.numpy()[0]) and problem is None:
+                problem = "a parameter or buffer of another rank"
+        return (it, problem) if problem else None
+
+    def _stop_if_nonfinite(self, found: tuple[int, str] | None) -> None:
+        """Stop the run with one message when `found` ((iteration, what) went non-finite): no best model is left
+        (the job's output, and the copy beside the checkpoints), so nothing downstream takes it for a result.
+        The checkpoints stay: each was checked before it was written."""
+        if found is None:
+            return
+        it, what = found
+        if self.is_main:
+            self.folder.best_store.unlink(missing_ok=True)
+            shutil.rmtree(self.folder.best_model.parent, ignore_errors=True)
+        raise NonFinite(
+            f"run {self.spec.run_id or self.folder.dir}: {what} went non-finite at iteration {it}; the run is stopped "
+            f"and keeps no best model (last good checkpoint: {self.folder.last_good() or 'none'}). Lower the "
+            f"learning rate or check the data ({self.spec.config})."
+        )
 
     def _evaluate_best(self) -> None:
         """best_model/ evaluated as `segdistill evaluate` does (the weights in an fp32 model, eval mode), in this
