@@ -30,18 +30,14 @@ import functools
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TEACHER = ROOT / "config/paddleseg/cpu/deeplabv3p_resnet50_os8_synthetic_64x64_teacher.yml"
-DEFAULT_STUDENT = ROOT / "config/paddleseg/cpu/deeplabv3p_resnet18_os8_synthetic_64x64_student.yml"
+import harness
 
 # Feature pairs for the KL + CWD configuration: (student layer, teacher layer, connector).
 FEATURE_PAIRS = [("head.aspp", "head.aspp", None), ("backbone.bb_3_1", "backbone.bb_3_1", "conv1x1")]
@@ -64,77 +60,6 @@ TARGET_TRAINER = 1.03  # trainer step <= 1.03 x bare loop
 # ---------------------------------------------------------------------------------------------------------------
 # child side: everything that imports paddle runs here, one configuration per process
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _maxrss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _vmhwm_kb() -> int:
-    """The process's own high-water mark (Linux), a cross-check of ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def _prepare(work: Path, spec: dict) -> dict:
-    """Configs resized to --size, a generated data set, and teacher weights with a patched teacher config."""
-    from segdistill.paddle_env import paddle
-
-    from segdistill.config import build_model, patch_teacher, read_yaml, write_yaml
-    from segdistill.data.synthetic import generate
-    from segdistill.trainer import seed_everything
-
-    size, batch = spec["size"], spec["batch"]
-    paths = {}
-    for role in ("student", "teacher"):
-        dic = read_yaml(spec[f"{role}_config"])
-        for key in ("train_dataset", "val_dataset"):
-            for t in dic[key].get("transforms", []):
-                if t.get("type") == "Resize":
-                    t["target_size"] = [size, size]
-            dic[key]["dataset_root"] = str(work / "data")
-        # Speed and memory do not depend on the weights' values; never reach for a download.
-        if isinstance(dic["model"].get("backbone"), dict):
-            dic["model"]["backbone"]["pretrained"] = None
-        dic["model"]["pretrained"] = None
-        dic["batch_size"] = batch
-        path = work / f"{role}.yml"
-        write_yaml(dic, path)
-        paths[role] = path
-    # Enough train images for one batch (70 % of the set goes to train).
-    generate(work / "data", num_images=max(8, 2 * batch + 4), size=size, seed=0)
-    seed_everything(spec["seed"])
-    teacher = build_model(read_yaml(paths["teacher"]), paths["teacher"])
-    paddle.save(teacher.state_dict(), str(work / "teacher.pdparams"))
-    patch_teacher(paths["teacher"], work / "teacher.pdparams", work / "teacher_patched.yml")
-
-    from importlib.metadata import version
-
-    return {"paddle": paddle.__version__, "paddleseg": version("paddleseg"), "paddleslim": version("paddleslim")}
-
-
-def _batch(work: Path, spec: dict):
-    """The same batch for every configuration: the keyed training stream's first batch."""
-    from segdistill.paddle_env import paddle
-
-    from segdistill.config import build, read_yaml
-    from segdistill.data.stream import KeyedStream
-
-    dic = read_yaml(work / "student.yml")
-    ds = build(dic, work / "student.yml").train_dataset
-    images, labels = KeyedStream(ds, spec["batch"], spec["seed"]).batch(1)
-    return paddle.to_tensor(images), paddle.to_tensor(labels)
 
 
 def _optimizer(dic: dict, parameters, source):
@@ -165,35 +90,6 @@ def _optimizer(dic: dict, parameters, source):
     return o, lr
 
 
-def work_trainer(work: Path, spec: dict, terms=None, run: str = "run", iters=None, teacher_outputs=None):
-    """A Trainer over a prepared work folder (`_prepare`: student.yml, data/, teacher_patched.yml): the student
-    alone (`terms` None) or distilled with `terms`, from the online teacher or a cache folder; modes set as
-    Trainer.run() sets them before its loop. The benches of this folder build their runs with it."""
-    from segdistill.trainer import Trainer, TrainSpec
-
-    kw = {}
-    if terms is not None:
-        kw = {"teacher_config": str(work / "teacher_patched.yml"), "distill_terms": terms}
-    if teacher_outputs is not None:
-        kw["teacher_outputs"] = str(teacher_outputs)
-    t = Trainer(
-        TrainSpec(
-            config=str(work / "student.yml"),
-            save_dir=str(work / run),
-            seed=spec["seed"],
-            data_root=str(work / "data"),
-            batch_size=spec["batch"],
-            iters=iters,
-            do_eval=False,
-            pretrained_backbone=False,
-            **kw,
-        ),
-        log=lambda msg: None,
-    )
-    t.net.train()
-    return t
-
-
 # Each builder returns (step, parts): a zero-argument callable doing one step of its configuration on the fixed
 # batch, and {phase: [(owner, attribute or index)]} naming the callables that make up each phase (--breakdown).
 
@@ -204,12 +100,6 @@ def _student_dic(work: Path):
     return read_yaml(work / "student.yml")
 
 
-def _teacher_model(work: Path):
-    from segdistill.config import build_model, read_yaml
-
-    return build_model(read_yaml(work / "teacher_patched.yml"), work / "teacher_patched.yml")
-
-
 def _bare_student(name: str, work: Path, spec: dict):
     """(a) the loop anyone would write: student forward, F.cross_entropy, backward, optimizer step."""
     import paddle.nn.functional as F
@@ -218,7 +108,7 @@ def _bare_student(name: str, work: Path, spec: dict):
 
     sdic = _student_dic(work)
     ign = ignore_index(sdic)
-    images, labels = _batch(work, spec)
+    images, labels = harness.batch(work, spec)
     model = build_model(sdic, work / "student.yml")
     model.train()
     opt, lr = _optimizer(sdic, model.parameters(), work / "student.yml")
@@ -261,8 +151,8 @@ TRAINER_TERMS = {
 
 def _trainer_step(name: str, work: Path, spec: dict):
     """(b), (d), (e): segdistill's own Trainer.step, without a teacher or distilling with TRAINER_TERMS[name]."""
-    trainer = work_trainer(work, spec, TRAINER_TERMS[name])
-    images, labels = _batch(work, spec)
+    trainer = harness.work_trainer(work, spec, TRAINER_TERMS[name])
+    images, labels = harness.batch(work, spec)
 
     def step():
         loss, _ = trainer.step(images, labels)
@@ -285,8 +175,8 @@ def _teacher_forward(name: str, work: Path, spec: dict):
     """(c) the teacher's forward as the distiller runs it: eval mode, no autograd."""
     from segdistill.paddle_env import paddle
 
-    images, _ = _batch(work, spec)
-    teacher = _teacher_model(work)
+    images, _ = harness.batch(work, spec)
+    teacher = harness.teacher_model(work)
     teacher.eval()
 
     def step():
@@ -306,9 +196,9 @@ def _paddleslim(name: str, work: Path, spec: dict):
 
     sdic = _student_dic(work)
     ign = ignore_index(sdic)
-    images, labels = _batch(work, spec)
+    images, labels = harness.batch(work, spec)
     student = build_model(sdic, work / "student.yml")
-    teacher = _teacher_model(work)
+    teacher = harness.teacher_model(work)
     teacher.eval()
     student.train()
     if name == "paddleslim_kl_frozen":
@@ -432,10 +322,10 @@ def _paired(work: Path, spec: dict) -> dict:
 def run_child(name: str, work: Path, result: Path) -> None:
     spec = json.loads((work / "spec.json").read_text())
     if name == "paired":
-        _write_json(_paired(work, spec), result)
+        harness.write_json(_paired(work, spec), result)
         return
     if name == "prepare":
-        _write_json({"versions": _prepare(work, spec)}, result)
+        harness.write_json({"versions": harness.prepare(work, spec)}, result)
         return
     # Import what the configuration needs first, so its floor (runtime + libraries) is recorded apart; for the
     # segdistill configurations that floor (paddle, paddleseg, segdistill) is the runtime every process pays.
@@ -446,9 +336,9 @@ def run_child(name: str, work: Path, result: Path) -> None:
 
     if name.startswith("paddleslim"):
         import paddleslim.dygraph.dist  # noqa: F401
-    rss_imports = _maxrss_kb()
+    rss_imports = harness.maxrss_kb()
     step, parts = _build_step(name, work, spec)
-    rss_built = _maxrss_kb()
+    rss_built = harness.maxrss_kb()
     t0 = time.perf_counter()
     value = step()
     first = time.perf_counter() - t0
@@ -468,12 +358,12 @@ def run_child(name: str, work: Path, result: Path) -> None:
         "first_step_s": first,
         "rss_imports_kb": rss_imports,
         "rss_built_kb": rss_built,
-        "vmhwm_kb": _vmhwm_kb(),
+        "vmhwm_kb": harness.vmhwm_kb(),
     }
     # After the timed steps, so the wrappers never touch the headline numbers.
     if spec.get("breakdown"):
         out["breakdown_s"] = _breakdown(step, parts, spec["breakdown"])
-    _write_json(out, result)
+    harness.write_json(out, result)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -481,118 +371,26 @@ def run_child(name: str, work: Path, result: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _Child:
-    """One configuration in its own process; its peak RSS comes from wait4, i.e. that process alone."""
-
-    def __init__(self, name: str, work: Path, timeout: float, tag: str = ""):
-        self.name, self.timeout = name, timeout
-        self.result = work / f"result_{name}{tag}.json"
-        self.log = work / f"log_{name}{tag}.txt"
-        with open(self.log, "w") as fh:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "--child",
-                    name,
-                    "--work",
-                    str(work),
-                    "--child-result",
-                    str(self.result),
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=str(ROOT),
-            )
-        self.deadline = time.monotonic() + timeout
-        self.maxrss_kb = None
-
-    def done(self) -> bool:
-        pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
-        if not pid:
-            if time.monotonic() > self.deadline:
-                self.proc.kill()
-                os.wait4(self.proc.pid, 0)
-                self.proc.returncode = -9
-                raise RuntimeError(f"configuration {self.name} took longer than {self.timeout:.0f} s; log: {self.log}")
-            return False
-        self.proc.returncode = os.waitstatus_to_exitcode(status)  # keeps Popen from waiting on a reaped child
-        self.maxrss_kb = usage.ru_maxrss
-        if self.proc.returncode != 0 or not self.result.exists():
-            tail = self.log.read_text()[-3000:]
-            raise RuntimeError(f"configuration {self.name} failed (exit {self.proc.returncode}):\n{tail}")
-        return True
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            os.wait4(self.proc.pid, 0)
-            self.proc.returncode = -9
-
-
-def run_script_child(script: Path, name: str, work: Path, timeout: float) -> tuple[dict, int]:
-    """Run `script --child NAME` in its own process: (the JSON it wrote, its peak RSS in kB from wait4).
-
-    Stdlib only, for the benches' parent processes: a parent holding paddle would raise every child's ru_maxrss
-    floor. A child that fails or outlives `timeout` seconds is an error quoting the end of its log."""
-    result, log = work / f"result_{name}.json", work / f"log_{name}.txt"
-    cmd = [sys.executable, str(Path(script).resolve()), "--child", name, "--work", str(work), "--child-result"]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([*cmd, str(result)], stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT))
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            raise RuntimeError(f"{name} took longer than {timeout:.0f} s; log: {log}")
-        time.sleep(0.05)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0 or not result.exists():
-        raise RuntimeError(f"{name} failed (exit {code}):\n{log.read_text()[-3000:]}")
-    return json.loads(result.read_text()), usage.ru_maxrss
-
-
-def _cpu_busy(seconds: float = 1.0) -> float:
-    """Fraction of all CPUs busy over `seconds` (Linux /proc/stat); with no child of ours running, that is the
-    load other programs put on the machine."""
-
-    def sample():
-        vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-        return sum(vals), idle
-
-    try:
-        t0, i0 = sample()
-        time.sleep(seconds)
-        t1, i1 = sample()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return round(1.0 - (i1 - i0) / max(1, t1 - t0), 3)
-
-
 def _wait_quiet(max_busy: float, patience: float) -> float:
     """Wait up to `patience` seconds for other programs' CPU use to drop to `max_busy`; returns the last sample."""
     deadline = time.monotonic() + patience
-    busy = _cpu_busy()
+    busy = harness.cpu_busy()
     while busy > max_busy and time.monotonic() < deadline:
-        busy = _cpu_busy(2.0)
+        busy = harness.cpu_busy(2.0)
     return busy
 
 
 def _run(tasks: list[tuple[str, str]], work: Path, args) -> list[dict]:
     """Run (name, tag) children, at most args.jobs at a time; results in task order."""
     out: list[dict | None] = [None] * len(tasks)
-    running: list[tuple[int, _Child, float]] = []
+    running: list[tuple[int, harness.Child, float]] = []
     pending = list(enumerate(tasks))
     try:
         while pending or running:
             while pending and len(running) < args.jobs:
                 i, (name, tag) = pending.pop(0)
                 busy = _wait_quiet(args.max_busy, args.patience) if args.jobs == 1 else float("nan")
-                running.append((i, _Child(name, work, args.timeout, tag), busy))
+                running.append((i, harness.Child(__file__, name, work, args.timeout, tag), busy))
             time.sleep(0.05)
             for item in list(running):
                 i, child, busy = item
@@ -792,8 +590,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first one is reported apart)")
     p.add_argument("--rounds", type=int, default=3, help="fresh processes per configuration, interleaved")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--teacher-config", default=str(DEFAULT_TEACHER))
-    p.add_argument("--student-config", default=str(DEFAULT_STUDENT))
+    p.add_argument("--teacher-config", default=str(harness.DEFAULT_TEACHER))
+    p.add_argument("--student-config", default=str(harness.DEFAULT_STUDENT))
     p.add_argument("--only", nargs="+", choices=list(CONFIGS), help="run only these configurations")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per child process")
     p.add_argument("--out", default="bench_distill_step.json", help="JSON report path")
@@ -855,7 +653,7 @@ def main(argv=None) -> int:
     started = time.time()
     load_before = _loadavg()
     try:
-        _write_json(spec, work / "spec.json")
+        harness.write_json(spec, work / "spec.json")
         prep = _run([("prepare", "")], work, args)[0]["result"]
         tasks = []
         for r in range(args.rounds):
@@ -905,7 +703,7 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(report, out)
+    harness.write_json(report, out)
     print(format_table(report))
     return 0
 

@@ -24,7 +24,6 @@ backbones without pretrained weights and a random teacher (speed and memory do n
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -33,16 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import harness  # the set-up (configs, data, random teacher, patched config), the trainer and the children
+
+ROOT = harness.ROOT
 STUDENT = "student"  # the configuration without a teacher
-
-
-def _helpers():
-    """bench/distill_step.py's set-up (configs, data, random teacher, patched config), shared, not copied."""
-    spec = importlib.util.spec_from_file_location("distill_step", Path(__file__).with_name("distill_step.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _study_terms(study: Path) -> dict:
@@ -60,7 +53,7 @@ def _prepare(work: Path, spec: dict) -> dict:
     from segdistill.distill import cache
     from segdistill.specs import TeacherOutputsSpec
 
-    versions = _helpers()._prepare(work, spec)
+    versions = harness.prepare(work, spec)
     terms = work / "terms.yml"
     write_yaml({"terms": [t for ts in spec["arms"].values() for t in ts]}, terms)
     cache.write_teacher_outputs(
@@ -88,7 +81,7 @@ def _step(name: str, work: Path, spec: dict):
 
     seed_everything(spec["seed"])
     terms, cache = (None, None) if name == STUDENT else (spec["arms"][name], work / "cache")
-    trainer = _helpers().work_trainer(work, spec, terms, f"run_{name}", 1, cache)
+    trainer = harness.work_trainer(work, spec, terms, f"run_{name}", 1, cache)
     images, labels = (paddle.to_tensor(a) for a in trainer.stream.batch(1))
 
     def step():
@@ -189,7 +182,7 @@ def run_child(name: str, work: Path, result: Path) -> None:
 
 def _child(name: str, work: Path, timeout: float) -> tuple[dict, int]:
     """Run one child; (its result, its peak RSS in kB from wait4)."""
-    return _helpers().run_script_child(__file__, name, work, timeout)
+    return harness.run_child_script(__file__, name, work, timeout)
 
 
 def summarise(paired: dict, peaks: dict) -> dict:

@@ -24,11 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+import harness  # the same prepared configs, data and teacher as the distill step benchmark
 
-import distill_step  # noqa: E402  (the same prepared configs, data and teacher as the distill step benchmark)
+ROOT = harness.ROOT
 
 TARGET = 1.10  # cached distill step <= 1.10 x student step; peak RSS likewise
 KL = [{"name": "kl", "loss": "kl", "weight": 3.0}]
@@ -48,7 +46,7 @@ BYTES_CONFIGS = {
 def _trainer(work: Path, spec: dict, name: str):
     terms = None if name == "student" else KL
     cache = work / "cache" if name == "cached_kl" else None
-    return distill_step.work_trainer(work, spec, terms, f"run_{name}", spec["iters"], cache)
+    return harness.work_trainer(work, spec, terms, f"run_{name}", spec["iters"], cache)
 
 
 def _batches(trainer, n: int):
@@ -61,7 +59,7 @@ def child_prepare(work: Path, spec: dict) -> dict:
     from segdistill.distill.cache import write_teacher_outputs
     from segdistill.specs import TeacherOutputsSpec
 
-    versions = distill_step._prepare(work, spec)
+    versions = harness.prepare(work, spec)
     (work / "kl.yml").write_text(json.dumps({"terms": KL}))
     write_teacher_outputs(
         TeacherOutputsSpec(
@@ -157,7 +155,7 @@ def run_child(name: str, work: Path, result: Path) -> None:
         out = child_bytes(spec)
     else:
         out = child_rss(work, spec, name.removeprefix("rss_"))
-    distill_step._write_json(out, result)
+    harness.write_json(out, result)
 
 
 # -- parent side: stdlib only (a parent holding paddle would raise every child's ru_maxrss floor) ----------------
@@ -165,7 +163,7 @@ def run_child(name: str, work: Path, result: Path) -> None:
 
 def _child(name: str, work: Path, timeout: float) -> tuple[dict, int]:
     """Run one child; (its result, its peak RSS in kB from wait4)."""
-    return distill_step.run_script_child(__file__, name, work, timeout)
+    return harness.run_child_script(__file__, name, work, timeout)
 
 
 def main(argv=None) -> int:
@@ -177,8 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--paired", type=int, default=30, help="round-robin cycles")
     ap.add_argument("--rss_steps", type=int, default=20)
-    ap.add_argument("--student_config", default=str(distill_step.DEFAULT_STUDENT))
-    ap.add_argument("--teacher_config", default=str(distill_step.DEFAULT_TEACHER))
+    ap.add_argument("--student_config", default=str(harness.DEFAULT_STUDENT))
+    ap.add_argument("--teacher_config", default=str(harness.DEFAULT_TEACHER))
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", default="-")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -202,7 +200,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
         work = Path(tmp)
-        distill_step._write_json(spec, work / "spec.json")
+        harness.write_json(spec, work / "spec.json")
         prep, _ = _child("prepare", work, args.timeout)
         paired, _ = _child("paired", work, args.timeout)
         rss = {n: _child(f"rss_{n}", work, args.timeout)[1] / 1024.0 for n in CONFIGS}

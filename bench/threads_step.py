@@ -29,11 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+import harness  # the same resized configs, generated data and random teacher weights
 
-import distill_step  # noqa: E402  (the same resized configs, generated data and random teacher weights)
+ROOT = harness.ROOT
 
 DEFAULT_TEACHER = ROOT / "config/paddleseg/cpu/deeplabv3p_resnet50_os16_synthetic_64x64_teacher.yml"
 DEFAULT_STUDENT = ROOT / "config/paddleseg/cpu/deeplabv3p_resnet18_os16_synthetic_64x64_student.yml"
@@ -48,9 +46,9 @@ def _step(case: str, work: Path, spec: dict):
     """A zero-argument callable doing one step of `case` on the fixed batch; returns the loss (or an output)."""
     from segdistill.paddle_env import paddle
 
-    images, labels = distill_step._batch(work, spec)
+    images, labels = harness.batch(work, spec)
     if case == "teacher_forward":
-        teacher = distill_step._teacher_model(work)
+        teacher = harness.teacher_model(work)
         teacher.eval()
 
         def forward():
@@ -120,7 +118,7 @@ def measure(work: Path, spec: dict, cases, counts, rounds: int, timeout: float) 
     for r in range(rounds):
         k = r % len(pairs)
         for case, n in pairs[k:] + pairs[:k]:
-            busy = distill_step._cpu_busy(1.0)
+            busy = harness.cpu_busy(1.0)
             res = _child(case, n, work, spec, timeout)
             res.update(round=r, background_busy=busy, load=os.getloadavg())
             rows.append(res)
@@ -205,7 +203,7 @@ def main(argv=None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="segdistill-threads-") as tmp:
         work = Path(tmp)
-        versions = distill_step._prepare(work, spec)
+        versions = harness.prepare(work, spec)
         t0 = time.time()
         rows = measure(work, spec, args.cases, args.threads, args.rounds, args.timeout)
     summary = summarise(rows, args.threads)
