@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import statistics
 import sys
 import time
@@ -132,10 +131,9 @@ def gpu_available() -> bool:
 
 
 def cpu_threads() -> int:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return os.cpu_count() or 1
+    from segdistill import threads
+
+    return threads.in_effect()
 
 
 def load_for_cost(name: str, config: str, weights: str | None, test_config=None):
