@@ -87,3 +87,42 @@ def test_mean_curve_over_seeds():
         [(np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0])), (np.array([1, 2, 3]), np.array([3.0, 4.0, 5.0]))]
     )
     assert it.tolist() == [1, 2, 3] and y.tolist() == [2.0, 3.0, 4.0]
+
+
+def test_the_figure_table_names_each_function_with_its_arguments():
+    """A row's arguments are its function's (besides out_png), each one the command line can read: the workflow
+    and the command line call every figure through its row."""
+    import inspect
+
+    from segdistill.report.figure_table import ARGUMENTS, FIGURES
+
+    for figure in FIGURES.values():
+        module, name = figure.function.split(":")
+        params = inspect.signature(getattr(__import__(f"segdistill.report.{module}", fromlist=[name]), name)).parameters
+        required = {p for p, v in params.items() if v.default is inspect.Parameter.empty}
+        assert required - {"out_png"} <= set(figure.arguments) <= set(params), figure.name
+        assert set(figure.arguments) <= set(ARGUMENTS), figure.name
+        figure.caption_text(**{a: "x" for a in figure.arguments})  # every field of the caption is an argument
+
+
+def test_the_command_line_draws_a_figure_as_its_row_does(tmp_path):
+    from segdistill import cli
+    from segdistill.report.figure_table import FIGURES, overview_figures
+
+    csv = _summary(tmp_path)
+    args = cli.parser().parse_args(["figure", "arm_means", "--summary_csv", str(csv), "--out", str(tmp_path / "c.png")])
+    args.func(args)
+    FIGURES["arm_means"].draw(tmp_path / "r.png", summary_csv=csv, split="test")
+    assert (tmp_path / "c.png").read_bytes() == (tmp_path / "r.png").read_bytes()
+    with pytest.raises(SegDistillError, match="figure arm_means: missing split"):
+        FIGURES["arm_means"].draw(tmp_path / "x.png", summary_csv=csv)
+    args = cli.parser().parse_args(["figure", "paired", "--out", str(tmp_path / "p.png")])
+    with pytest.raises(SegDistillError, match="figure paired: --summary_csv required"):
+        args.func(args)
+    pngs = [tmp_path / "curves.png", tmp_path / "arm_means.png", tmp_path / "forest.png"]
+    assert overview_figures(pngs) == [
+        ("Gain per arm with its family-adjusted interval", str(pngs[2])),
+        ("mIoU per arm with 95% intervals", str(pngs[1])),
+    ]
+    with pytest.raises(SegDistillError, match="not a report figure: means"):
+        overview_figures([tmp_path / "means.png"])

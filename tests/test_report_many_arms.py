@@ -372,6 +372,8 @@ def test_a_sweep_study_schedules_the_sweep_figure(tmp_path):
     config = tiny_config(tmp_path, sweep={"method": "kl_cwd", "grid": {"weight": [1, 2]}})
     proc = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", config)
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["figure_sweep"] == 1 and counts["figure_forest"] == 1
+    out = proc.stdout + proc.stderr
+    assert counts["figure"] == 6 and "results/report/figures/sweep.png" in out
     plain = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", tiny_config(tmp_path))
-    assert "figure_sweep" not in job_counts(plain.stdout + plain.stderr)
+    assert job_counts(plain.stdout + plain.stderr)["figure"] == 5
+    assert "results/report/figures/sweep.png" not in plain.stdout + plain.stderr

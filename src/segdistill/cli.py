@@ -255,26 +255,17 @@ def cmd_export(args):
 
 
 def cmd_figure(args):
-    from segdistill.report import arm_figures, figures
+    from segdistill.report.figure_table import ARGUMENTS, FIGURES
 
-    if args.kind in ("forest", "sweep"):
-        if not args.stats:
-            raise SegDistillError(f"figure {args.kind}: --stats stats.json is required")
-        (arm_figures.forest if args.kind == "forest" else arm_figures.sweep_grid)(args.stats, args.out)
-    elif args.kind == "means":
-        figures.arm_means(args.summary, args.out, split=args.split)
-    elif args.kind == "paired":
-        figures.paired_lines(args.summary, args.out, split=args.split)
-    elif args.kind == "curves":
-        figures.curves(dict(args.run), args.out)
-    else:
-        figures.sample_grid(
-            [tuple(m) for m in args.model],
-            args.out,
-            data_root=args.data_root,
-            num_images=args.num_images,
-            split=args.split,
-        )
+    figure = FIGURES[args.name]
+    values = {a: getattr(args, a) for a in figure.arguments}
+    missing = [a for a, v in values.items() if v is None and ARGUMENTS[a].default is ...]
+    if missing:
+        raise SegDistillError(f"figure {figure.name}: --{', --'.join(missing)} required")
+    for a, v in values.items():
+        if ARGUMENTS[a].pairs:
+            values[a] = {ARGUMENTS[a].key(k): x for k, x in v}
+    figure.draw(args.out, **values)
 
 
 def cmd_provenance(args):
@@ -285,6 +276,7 @@ def cmd_provenance(args):
 
 
 def cmd_overview(args):
+    from segdistill.report.figure_table import overview_figures
     from segdistill.report.overview import write_overview
 
     write_overview(
@@ -295,6 +287,7 @@ def cmd_overview(args):
         args.out_html,
         export_json=args.export,
         provenance_json=args.provenance,
+        figures=overview_figures(args.figures),
     )
 
 
@@ -472,27 +465,15 @@ def _report_commands(sub) -> None:
 
 def _report_page_commands(sub) -> None:
     """Subcommands: the report's figures, provenance record and overview page."""
-    p = sub.add_parser(
-        "figure",
-        help="report figures: means (mIoU per arm), paired (student -> distilled per seed), "
-        "curves, samples, forest (gain per arm), sweep (gain over the sweep grid)",
-    )
-    p.add_argument("kind", choices=["means", "paired", "curves", "samples", "forest", "sweep"])
-    _flag(p, "summary", default=None, help="means, paired: summary.csv")
-    _flag(p, "stats", default=None, help="forest, sweep: stats.json")
-    _flag(p, "run", nargs=2, action="append", default=[], metavar=("RUN", "DIR"), help="curves: run id and folder")
-    _flag(
-        p,
-        "model",
-        nargs=3,
-        action="append",
-        default=[],
-        metavar=("TITLE", "CONFIG", "WEIGHTS"),
-        help="samples: one column per model",
-    )
-    _flag(p, "data_root", default=None)
-    _flag(p, "num_images", type=int, default=4)
-    _flag(p, "split", default=HEADLINE_SPLIT)
+    from segdistill.report.figure_table import ARGUMENTS, FIGURES
+
+    p = sub.add_parser("figure", help="a report figure, drawn as the workflow draws it")
+    p.add_argument("name", choices=list(FIGURES))
+    for name, arg in ARGUMENTS.items():
+        users = ", ".join(f.name for f in FIGURES.values() if name in f.arguments)
+        kw = {"default": None if arg.default is ... else arg.default, "help": f"{users}: {arg.help}"}
+        kw.update({"nargs": 2, "action": "append", "metavar": arg.pairs} if arg.pairs else {"type": arg.type})
+        _flag(p, name, **kw)
     _flag(p, "out", required=True)
     p.set_defaults(func=cmd_figure)
 
@@ -509,6 +490,7 @@ def _report_page_commands(sub) -> None:
         _flag(p, name, required=True)
     _flag(p, "export", default=None)
     _flag(p, "provenance", default=None)
+    _flag(p, "figures", nargs="*", default=[], help="report figures (<name>.png) the page shows, with their titles")
     p.set_defaults(func=cmd_overview)
 
 

@@ -165,22 +165,3 @@ def eval_inputs(wildcards):
         "validation": rules.validate_data.output[0],
         "data": DATA_ROOT,
     }
-
-
-def report_outputs():
-    """Everything the report stage (report.smk) produces: the outputs of its rules, for `rule all`."""
-    report_rules = [
-        rules.summary,
-        rules.stats,
-        rules.cost,
-        rules.export,
-        rules.figure_means,
-        rules.figure_paired,
-        rules.figure_forest,
-        *([rules.figure_sweep] if SWEEP_FIGURE else []),
-        rules.figure_curves,
-        rules.figure_samples,
-        rules.provenance,
-        rules.overview,
-    ]
-    return [str(f) for r in report_rules for f in r.output]

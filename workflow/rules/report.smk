@@ -1,10 +1,14 @@
 # The report stage: summary and statistics, model cost, the exported best student, figures, provenance, and the
 # tables for `snakemake --report` (its start page shows results/report/overview.rst, see report/workflow.rst).
-# `rule all` asks for the outputs of every rule here (report_outputs() in common.smk).
+# `rule all` asks for the outputs of every rule here (REPORT_OUTPUTS, at the end).
+from segdistill.report.figure_table import FIGURES, drawn
+
 DISTILLED_RUNS = [r for r in RUNS if r.startswith("distilled/")]
 REPORT_SPLIT = config["report"]["split"]
-# A sweep over one or two parameters gets a figure of the gain over its grid.
-SWEEP_FIGURE = bool(config.get("sweep")) and len(config["sweep"]["grid"]) <= 2
+# The figures of this study (segdistill.report.figure_table: a sweep over one or two parameters adds its grid's).
+FIGURE_PNGS = {
+    f.name: f"results/report/figures/{f.name}.png" for f in drawn(config.get("sweep"))
+}
 
 
 report: "../report/workflow.rst"
@@ -116,134 +120,59 @@ rule export:
         "../scripts/export.py"
 
 
-rule figure_means:
+# What each figure argument is in this study: (the files its job waits for, the value the figure gets; plain
+# strings, as a job's params are pickled).
+FIGURE_ARGUMENTS = {
+    "summary_csv": ([rules.summary.output.csv], str(rules.summary.output.csv)),
+    "stats_json": ([rules.stats.output[0]], str(rules.stats.output[0])),
+    "split": ([], REPORT_SPLIT),
+    "runs": (
+        [
+            f"{run_dir(r)}/{log}"
+            for r in TRAINED_RUNS
+            for log in ("train_log.csv", "eval_log.csv")
+        ],
+        {r: run_dir(r) for r in TRAINED_RUNS},
+    ),
+    # The samples are of the exported (best) distilled run and the student of the same seed.
+    "export_json": ([rules.export.output.json], str(rules.export.output.json)),
+    "teacher_config": ([], arm_config("teacher")),
+    "student_config": ([], arm_config("student")),
+    "teacher_runs": ([], {s: teacher_run(s) for s in SEEDS}),
+    "run_models": ([run_model(r) for r in RUNS], {r: run_model(r) for r in RUNS}),
+    "data_root": ([DATA_ROOT, rules.validate_data.output[0]], DATA_ROOT),
+    "num_images": ([], config["report"]["num_images"]),
+}
+
+
+# Every figure of the table (segdistill.report.figure_table) by its name.
+rule figure:
     input:
-        rules.summary.output.csv,
+        lambda wc: [
+            f for a in FIGURES[wc.figure].arguments for f in FIGURE_ARGUMENTS[a][0]
+        ],
     output:
         report(
-            "results/report/figures/arm_means.png",
+            "results/report/figures/{figure}.png",
             category="Figures",
-            caption="../report/arm_means.rst",
+            caption="../report/figure.rst",
         ),
     log:
-        "logs/report/figure_means.log",
+        "logs/report/figure_{figure}.log",
+    wildcard_constraints:
+        figure="|".join(FIGURE_PNGS),
     localrule: True
     conda:
         "../envs/segdistill.yaml"
     params:
-        split=REPORT_SPLIT,
-    script:
-        "../scripts/figure_means.py"
-
-
-rule figure_paired:
-    input:
-        rules.summary.output.csv,
-    output:
-        report(
-            "results/report/figures/paired.png",
-            category="Figures",
-            caption="../report/paired.rst",
+        arguments=lambda wc: {
+            a: FIGURE_ARGUMENTS[a][1] for a in FIGURES[wc.figure].arguments
+        },
+        caption=lambda wc: FIGURES[wc.figure].caption_text(
+            **{a: v for a, (_, v) in FIGURE_ARGUMENTS.items()}
         ),
-    log:
-        "logs/report/figure_paired.log",
-    localrule: True
-    conda:
-        "../envs/segdistill.yaml"
-    params:
-        split=REPORT_SPLIT,
     script:
-        "../scripts/figure_paired.py"
-
-
-rule figure_forest:
-    input:
-        rules.stats.output[0],
-    output:
-        report(
-            "results/report/figures/forest.png",
-            category="Figures",
-            caption="../report/forest.rst",
-        ),
-    log:
-        "logs/report/figure_forest.log",
-    localrule: True
-    conda:
-        "../envs/segdistill.yaml"
-    script:
-        "../scripts/figure_forest.py"
-
-
-if SWEEP_FIGURE:
-
-    rule figure_sweep:
-        input:
-            rules.stats.output[0],
-        output:
-            report(
-                "results/report/figures/sweep.png",
-                category="Figures",
-                caption="../report/sweep.rst",
-            ),
-        log:
-            "logs/report/figure_sweep.log",
-        localrule: True
-        conda:
-            "../envs/segdistill.yaml"
-        script:
-            "../scripts/figure_sweep.py"
-
-
-rule figure_curves:
-    input:
-        train_logs=[f"{run_dir(r)}/train_log.csv" for r in TRAINED_RUNS],
-        eval_logs=[f"{run_dir(r)}/eval_log.csv" for r in TRAINED_RUNS],
-    output:
-        report(
-            "results/report/figures/curves.png",
-            category="Figures",
-            caption="../report/curves.rst",
-        ),
-    log:
-        "logs/report/figure_curves.log",
-    localrule: True
-    conda:
-        "../envs/segdistill.yaml"
-    params:
-        runs={r: run_dir(r) for r in TRAINED_RUNS},
-    script:
-        "../scripts/figure_curves.py"
-
-
-# Teacher | student | distilled for the exported (best) distilled run and the student of the same seed.
-rule figure_samples:
-    input:
-        data=DATA_ROOT,
-        validation=rules.validate_data.output[0],
-        export=rules.export.output.json,
-        models=[run_model(r) for r in RUNS],
-    output:
-        report(
-            "results/report/figures/samples.png",
-            category="Figures",
-            caption="../report/samples.rst",
-        ),
-    log:
-        "logs/report/figure_samples.log",
-    benchmark:
-        "benchmarks/report/figure_samples.tsv"
-    conda:
-        "../envs/segdistill.yaml"
-    threads: 1
-    params:
-        num_images=config["report"]["num_images"],
-        teacher_config=arm_config("teacher"),
-        student_config=arm_config("student"),
-        teacher_runs={s: teacher_run(s) for s in SEEDS},
-        run_models={r: run_model(r) for r in RUNS},
-        split=REPORT_SPLIT,
-    script:
-        "../scripts/figure_samples.py"
+        "../scripts/figure.py"
 
 
 rule provenance:
@@ -296,10 +225,7 @@ rule overview:
         cost=rules.cost.output[0],
         export=rules.export.output.json,
         provenance=rules.provenance.output[0],
-        paired=rules.figure_paired.output[0],
-        means=rules.figure_means.output[0],
-        forest=rules.figure_forest.output[0],
-        sweep=rules.figure_sweep.output[0] if SWEEP_FIGURE else [],
+        figures=[png for name, png in FIGURE_PNGS.items() if FIGURES[name].overview],
     output:
         rst=report(
             "results/report/overview.rst",
@@ -318,3 +244,21 @@ rule overview:
         "../envs/segdistill.yaml"
     script:
         "../scripts/overview.py"
+
+
+# Everything the report stage produces, for `rule all`.
+REPORT_OUTPUTS = [
+    *[
+        str(f)
+        for r in (
+            rules.summary,
+            rules.stats,
+            rules.cost,
+            rules.export,
+            rules.provenance,
+        )
+        for f in r.output
+    ],
+    *[str(f) for f in rules.overview.output],
+    *FIGURE_PNGS.values(),
+]
