@@ -157,5 +157,5 @@ def test_the_jobs_command_line_exits_with_the_error_and_its_message(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith(
-        f"{bad}: not a job spec (expected kind: one of train, teacher-outputs, evaluate, and spec)"
+        f"{bad}: not a job spec (expected kind: one of train, teacher-outputs, evaluate, cost, and spec)"
     )

@@ -153,7 +153,7 @@ def resolve_pretrained(url: str, cache_dir: str | None, cfg_path: Any) -> str:
         return str(local)
     raise SegDistillError(
         f"{cfg_path}: model.backbone.pretrained is a URL ({url}) and no cached copy exists at {local}. "
-        f"Run `segdistill fetch-backbone {url} --cache {cache_dir}` where the URL is reachable, or put the "
+        f"Run `segdistill fetch-backbone {url} --cache_dir {cache_dir}` where the URL is reachable, or put the "
         f"extracted model.pdparams at {local} by hand, or set `model.backbone.pretrained: null` "
         f"(workflow: `pretrained_backbones: false`) to train the backbone from scratch."
     )

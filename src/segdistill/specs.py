@@ -18,13 +18,16 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from segdistill.errors import SegDistillError
+from segdistill.report.names import HEADLINE_SPLIT
 
 
 def opt(default=dataclasses.MISSING, help=None, identity=None, **cli):
     """A spec field: its default, the command line's help text and flag details (`choices`, `nargs`,
-    `cli_default` where the command line's default differs from the engine's, `cli=False` for no flag).
+    `cli_default` where the command line's default differs from the engine's, `positional=True` for an argument
+    without a flag, `cli=False` for none).
 
     `identity` (a training spec's fields must say; see `identity`): does the field change a run's result?
     True: it enters the run key when it differs from its default (a new option: runs made before it keep their
@@ -236,8 +239,80 @@ class EvaluateSpec(EvaluateOptions):
     out: str | None = opt(None, help="JSON file to write (-: print it)", cli_default="-")
 
 
-# A job's kind is the command-line subcommand that runs it (`segdistill <kind> --spec FILE`).
-KINDS = {"train": TrainSpec, "teacher-outputs": TeacherOutputsSpec, "evaluate": EvaluateSpec}
+# Steps whose engine function takes the spec's fields by name (`run_step`): the workflow's script calls the
+# function with them, the command line parses them into the spec.
+@dataclass
+class StatsSpec:
+    """evaluation JSONs -> stats.json (per-arm mean ± std, paired gains, best setting)"""
+
+    engine: ClassVar[str] = "segdistill.report.stats:write_stats"
+    eval_paths: list[str] = opt(nargs="+", positional=True, help="evaluation records (results/eval/**/*.json)")
+    out_json: str = opt(help="stats.json to write")
+    split: str = opt(HEADLINE_SPLIT, help="headline split (val chose the checkpoints: biased)")
+    min_effect: float | None = opt(
+        None, help="gain in mIoU points the power line plans seeds for (default: each arm's observed mean)"
+    )
+
+
+@dataclass
+class PatchTeacherSpec:
+    """a copy of a teacher YAML whose model.pretrained is its trained weights (the tutorial's step 2.5)"""
+
+    engine: ClassVar[str] = "segdistill.config:patch_teacher"
+    config_path: str = opt(help="the teacher's PaddleSeg YAML")
+    weights: str = opt(help="its trained weights (model.pdparams)")
+    out: str = opt(help="the patched YAML to write")
+
+
+@dataclass
+class FetchBackboneSpec:
+    """download and cache a `pretrained:` backbone URL"""
+
+    engine: ClassVar[str] = "segdistill.pretrained:fetch_backbone"
+    url: str = opt(positional=True, help="the backbone's URL (a .pdparams, or a .tar.gz holding one)")
+    cache_dir: str = opt("resources/pretrained", help="the cache folder")
+    sha256: str | None = opt(None, help="the file's published SHA-256: a download that differs is refused")
+
+
+@dataclass
+class CostSpec:
+    """params, FLOPs and latency of teacher and student -> cost.csv"""
+
+    engine: ClassVar[str] = "segdistill.report.cost:cost_job"  # takes the spec (a job on leased devices)
+    teacher_config: str = opt(help="the teacher's PaddleSeg YAML")
+    student_config: str = opt(help="the student's PaddleSeg YAML")
+    out: str = opt(help="cost.csv to write")
+    teacher_model: str | None = opt(None, help="the teacher's weights (default: the untrained model)")
+    student_model: str | None = opt(None, help="the student's weights (default: the untrained model)")
+    runs: int = opt(20, help="timed forward passes per model")
+    warmup: int = opt(3, help="untimed forward passes first")
+    test_config: dict | None = opt(
+        None,
+        type=test_config_arg,
+        help="PaddleSeg test_config timed for both models, a YAML mapping (default: each YAML's own)",
+    )
+
+
+STEPS = {"stats": StatsSpec, "patch-teacher": PatchTeacherSpec, "fetch-backbone": FetchBackboneSpec}
+
+
+def run_step(spec):
+    """The step's engine function called with the spec's fields by name (`StatsSpec`, ...), or with the spec."""
+    import importlib
+
+    module, name = spec.engine.split(":")
+    function = getattr(importlib.import_module(module), name)
+    return function(**dataclasses.asdict(spec)) if type(spec) in STEPS.values() else function(spec)
+
+
+# A job's kind is the command-line subcommand that runs it (`segdistill <kind>`; a job on leased devices reads
+# its spec from a file: `--spec FILE`).
+KINDS = {
+    "train": TrainSpec,
+    "teacher-outputs": TeacherOutputsSpec,
+    "evaluate": EvaluateSpec,
+    "cost": CostSpec,
+}
 _KIND_OF = {cls: kind for kind, cls in KINDS.items()}
 
 

@@ -114,7 +114,6 @@ rule export:
         "../envs/segdistill.yaml"
     threads: 1
     params:
-        tol=1e-4,
         split=REPORT_SPLIT,
     script:
         "../scripts/export.py"

@@ -3,4 +3,4 @@ from segdistill.report.export import export_best
 
 o, p = snakemake.output, snakemake.params
 with log_to(snakemake.log[0]):
-    export_best(snakemake.input.evals, o.model, o.json, data_root=snakemake.input.data, tol=p.tol, split=p.split)
+    export_best(snakemake.input.evals, o.model, o.json, data_root=snakemake.input.data, split=p.split)

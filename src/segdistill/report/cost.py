@@ -249,3 +249,25 @@ def cost_table(
     write_cost(rows, out_csv)
     print(clock.line(), file=sys.stderr)
     return rows
+
+
+def cost_job(spec, log=None) -> list[dict]:
+    """The cost job of a `segdistill.specs.CostSpec` (the workflow's rule, on leased devices, and `segdistill
+    cost`): a job that leased a GPU Paddle cannot use stops first; one line per model."""
+    import sys
+
+    from segdistill.doctor import check_devices
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log(check_devices())
+    models = [
+        ("teacher", spec.teacher_config, spec.teacher_model),
+        ("student", spec.student_config, spec.student_model),
+    ]
+    rows = cost_table(models, spec.out, runs=spec.runs, warmup=spec.warmup, test_config=spec.test_config)
+    for row in rows:
+        log(
+            f"{row['model']}: {row['params']} params, {row['flops'] / 1e9:.3f} GFLOPs at {row['input']}, "
+            f"CPU {row['cpu_ms']:.2f} ms/img ({row['protocol']}, {row['cpu_threads']} threads)"
+        )
+    return rows

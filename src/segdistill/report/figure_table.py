@@ -43,6 +43,18 @@ class Figure:
         module, function = self.function.split(":")
         return getattr(importlib.import_module(f"segdistill.report.{module}"), function)(**arguments, out_png=out_png)
 
+    def draw_from_flags(self, out_png, flags: dict):
+        """`draw` with the command line's flags (`ARGUMENTS`: a missing one without a default is named; pairs
+        become a mapping)."""
+        values = {a: flags.get(a) for a in self.arguments}
+        missing = [a for a, v in values.items() if v is None and ARGUMENTS[a].default is ...]
+        if missing:
+            raise SegDistillError(f"figure {self.name}: --{', --'.join(missing)} required")
+        for a, v in values.items():
+            if ARGUMENTS[a].pairs:
+                values[a] = {ARGUMENTS[a].key(k): x for k, x in v}
+        return self.draw(out_png, **values)
+
     def caption_text(self, **arguments) -> str:
         return self.caption.format(**arguments)
 
