@@ -287,3 +287,13 @@ def test_schedule_reads_the_job_graph_and_times_of_a_finished_study(tiny_study):
     one = dict.fromkeys(schedule.KINDS, 1)
     assert schedule.simulate(jobs, times, 1, one, {}, 2.0)["wall"] == pytest.approx(sum(length.values()))
     assert schedule.simulate(jobs, times, 64, one, {}, 2.0)["wall"] == pytest.approx(max(map(finish, length)))
+
+
+def test_protocol_bench_times_every_protocol(tmp_path):
+    out = tmp_path / "protocol.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "protocol_cost.py"), "--images", "1", "--rounds", "1", "--warmup", "0"]
+    subprocess.run([*cmd, "--out", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=900)
+    rec = json.loads(out.read_text())
+    assert set(rec["summary"]) == {"plain", "slide", "scale_0.5", "scales_flip", "flips_slide", "windows"}
+    assert rec["summary"]["plain"]["cpu"]["x_plain"] == 1.0
+    assert all(v > 0 for v in rec["slide_over_windows"].values())
