@@ -300,3 +300,7 @@ def test_verdicts_head_the_summary_and_val_is_labelled(tmp_path):
     biased = markdown(df, stats.stats_json(df, "val"))
     assert biased.startswith("**Biased numbers:**") and "`val`" in biased.splitlines()[0]
     assert stats.study_stats(df, "val")["biased"] is True
+    # A study without a selection split (data.paddleseg.selection_images 0) says its runs kept their final weights.
+    assert "every run kept its final weights" not in md
+    final = markdown(df, stats.stats_json(df, "test"), final_weights=True).splitlines()
+    assert final[0].startswith("- kl: ") and "every run kept its final weights" in final[2]

@@ -352,3 +352,30 @@ def test_a_spec_file_of_several_specs_is_refused_by_a_one_spec_command(tmp_path,
     assert f"segdistill: error: {job}: holds 2 specs; `evaluate` runs one" in capsys.readouterr().err
     with pytest.raises(SegDistillError, match="one job runs specs of one kind"):
         write_spec([EvaluateSpec(config="a.yml", model="m"), TeacherOutputsSpec("s", "t", "o")], tmp_path / "t")
+
+
+def test_the_cache_size_is_known_and_refused_before_anything_trains(tiny_data, patched_teacher, tmp_path):
+    """check_terms (which every training job waits for) computes the size the cache job will take, the same line
+    it logs, and refuses a cache over cache.max_gb, naming teacher.outputs: online."""
+    from segdistill.distill.check import check_terms
+
+    job, early = [], []
+    spec = TeacherOutputsSpec(
+        config=STUDENT,
+        teacher_config=patched_teacher,
+        distill=[terms_file(tmp_path, TERMS)],
+        out=str(tmp_path / "cache"),
+        data_seed=SEED,
+        data_root=str(tiny_data),
+        dtype="float16",
+    )
+    cache.write_teacher_outputs(spec, log=job.append)
+    sizes = {"dtype": "float16", "max_gb": 8, "ranks": 1}
+    check_terms(STUDENT, patched_teacher, spec.distill, tmp_path / "c.json", tiny_data, early.append, sizes)
+    line = next(m for m in early if "teacher outputs:" in m)
+    assert line == f"{STUDENT}: {next(m for m in job if m.startswith('teacher outputs:'))}"
+    with pytest.raises(SegDistillError, match=r"need 0\.\d+ GB .* over cache.max_gb 1e-06\. .*teacher.outputs: online"):
+        check_terms(
+            STUDENT, patched_teacher, spec.distill, tmp_path / "d.json", tiny_data, print, dict(sizes, max_gb=1e-6)
+        )
+    assert not (tmp_path / "d.json").exists()

@@ -135,3 +135,20 @@ def test_a_missing_root_is_refused_naming_the_path(tmp_path):
     text = _refused(tmp_path, paddleseg_study(tmp_path, "Cityscapes", root="data/cityscapes"), ("-n",))
     assert "dataset_root data/cityscapes does not exist" in text and "never downloads" in text
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("name", ["cityscapes_pp_liteseg", "cityscapes_methods"])
+def test_the_cityscapes_studies_pass_the_dry_run(tmp_path, name):
+    """The GPU studies as shipped, over a tiny fixture at their data/cityscapes (and a stand-in teacher file)."""
+    (tmp_path / "config").symlink_to(ROOT / "config")
+    make_cityscapes(tmp_path / "data/cityscapes", counts={"train": 2, "val": 1})
+    weights = tmp_path / "resources/teachers/deeplabv3p_resnet101_os8_cityscapes_1024x512_80k.pdparams"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    proc = run_snakemake(tmp_path, "-n", "--cores", "2", "--configfile", ROOT / f"config/{name}.yaml")
+    counts = job_counts(proc.stdout)
+    arms = len(yaml.safe_load((ROOT / f"config/{name}.yaml").read_text())["distill"])
+    assert counts["validate_data"] == 1 and counts["distill"] == 3 * arms and "teacher_outputs" not in counts
+    if name == "cityscapes_methods":  # one arm per method of docs/methods.md, as config/methods.yaml
+        arms = yaml.safe_load((ROOT / "config/cityscapes_methods.yaml").read_text())["distill"]
+        assert set(arms) == set(yaml.safe_load((ROOT / "config/methods.yaml").read_text())["distill"])

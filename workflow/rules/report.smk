@@ -59,6 +59,7 @@ rule summary:
         runs=RUNS,
         class_names=config["data"]["class_names"],
         split=REPORT_SPLIT,
+        final_weights=not study.has_selection(config),
     script:
         "../scripts/summary.py"
 

@@ -114,6 +114,13 @@ rule check_terms:
     conda:
         "../envs/segdistill.yaml"
     threads: 1
+    params:
+        # The teacher-output cache's size, refused over cache.max_gb before anything trains.
+        cache=(
+            dict(config["cache"], ranks=max(1, config["gpus_per_job"]))
+            if config["teacher"]["outputs"] == "cached"
+            else None
+        ),
     script:
         "../scripts/check_terms.py"
 

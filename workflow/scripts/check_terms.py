@@ -4,4 +4,4 @@ from segdistill.jobs import log_to
 
 i = snakemake.input
 with log_to(snakemake.log[0]):
-    check_terms(i.student, i.teacher, list(i.terms), snakemake.output[0])
+    check_terms(i.student, i.teacher, list(i.terms), snakemake.output[0], cache=snakemake.params.cache)

@@ -124,6 +124,44 @@ def teacher_names(term_lists) -> list[str]:
     return names
 
 
+def cache_recorder(teacher, names, probe):
+    """(logits rule, recorder) of a teacher whose tensors `names` a cache stores (see logits_rule)."""
+    rule = logits_rule(teacher, probe) if LOGITS in names else None
+    record = [n for n in names if output_index(n) is None] + ([HEAD] if rule and HEAD not in names else [])
+    return rule, Recorder(teacher, record)
+
+
+def teacher_tensors(teacher, recorder, names, rule, images) -> dict:
+    """The teacher's tensors of one batch, by name (`logits` before the final upsampling when `rule` says)."""
+    from segdistill.distill.teachers import run_teacher
+
+    feats, logits = run_teacher(teacher, recorder, images)
+    outputs = model_outputs(logits)
+    check_outputs(outputs, names, "teacher", "eval")
+    feats.update({n: outputs[n] for n in names if n in outputs})
+    if rule:
+        feats[LOGITS] = feats[HEAD]
+    return {n: feats[n] for n in names}
+
+
+def size_problem(shapes: dict, iterations: int, images: int, dtype: str, max_gb: float) -> tuple[str, str | None]:
+    """(what the cache takes, why it is refused or None) for tensors of `shapes` per image ({name: [C, H, W]})."""
+    per_sample = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(DTYPES[dtype]).itemsize
+    gb = per_sample * images * iterations / 1e9
+    what = (
+        f"teacher outputs: {', '.join(f'{n} {list(s)}' for n, s in shapes.items())} x {iterations} iterations x "
+        f"{images} images, {dtype}: {gb:.3f} GB ({per_sample} bytes per image)"
+    )
+    if gb <= max_gb:
+        return what, None
+    return what, (
+        f"the teacher outputs need {gb:.2f} GB ({per_sample} bytes per image x {images} images x {iterations} "
+        f"iterations, {dtype}), over cache.max_gb {max_gb:g}. Options: teacher.outputs: online (no cache; the "
+        f"teacher runs in every distill job, as in PaddleSeg), fewer iterations, cache.dtype float16 (or bfloat16), "
+        f"fewer or smaller teacher tensors in the terms, or a larger cache.max_gb if the disk has room"
+    )
+
+
 def _row_offset(path: Path, shape, dtype) -> int:
     """Create the `.npy` file (numpy's header, full size, sparse) and return where its data starts."""
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
@@ -185,11 +223,7 @@ class _Plan:
         self.teacher, self.weights_sha256 = _teacher(tdic, spec.teacher_config, self.weights)
         check_names(self.teacher, self.names, "teacher")
         self.probe = paddle.to_tensor(self.streams[0].batch(1)[0])
-        self.rule = logits_rule(self.teacher, self.probe) if LOGITS in self.names else None
-        record = [n for n in self.names if output_index(n) is None] + (
-            [HEAD] if self.rule and HEAD not in self.names else []
-        )
-        self.recorder = Recorder(self.teacher, record)
+        self.rule, self.recorder = cache_recorder(self.teacher, self.names, self.probe)
         self.first = self.tensors(self.probe)
         global_batch = self.key["global_batch"]
         self.shapes = {
@@ -200,17 +234,9 @@ class _Plan:
         self.per_sample = self.bytes // (self.iterations * global_batch)
 
     def tensors(self, images) -> dict:
-        """The teacher's tensors of one batch, by name (`logits` before the final upsampling when `rule` says)."""
-        from segdistill.distill.teachers import run_teacher
-
+        """The teacher's tensors of one batch, by name (see teacher_tensors)."""
         with self.clock("teacher_forward"):
-            feats, logits = run_teacher(self.teacher, self.recorder, images)
-        outputs = model_outputs(logits)
-        check_outputs(outputs, self.names, "teacher", "eval")
-        feats.update({n: outputs[n] for n in self.names if n in outputs})
-        if self.rule:
-            feats[LOGITS] = feats[HEAD]
-        return {n: feats[n] for n in self.names}
+            return teacher_tensors(self.teacher, self.recorder, self.names, self.rule, images)
 
     def batches(self):
         """(iteration, rank, {name: array}) over the whole stream, every rank's slice of each iteration."""
@@ -223,18 +249,11 @@ class _Plan:
 
     def check_size(self, log) -> None:
         """Say what will be written; refuse, before writing anything, a cache larger than `max_gb`."""
-        spec, gb, images = self.spec, self.bytes / 1e9, self.key["global_batch"]
-        log(
-            f"teacher outputs: {', '.join(f'{n} {self.shapes[n][2:]}' for n in self.names)} x {self.iterations} "
-            f"iterations x {images} images, {spec.dtype}: {gb:.3f} GB ({self.per_sample} bytes per image)"
-        )
-        if gb > spec.max_gb:
-            raise SegDistillError(
-                f"the teacher outputs need {gb:.2f} GB ({self.per_sample} bytes per image x {images} images x "
-                f"{self.iterations} iterations, {spec.dtype}), over cache.max_gb {spec.max_gb:g}. Options: fewer "
-                f"iterations, cache.dtype float16 (or bfloat16), fewer or smaller teacher tensors in the terms, a "
-                f"larger cache.max_gb if the disk has room, or teacher.outputs: online (no cache)"
-            )
+        shapes = {n: self.shapes[n][2:] for n in self.names}
+        what, why = size_problem(shapes, self.iterations, self.key["global_batch"], self.spec.dtype, self.spec.max_gb)
+        log(what)
+        if why:
+            raise SegDistillError(why)
 
     def verify(self, name: str, arr: np.ndarray, it: int) -> None:
         """Every batch has the shapes of the first (a cache stores fixed-size rows)."""

@@ -21,9 +21,13 @@ def _untrained(config, data_root=None):
     return build_model(dic, config), dic
 
 
-def check_terms(student_config, teacher_config, terms_files, out, data_root=None, log=print) -> dict:
+def check_terms(student_config, teacher_config, terms_files, out, data_root=None, log=print, cache=None) -> dict:
     """Probe the terms of each terms file (`segdistill.distill.read_terms_file`) on both untrained models at the
-    student's input size; write {input_size, methods: {file: [term names]}} to `out`, or raise naming the term."""
+    student's input size; write {input_size, methods: {file: [term names]}} to `out`, or raise naming the term.
+
+    With `cache` ({dtype, max_gb, ranks}: teacher.outputs cached), the size the teacher-output cache will take is
+    computed from the teacher's tensors at that size and refused over max_gb here, before anything trains (a
+    Cityscapes-size study needs terabytes and is told to run its teacher online)."""
     from pathlib import Path
 
     from segdistill.paddle_env import paddle
@@ -39,15 +43,18 @@ def check_terms(student_config, teacher_config, terms_files, out, data_root=None
         teacher, _ = _untrained(teacher_config, data_root)
     height, width = input_size(sdic, student_config)
     images = paddle.zeros([2, 3, height, width])  # two images: a train-mode probe's batch norm needs more than one
-    checked = {}
+    checked, term_lists = {}, []
     for path in terms_files:
         terms = resolve_terms(read_terms_file(path), student_config, sdic, str(path))
+        term_lists.append(terms)
         Distiller(student, teacher, terms, ignore_index(sdic)).setup(images)
         checked[Path(path).stem] = [t.name for t in terms]
         log(
             f"{path}: {', '.join(checked[Path(path).stem])}: layers, shapes and connectors fit both models at "
             f"{height}x{width}"
         )
+    if cache:
+        record_cache_size(teacher, term_lists, (height, width), sdic, cache, student_config, log)
     record = {
         "input_size": [height, width],
         "student": str(student_config),
@@ -56,3 +63,26 @@ def check_terms(student_config, teacher_config, terms_files, out, data_root=None
     }
     write_json(out, record)
     return record
+
+
+def record_cache_size(teacher, term_lists, size, sdic: dict, cache: dict, source, log=print) -> None:
+    """The teacher-output cache's size for the study's schedule (iterations x global batch), from the teacher's
+    tensors on one random batch of the input size; raises over cache.max_gb, naming teacher.outputs: online."""
+    from segdistill.paddle_env import paddle
+
+    import numpy as np
+
+    from segdistill.distill.cache import cache_recorder, size_problem, teacher_names, teacher_tensors
+    from segdistill.errors import SegDistillError
+
+    names = teacher_names(term_lists)
+    # Random, not zero, images: the logits rule compares the head's upsampled output with the model's.
+    images = paddle.to_tensor(np.random.RandomState(0).uniform(-1, 1, (2, 3, *size)).astype("float32"))
+    teacher.eval()
+    rule, recorder = cache_recorder(teacher, names, images)
+    shapes = {n: list(t.shape[1:]) for n, t in teacher_tensors(teacher, recorder, names, rule, images).items()}
+    batch = int(sdic["batch_size"]) * max(1, int(cache.get("ranks", 1)))
+    what, why = size_problem(shapes, int(sdic["iters"]), batch, cache["dtype"], float(cache["max_gb"]))
+    log(f"{source}: {what}")
+    if why:
+        raise SegDistillError(f"{source}: {why}")

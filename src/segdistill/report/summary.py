@@ -80,12 +80,20 @@ def protocols(records) -> dict[str, str]:
     return {k: " / ".join(v) for k, v in out.items()}
 
 
-def markdown(df: pd.DataFrame, st: dict, protocol: dict[str, str] | None = None) -> str:
+FINAL_WEIGHTS_NOTE = (
+    "No selection split (`data.paddleseg.selection_images: 0`): no checkpoint was chosen, every run kept its final "
+    "weights."
+)
+
+
+def markdown(df: pd.DataFrame, st: dict, protocol: dict[str, str] | None = None, final_weights: bool = False) -> str:
     """summary.md from the runs (`df`, for the runs table) and the statistics `st` (stats.json); `protocol`
-    (arm label -> protocol) is stated when an arm was not evaluated plainly."""
+    (arm label -> protocol) is stated when an arm was not evaluated plainly; `final_weights`: the study had no
+    split to choose checkpoints on, and the summary says so after the verdicts."""
     split = st["split"]
     lines = [bias_warning(split), ""] if st["biased"] else []
     lines += [f"- {v['sentence']}" for v in st["verdicts"]] or ["- no distilled arm was evaluated"]
+    lines += ["", FINAL_WEIGHTS_NOTE] if final_weights else []
     lines += [
         "",
         f"# segdistill summary ({split_label(split)} split)",
@@ -135,7 +143,9 @@ def markdown(df: pd.DataFrame, st: dict, protocol: dict[str, str] | None = None)
     return "\n".join(lines) + "\n"
 
 
-def write_summary(eval_paths, stats_json, out_csv, out_md, split: str = HEADLINE_SPLIT) -> pd.DataFrame:
+def write_summary(
+    eval_paths, stats_json, out_csv, out_md, split: str = HEADLINE_SPLIT, final_weights: bool = False
+) -> pd.DataFrame:
     """summary.csv from the evaluation records, summary.md from them and stats.json (written by the stats
     rule for the same records and split)."""
     records = [read_record(p) for p in eval_paths]
@@ -151,7 +161,7 @@ def write_summary(eval_paths, stats_json, out_csv, out_md, split: str = HEADLINE
             f"{stats_json}: statistics on the '{st.get('split')}' split, the summary asks for "
             f"'{split}' (rerun `segdistill stats --split {split}`)"
         )
-    md = markdown(df, st, protocols(records))
+    md = markdown(df, st, protocols(records), final_weights)
     write_text(out_csv, df.to_csv(index=False, float_format="%.6f"))
     write_text(out_md, md)
     return df
