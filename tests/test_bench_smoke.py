@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,19 @@ def test_protocol_bench_times_every_protocol(tmp_path):
     assert set(rec["summary"]) == {"plain", "slide", "scale_0.5", "scales_flip", "flips_slide", "windows"}
     assert rec["summary"]["plain"]["cpu"]["x_plain"] == 1.0
     assert all(v > 0 for v in rec["slide_over_windows"].values())
+
+
+def test_paddleseg_validation_bench_runs_at_test_size_and_cleans_up(tmp_path):
+    """bench/paddleseg_validate.py end to end on 12 small pairs: splits as asked, its temporary set deleted."""
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("paddleseg_validate.*"))
+    out = tmp_path / "v.json"
+    cmd = [sys.executable, str(ROOT / "bench/paddleseg_validate.py"), "--images", "12", "--val", "3"]
+    cmd += ["--selection", "2", "--width", "64", "--height", "32", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["splits"] == {"train": 7, "val": 2, "test": 3} and len(report["digest"]) == 64
+    assert report["validate_and_split_cpu_s"] > 0
+    assert set(Path(tempfile.gettempdir()).glob("paddleseg_validate.*")) == before

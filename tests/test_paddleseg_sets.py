@@ -98,7 +98,9 @@ def test_class_names_of_the_known_types():
 
 def _study_yaml(tmp_path, kind, root, train="train", val="val", **extra):
     path = tmp_path / "student.yml"
-    dic = {"train_dataset": section(kind, root, train, **extra), "val_dataset": section(kind, root, val, **extra)}
+    dic = yaml.safe_load(TINY.read_text())  # the tiny student (its distill_loss too), on this data set
+    dic["model"].pop("num_classes")
+    dic.update(train_dataset=section(kind, root, train, **extra), val_dataset=section(kind, root, val, **extra))
     path.write_text(yaml.safe_dump(dic))
     return path
 
@@ -164,3 +166,52 @@ def test_the_shift_transform_gives_paddlesegs_ade20k_labels(tmp_path):
             np.testing.assert_array_equal(
                 np.squeeze(mine[k]["label"]), np.squeeze(theirs[by_image[Path(image).name]]["label"]), err_msg=split
             )
+
+
+def _study(tmp_path, student, teacher=None, **data):
+    from segdistill import study
+
+    config = {
+        "data": {"source": "paddleseg", "paddleseg": {"selection_images": 1}, **data},
+        "teacher": {"config": str(teacher or student)},
+        "student": {"config": str(student)},
+        "distill": {"kl": {"terms": [{"loss": "kl"}]}},
+        "evaluate": {"splits": ["val", "test"]},
+    }
+    study.fill_class_names(config)
+    return config
+
+
+def test_the_study_reads_class_names_and_refuses_what_cannot_work(tmp_path):
+    from segdistill import study
+
+    root = make_voc(tmp_path / "voc")
+    config = _study(tmp_path, _study_yaml(tmp_path, "PascalVOC", root))
+    assert config["data"]["class_names"][:2] == ["background", "aeroplane"] and len(config["data"]["class_names"]) == 21
+    study.preflight(config)
+    with pytest.raises(SegDistillError, match="names 2 classes but student.config .* PascalVOC, which has 21"):
+        study.preflight(dict(config, data=dict(config["data"], class_names=["a", "b"])))
+    no_selection = dict(config, data=dict(config["data"], paddleseg={"selection_images": 0}))
+    with pytest.raises(SegDistillError, match="selection_images is 0: there is no val split"):
+        study.preflight(no_selection)
+    study.preflight(dict(no_selection, evaluate={"splits": ["test"]}))
+    assert not study.has_selection(no_selection) and study.has_selection(config)
+    other = tmp_path / "other.yml"
+    modes = (("train_dataset", "train"), ("val_dataset", "val"))
+    other.write_text(yaml.safe_dump({k: section("OpticDiscSeg", root, m) for k, m in modes}))
+    with pytest.raises(SegDistillError, match="reads the data set types Cityscapes, ADE20K"):
+        study.preflight(dict(config, student={"config": str(other)}, teacher={"config": str(other)}))
+
+
+def test_the_study_copy_reads_the_split_lists_with_the_types_mapping(tmp_path):
+    from segdistill import study
+
+    root = make_ade20k(tmp_path / "ade")
+    config = _study(tmp_path, _study_yaml(tmp_path, "ADE20K", root))
+    dic = study.experiment(config, "student")
+    for key in ("train_dataset", "val_dataset"):
+        ds = dic[key]
+        assert ds["type"] == "Dataset" and ds["num_classes"] == 150 and ds["dataset_root"] == os.path.normpath(root)
+        assert ds["train_path"] == "results/data/splits/train.txt" and ds["test_path"] == "results/data/splits/test.txt"
+        assert ds["transforms"][0] == {"type": "ShiftLabels", "shift": 1, "ignore_index": 255}
+    assert dic["train_dataset"]["mode"] == "train" and dic["val_dataset"]["mode"] == "val"

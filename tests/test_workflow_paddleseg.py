@@ -152,3 +152,28 @@ def test_the_cityscapes_studies_pass_the_dry_run(tmp_path, name):
     if name == "cityscapes_methods":  # one arm per method of docs/methods.md, as config/methods.yaml
         arms = yaml.safe_load((ROOT / "config/cityscapes_methods.yaml").read_text())["distill"]
         assert set(arms) == set(yaml.safe_load((ROOT / "config/methods.yaml").read_text())["distill"])
+
+
+def test_parsing_a_paddleseg_study_imports_no_paddle(tmp_path):
+    """The parse-time reading of the YAMLs' data sets (types, roots, class names) needs neither paddle nor cv2."""
+    import os
+    import subprocess
+
+    from conftest import BIN
+
+    make_voc(tmp_path / "data/set")
+    config = paddleseg_study(tmp_path, "PascalVOC")
+    blocker = tmp_path / "block"
+    for name in ("paddle", "paddleseg", "cv2"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} imported while parsing')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), str(ROOT / "src")]))
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path)]
+    proc = subprocess.run(
+        [*cmd, "--workflow-profile", "none", "-n", "--cores", "1", "--configfile", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0 and "imported while parsing" not in proc.stdout + proc.stderr, proc.stderr[-3000:]

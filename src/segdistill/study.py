@@ -346,7 +346,7 @@ def _preflight_paddleseg(config: dict) -> None:
     """Before any job: the student's data set is one known type with an existing root (named when missing), the
     teacher's YAML names the same data set, and without a selection split nothing asks for val."""
     from segdistill.config import read_yaml
-    from segdistill.paddleseg_sets import dataset_root, sections, set_type
+    from segdistill.paddleseg_sets import dataset_root, section_classes, sections
 
     if not isinstance(config["data"].get(PADDLESEG), dict):
         raise SegDistillError("data.source is paddleseg but data.paddleseg (selection_images) is not given")
@@ -359,8 +359,14 @@ def _preflight_paddleseg(config: dict) -> None:
             f"student.config {path} names {student[0]} at {student[1]}; a study distils on one data set"
         )
     train = sections(read_yaml(path), f"student.config {path}")["train_dataset"]
-    set_type(train, f"student.config {path}: train_dataset")
     dataset_root(train, f"student.config {path}: train_dataset")
+    own = section_classes(train, f"student.config {path}: train_dataset")
+    names = config["data"].get("class_names") or own
+    if len(names) != len(own):
+        raise SegDistillError(
+            f"data.class_names names {len(names)} classes but student.config {path} reads {train['type']}, which "
+            f"has {len(own)}; leave data.class_names out to use the type's own names"
+        )
     if not has_selection(config) and "val" in [*config["evaluate"]["splits"], config.get("report", {}).get("split")]:
         raise SegDistillError(
             "data.paddleseg.selection_images is 0: there is no val split (every run keeps its final weights); "
