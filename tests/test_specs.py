@@ -9,7 +9,15 @@ import yaml
 from conftest import ROOT
 from segdistill import cli, study
 from segdistill.errors import SegDistillError
-from segdistill.specs import EvaluateOptions, EvaluateSpec, TeacherOutputsSpec, TrainSpec, read_spec, write_spec
+from segdistill.specs import (
+    EvaluateOptions,
+    EvaluateSpec,
+    PredictSpec,
+    TeacherOutputsSpec,
+    TrainSpec,
+    read_spec,
+    write_spec,
+)
 
 
 def schema_section(name):
@@ -18,7 +26,8 @@ def schema_section(name):
 
 
 @pytest.mark.parametrize(
-    "section, cls", [("train", TrainSpec), ("cache", TeacherOutputsSpec), ("evaluate", EvaluateOptions)]
+    "section, cls",
+    [("train", TrainSpec), ("cache", TeacherOutputsSpec), ("evaluate", EvaluateOptions), ("predict", PredictSpec)],
 )
 def test_every_key_of_a_schema_section_is_a_spec_field(section, cls):
     """The scripts pass these sections to the spec as they are (`TrainSpec(**params.train, ...)`,

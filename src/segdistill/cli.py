@@ -3,7 +3,7 @@
 A subcommand that runs a workflow step parses into that step's spec (segdistill.specs: its flags are made from the
 spec's fields) and calls the engine function the workflow's script calls (tests/test_cli_steps.py).
 Training: train, distill-train (the tutorial's `distill_train.py` flags), teacher-outputs, patch-teacher,
-fetch-backbone, layers. Evaluation and report: evaluate, stats, cost, figure.
+fetch-backbone, layers. Evaluation and report: evaluate, predict, stats, cost, figure.
 Environment: doctor (Paddle build, CUDA, devices, installed stack vs the pins).
 A SegDistillError prints one line and exits 2.
 """
@@ -259,7 +259,7 @@ def _environment_commands(sub) -> None:
 
 # Commands that run a model: every core this process may use unless told otherwise (segdistill.threads, applied
 # before paddle is imported). The workflow's jobs set OMP_NUM_THREADS, so they keep their rule's threads.
-MODEL_COMMANDS = "train distill-train teacher-outputs evaluate layers cost figure doctor".split()
+MODEL_COMMANDS = "train distill-train teacher-outputs evaluate predict layers cost figure doctor".split()
 
 
 def parser() -> argparse.ArgumentParser:

@@ -293,7 +293,32 @@ class CostSpec:
     )
 
 
-STEPS = {"stats": StatsSpec, "patch-teacher": PatchTeacherSpec, "fetch-backbone": FetchBackboneSpec}
+@dataclass
+class PredictSpec:
+    """class ids of an exported model folder, or of a YAML with weights, over images -> PaddleSeg's pseudo-colour
+    PNGs and overlays"""
+
+    engine: ClassVar[str] = "segdistill.predict:predict"
+    model: str = opt(help="an exported model folder (deploy.yaml), or .pdparams weights with --config")
+    images: str = opt(help="an image, a folder of images (searched recursively), or a list file (first column)")
+    out: str = opt(help="folder to write pseudo_color_prediction/ and added_prediction/ into")
+    config: str | None = opt(None, help="PaddleSeg experiment YAML of the --model weights")
+    batch_size: int = opt(1, help="images (or windows, views) per forward, as evaluation batches them")
+    device: str = opt("auto", choices=["auto", "cpu", "gpu"], help="auto: the GPU when Paddle has one")
+    test_config: dict | str = opt(
+        "yaml",
+        type=test_config_arg,
+        help="PaddleSeg test_config, a YAML mapping (e.g. '{aug_eval: true, scales: 0.5}'), or yaml: the YAML's "
+        "own for weights, the one the exported run was evaluated under for an exported folder",
+    )
+
+
+STEPS = {
+    "stats": StatsSpec,
+    "patch-teacher": PatchTeacherSpec,
+    "fetch-backbone": FetchBackboneSpec,
+    "predict": PredictSpec,
+}
 
 
 def run_step(spec):

@@ -9,6 +9,7 @@ REPORT_SPLIT = config["report"]["split"]
 FIGURE_PNGS = {
     f.name: f"results/report/figures/{f.name}.png" for f in drawn(config.get("sweep"))
 }
+PREDICT_IMAGES = config["predict"]["images"]
 
 
 report: "../report/workflow.rst"
@@ -118,6 +119,27 @@ rule export:
         split=REPORT_SPLIT,
     script:
         "../scripts/export.py"
+
+
+if PREDICT_IMAGES:
+
+    # The exported student over the user's images (predict.images), as `segdistill predict` does it by hand.
+    rule predict:
+        input:
+            model=rules.export.output.model,
+            images=PREDICT_IMAGES,
+        output:
+            directory("results/predict"),
+        log:
+            "logs/report/predict.log",
+        localrule: True
+        conda:
+            "../envs/segdistill.yaml"
+        threads: 1
+        params:
+            batch_size=config["evaluate"]["batch_size"],
+        script:
+            "../scripts/predict.py"
 
 
 # What each figure argument is in this study: (the files its job waits for, the value the figure gets; plain
@@ -261,4 +283,5 @@ REPORT_OUTPUTS = [
     ],
     *[str(f) for f in rules.overview.output],
     *FIGURE_PNGS.values(),
+    *([str(rules.predict.output[0])] if PREDICT_IMAGES else []),
 ]

@@ -101,16 +101,23 @@ def model_file(directory) -> Path:
     raise SegDistillError(f"{directory}: no model.json or model.pdmodel (not an exported inference model)")
 
 
-def predictor(directory, onednn: bool = True):
+def predictor(directory, onednn: bool = True, threads: int | None = None, gpu: bool = False):
+    """A paddle.inference predictor of the saved files, without memory optimisation (paddle 3.3.1 refuses its
+    pass on PIR `model.json` programs). CPU: oneDNN on or off, `threads` math threads; `gpu`: device 0."""
     from paddle import inference
 
     cfg = inference.Config(str(model_file(directory)), str(Path(directory) / "model.pdiparams"))
-    cfg.disable_gpu()
     cfg.disable_glog_info()
+    if gpu:
+        cfg.enable_use_gpu(256, 0)
+        return inference.create_predictor(cfg)
+    cfg.disable_gpu()
     if onednn:
         cfg.enable_onednn()
     else:
         cfg.disable_onednn()
+    if threads:
+        cfg.set_cpu_math_library_num_threads(threads)
     return inference.create_predictor(cfg)
 
 
@@ -166,10 +173,13 @@ def compare(model, directory, batch: np.ndarray, protocol=None) -> dict:
     }
 
 
-def _deploy_yaml(dic, files, shape_hw) -> dict:
-    # PaddleSeg's deploy.yaml layout, so its deployment tools can read the folder.
+def deploy_yaml(dic, files, shape_hw, onednn: bool | None = None, protocol=None) -> dict:
+    """PaddleSeg's deploy.yaml layout, so its deployment tools can read the folder. Beside `Deploy` (PaddleSeg's
+    tools read only that), for `segdistill predict`: `cpu.onednn`, whether the check ran the program under oneDNN
+    (so no failing oneDNN predictor is built: several seconds on DeepLabV3P), and `protocol`, the evaluation
+    protocol the run was evaluated and checked under (segdistill.protocol's record)."""
     prog = next(f for f in files if f.endswith((".json", ".pdmodel")))
-    return {
+    out = {
         "Deploy": {
             "model": prog,
             "params": "model.pdiparams",
@@ -179,6 +189,11 @@ def _deploy_yaml(dic, files, shape_hw) -> dict:
             "output_dtype": "float32",
         }
     }
+    if onednn is not None:
+        out["cpu"] = {"onednn": onednn}
+    if protocol is not None:
+        out["protocol"] = protocol.record()
+    return out
 
 
 def export_best(
@@ -218,7 +233,8 @@ def export_best(
                 f"exported {best['run']} differs from the evaluated model {best['model']}: max |logit diff| "
                 f"{parity['max_abs_diff']:.3g} > {tol:g} on {len(batch)} {split} images; nothing exported"
             )
-        (tmp / "deploy.yaml").write_text(yaml.safe_dump(_deploy_yaml(dic, files, hw), sort_keys=False))
+        deploy = deploy_yaml(dic, files, hw, onednn="onednn_error" not in parity, protocol=protocol)
+        (tmp / "deploy.yaml").write_text(yaml.safe_dump(deploy, sort_keys=False))
         files = sorted(p.name for p in tmp.iterdir())
         if out_dir.exists():
             shutil.rmtree(out_dir)
