@@ -150,6 +150,8 @@ def metrics_record(cm: ConfusionMatrix, class_names: list[str]) -> dict:
 
     record = {k: clean(m[k]) for k in ("miou", "acc", "kappa", "dice")}
     record["num_pixels"] = int(m["num_pixels"])
+    # The split's label histogram: what predicting one class everywhere would score (the report's degenerate runs).
+    record["class_pixels"] = {name: int(v) for name, v in zip(class_names, cm.matrix.sum(axis=1))}
     for key in ("class_iou", "class_dice", "class_precision", "class_recall"):
         record[key] = {name: clean(v) for name, v in zip(class_names, m[key])}
     return record

@@ -83,6 +83,18 @@ def compute_metrics(matrix):
     }
 
 
+def majority_miou(class_pixels) -> float:
+    """mIoU of predicting the most frequent class everywhere, from the label histogram alone (pixels per class,
+    the confusion matrix's row sums): that class's IoU is its share of the pixels, every other class present has
+    IoU 0, absent classes are left out as always (NaN when there are no pixels). The same `compute_metrics` as any
+    prediction, on the matrix that prediction would give (ties: the first class, as an argmax)."""
+    counts = np.asarray(list(class_pixels), dtype=np.int64)
+    matrix = np.zeros((len(counts), len(counts)), dtype=np.int64)
+    if len(counts):
+        matrix[:, int(np.argmax(counts))] = counts
+    return compute_metrics(matrix)["miou"] if len(counts) else float("nan")
+
+
 class ConfusionMatrix:
     """Accumulates a confusion matrix over batches; `compute()` gives the metrics of everything seen."""
 

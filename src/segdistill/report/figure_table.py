@@ -86,9 +86,10 @@ FIGURES = {
         Figure(
             "paired",
             "figures:paired_lines",
-            ("summary_csv", "split"),
+            ("summary_csv", "split", "stats_json"),
             "Student vs each distilled arm on the {split} split, one line per seed (same seed: same data order and "
-            "student initialisation); green lines go up, red go down. Dashed: the teacher.",
+            "student initialisation); green lines go up, red go down. Dashed: the teacher. Hollow: a degenerate run "
+            "(within 1 mIoU point of predicting the most frequent class everywhere).",
             overview="Student vs distilled, paired by seed",
         ),
         Figure(

@@ -116,10 +116,20 @@ def arm_means(summary_csv, out_png, split: str = HEADLINE_SPLIT, confidence: flo
     return arms
 
 
-def paired_lines(summary_csv, out_png, split: str = HEADLINE_SPLIT) -> dict:
+def degenerate_marks(stats_json) -> set[tuple[str, str, int]]:
+    """(arm, method, seed) of each degenerate run in stats.json (`segdistill.report.stats.degenerate_runs`)."""
+    from segdistill.report.stats import load_stats
+
+    runs = (load_stats(stats_json).get("degenerate") or {}).get("runs") or []
+    return {(d["arm"], d["method"], int(d["seed"])) for d in runs}
+
+
+def paired_lines(summary_csv, out_png, split: str = HEADLINE_SPLIT, stats_json=None) -> dict:
     """One line per seed from the student to each distilled arm (same seed: same data order and student
-    initialisation), so a reader sees whether the gain holds seed by seed; the teacher is a dashed line."""
+    initialisation), so a reader sees whether the gain holds seed by seed; the teacher is a dashed line. With
+    `stats_json`, a degenerate run (stats.json's `degenerate.runs`) is a hollow marker."""
     sub = _split_rows(summary_csv, split)
+    degenerate = degenerate_marks(stats_json) if stats_json is not None else set()
     stu = sub[sub.arm == "student"]
     student = {int(s): float(v) for s, v in zip(stu.seed, stu[HEADLINE_METRIC])}
     methods = list(dict.fromkeys(sub[sub.arm == "distilled"].method))
@@ -136,7 +146,12 @@ def paired_lines(summary_csv, out_png, split: str = HEADLINE_SPLIT) -> dict:
         )
         for seed, a, b in pairs:
             color = "#2a9d4b" if b > a else ("#c44e52" if b < a else "#777777")
-            ax.plot([0, 1], [100 * a, 100 * b], "-o", color=color, markersize=4, linewidth=1.2, alpha=0.85)
+            ax.plot([0, 1], [100 * a, 100 * b], "-", color=color, linewidth=1.2, alpha=0.85)
+            for x, v, run in ((0, a, ("student", "none", seed)), (1, b, ("distilled", method, seed))):
+                hollow = run in degenerate
+                ax.plot(
+                    [x], [100 * v], "o", color=color, markersize=6 if hollow else 4, mfc="white" if hollow else color
+                )
             ax.annotate(f"{seed}", (1.04, 100 * b), fontsize=7, va="center", color="#555555")
         for t in teacher:
             ax.axhline(100 * t, color=ARM_COLORS["teacher"], linestyle="--", linewidth=1)
@@ -147,7 +162,8 @@ def paired_lines(summary_csv, out_png, split: str = HEADLINE_SPLIT) -> dict:
         ax.grid(axis="y", alpha=0.3)
         lines[method] = pairs
     axes[0][0].set_ylabel(f"{split} mIoU (%)")
-    fig.suptitle(f"Student vs distilled, paired by seed ({split}); dashed: teacher", fontsize=10)
+    hollow = "; hollow: degenerate run" if degenerate else ""
+    fig.suptitle(f"Student vs distilled, paired by seed ({split}); dashed: teacher{hollow}", fontsize=10)
     fig.tight_layout()
     _save(fig, out_png)
     plt.close(fig)

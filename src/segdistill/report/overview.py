@@ -33,9 +33,14 @@ def list_table(title: str, header: list[str], rows: list[list], widths=None) -> 
     return "\n".join(lines) + "\n"
 
 
-def arm_rows(arms: list[dict], metrics) -> list[list]:
+def arm_rows(arms: list[dict], metrics, degenerate: bool = False) -> list[list]:
+    """[arm, n, (degenerate runs,) metrics...] per arm."""
+
+    def count(a):
+        return ["n/a" if a.get("degenerate") is None else a["degenerate"]] if degenerate else []
+
     return [
-        [arm_label(a["arm"], a["method"]), a["n"]] + [mean_pm_std(a["metrics"].get(k, {})) for k in metrics]
+        [arm_label(a["arm"], a["method"]), a["n"], *count(a)] + [mean_pm_std(a["metrics"].get(k, {})) for k in metrics]
         for a in arms
     ]
 
@@ -192,7 +197,11 @@ def full_rst(summary: pd.DataFrame, stats: dict, cost: list[dict], export: dict 
         "",
     ]
     parts.append(
-        list_table(f"Per arm ({split})", ["arm", "n"] + head + classes, arm_rows(stats["arms"], head + classes))
+        list_table(
+            f"Per arm ({split}; degenerate: within 1 mIoU point of predicting the most frequent class everywhere)",
+            ["arm", "n", "degenerate"] + head + classes,
+            arm_rows(stats["arms"], head + classes, degenerate=True),
+        )
     )
     parts.append(
         list_table(

@@ -10,7 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from segdistill.errors import SegDistillError
+from segdistill.metrics import majority_miou
 from segdistill.report.names import HEADLINE_METRIC, HEADLINE_SPLIT, METRICS, SELECTION_SPLIT  # noqa: F401
+
+# The mIoU of predicting the split's most frequent class everywhere (segdistill.metrics.majority_miou), per row.
+MAJORITY = "majority_miou"
 
 
 def read_record(path) -> dict:
@@ -38,6 +42,8 @@ def rows_from_records(records) -> pd.DataFrame:
                 "split": split,
                 **{k: m[k] for k in METRICS},
             }
+            # Not a column of summary.csv (write_summary leaves it out): NaN for a record without the histogram.
+            row[MAJORITY] = majority_miou(m["class_pixels"].values()) if m.get("class_pixels") else math.nan
             for name, v in m["class_iou"].items():
                 row[f"iou_{name}"] = v
             for name, v in m["class_dice"].items():

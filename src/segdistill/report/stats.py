@@ -19,6 +19,7 @@ from segdistill.report.family import finite as _finite
 from segdistill.report.records import (
     HEADLINE_METRIC,
     HEADLINE_SPLIT,
+    MAJORITY,
     METRICS,
     SELECTION_SPLIT,
     metric_columns,
@@ -103,9 +104,55 @@ def verdict_sentence(method: str, g: dict, split: str, metric: str = "mIoU") -> 
     )
 
 
+# A run is degenerate when its mIoU is no more than this above predicting the most frequent class everywhere.
+DEGENERATE_MARGIN = 0.01  # 1 mIoU point
+
+
+def degenerate_runs(df, split: str) -> list[dict] | None:
+    """The runs on `split` whose mIoU is no more than 1 point above what predicting the split's most frequent class
+    everywhere scores (from its labels: segdistill.metrics.majority_miou): the all-background solution and its
+    neighbours. They are outcomes like any other and stay in every mean and gain; the report says which they are.
+    None when a record holds no label histogram (written before records did)."""
+    sub = df[df["split"] == split]
+    if MAJORITY not in sub.columns or sub[MAJORITY].isna().any():
+        return None
+    # In points, rounded to 1e-9: "no more than 1 point" holds at 1 point exactly, whatever the float sums give.
+    above = ((sub[HEADLINE_METRIC] - sub[MAJORITY]) * 100).round(9)
+    hit = sub[above <= DEGENERATE_MARGIN * 100]
+    return [
+        {
+            "run": r["run"],
+            "arm": r["arm"],
+            "method": r["method"],
+            "seed": int(r["seed"]),
+            HEADLINE_METRIC: float(r[HEADLINE_METRIC]),
+            MAJORITY: float(r[MAJORITY]),
+        }
+        for _, r in hit.iterrows()
+    ]
+
+
+def degenerate_note(method: str, degenerate: list[dict] | None, seeds) -> str:
+    """`; 2 of its 10 runs degenerate, kept: student seed 9, distilled seeds 7, 9`, or '' when there are none (or
+    no histogram to tell): the runs of the verdict's pairs (the students and this method's distilled runs)."""
+    if not degenerate:
+        return ""
+    seeds = set(seeds)
+    hits = [d for d in degenerate if d["seed"] in seeds and (d["arm"] == "student" or d["method"] == method)]
+    if not hits:
+        return ""
+    parts = []
+    for arm in ("student", "distilled"):
+        s = sorted(d["seed"] for d in hits if d["arm"] == arm)
+        if s:
+            parts.append(f"{arm} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}")
+    return f"; {len(hits)} of its {2 * len(seeds)} runs degenerate, kept: {'; '.join(parts)}"
+
+
 def arm_table(df, split: str) -> list[dict]:
     """Per arm (teacher, student, one entry per distilled method): n, seeds, mean/std/n of every metric."""
     sub = df[df["split"] == split]
+    degenerate = degenerate_runs(df, split)
     out = []
     for (arm, method), g in sub.groupby(["arm", "method"], sort=False):
         entry = {
@@ -113,6 +160,9 @@ def arm_table(df, split: str) -> list[dict]:
             "method": method,
             "n": int(len(g)),
             "seeds": sorted(int(s) for s in g["seed"]),
+            "degenerate": None
+            if degenerate is None
+            else sum(d["arm"] == arm and d["method"] == method for d in degenerate),
             "metrics": {},
         }
         for col in metric_columns(df):
@@ -192,10 +242,16 @@ def best_run(df, method: str, split: str = HEADLINE_SPLIT, metric: str = HEADLIN
     }
 
 
-def verdicts(gains: list[dict], split: str, metric: str = HEADLINE_METRIC) -> list[dict]:
-    """One verdict per distilled method on `metric`: {method, verdict, sentence}."""
+def verdicts(gains: list[dict], split: str, metric: str = HEADLINE_METRIC, degenerate=None) -> list[dict]:
+    """One verdict per distilled method on `metric`: {method, verdict, sentence}; the sentence names the
+    degenerate runs among its pairs (`degenerate_runs`), which the gain keeps."""
     return [
-        {"method": g["method"], "verdict": verdict(g), "sentence": verdict_sentence(g["method"], g, split)}
+        {
+            "method": g["method"],
+            "verdict": verdict(g),
+            "sentence": verdict_sentence(g["method"], g, split)
+            + degenerate_note(g["method"], degenerate, g.get("seeds", [])),
+        }
         for g in gains
         if g["metric"] == metric
     ]
@@ -253,8 +309,13 @@ def study_stats(df, split: str = HEADLINE_SPLIT, confidence: float = 0.95, min_e
         "biased": split == SELECTION_SPLIT,
         "confidence": confidence,
         "metrics": metric_columns(df),
-        "verdicts": verdicts(gains, split),
+        "verdicts": verdicts(gains, split, degenerate=degenerate_runs(df, split)),
         "arms": arm_table(df, split),
+        "degenerate": {
+            "margin": DEGENERATE_MARGIN,
+            "rule": "mIoU no more than 1 point above predicting the split's most frequent class everywhere",
+            "runs": degenerate_runs(df, split),
+        },
         "gains": gains,
         **arms,
         "best_setting": best,

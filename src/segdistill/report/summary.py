@@ -11,6 +11,7 @@ from segdistill.errors import SegDistillError
 from segdistill.report import tables
 from segdistill.report.records import (
     HEADLINE_SPLIT,
+    MAJORITY,
     METRICS,
     SELECTION_SPLIT,
     arm_label,
@@ -36,11 +37,38 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
 
 
+def _degenerate_count(a: dict) -> str:
+    return "n/a" if a.get("degenerate") is None else str(a["degenerate"])
+
+
 def _arm_rows(arms: list[dict]) -> list[str]:
     return md_table(
-        ["arm", "n", "mIoU", "acc", "kappa", "dice"],
-        [[arm_label(a["arm"], a["method"]), a["n"]] + [mean_pm_std(a["metrics"][k]) for k in METRICS] for a in arms],
+        ["arm", "n", "degenerate", "mIoU", "acc", "kappa", "dice"],
+        [
+            [arm_label(a["arm"], a["method"]), a["n"], _degenerate_count(a)]
+            + [mean_pm_std(a["metrics"][k]) for k in METRICS]
+            for a in arms
+        ],
     )
+
+
+DEGENERATE_TEXT = (
+    "degenerate: runs whose mIoU is no more than 1 point above predicting the split's most frequent class "
+    "everywhere (from its labels); they stay in every mean and gain."
+)
+
+
+def _runs_table(df: pd.DataFrame, st: dict) -> list[str]:
+    """Every run on the report split; a degenerate one is marked."""
+    split = st["split"]
+    marked = {d["run"] for d in (st.get("degenerate") or {}).get("runs") or []}
+    cols = ["arm", "method", "seed"] + list(METRICS) + [c for c in df.columns if c.startswith("iou_")]
+    rows = [
+        [str(r[c]) if c in ("arm", "method", "seed") else pct(r[c]) for c in cols]
+        + ["yes" if r["run"] in marked else ""]
+        for _, r in df[df["split"] == split].iterrows()
+    ]
+    return md_table(cols + ["degenerate"], rows)
 
 
 def _many_arms(st: dict) -> list[str]:
@@ -115,20 +143,12 @@ def markdown(df: pd.DataFrame, st: dict, protocol: dict[str, str] | None = None,
         f"## Per arm on {split} (mean ± std over seeds)",
         "",
     ]
-    lines += _arm_rows(st["arms"])
+    lines += _arm_rows(st["arms"]) + ["", DEGENERATE_TEXT]
     lines += ["", f"## Gain of distilled over student on {split}", ""]
     lines += md_table(tables.gain_header(st), tables.gain_rows(st))
     lines += _many_arms(st)
     lines += ["", tables.best_text(st)]
-    cols = ["arm", "method", "seed"] + list(METRICS) + [c for c in df.columns if c.startswith("iou_")]
-    lines += ["", f"## Runs ({split})", ""]
-    lines += md_table(
-        cols,
-        [
-            [str(r[c]) if c in ("arm", "method", "seed") else pct(r[c]) for c in cols]
-            for _, r in df[df["split"] == split][cols].iterrows()
-        ],
-    )
+    lines += ["", f"## Runs ({split})", ""] + _runs_table(df, st)
     sel = st.get("selection")
     if sel:
         lines += [
@@ -162,6 +182,6 @@ def write_summary(
             f"'{split}' (rerun `segdistill stats --split {split}`)"
         )
     md = markdown(df, st, protocols(records), final_weights)
-    write_text(out_csv, df.to_csv(index=False, float_format="%.6f"))
+    write_text(out_csv, df.drop(columns=[MAJORITY]).to_csv(index=False, float_format="%.6f"))
     write_text(out_md, md)
     return df
