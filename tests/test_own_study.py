@@ -142,10 +142,11 @@ def test_optic_disc_study_is_exactly_its_own(tmp_path):
         "fetch_backbone": 1,
         "study_configs": 1,
         "distill_terms": 1,
+        "teacher_terms": 1,
         "check_terms": 1,
         "train": 4,
         "patch_teacher": 1,
-        "teacher_outputs": 1,  # the 3 seeds share the teacher: one job writes their caches
+        "teacher_outputs": 3,  # one per seed, though they share the teacher
         "distill": 3,
         "summary": 1,
         "stats": 1,
@@ -169,7 +170,7 @@ def test_optic_disc_pp_liteseg_study_plans_the_tutorial_teacher_and_a_pp_liteseg
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
     assert counts["download_optic_disc"] == 1 and counts["fetch_backbone"] == 2 and "make_synthetic" not in counts
-    assert counts["train"] == 4 and counts["teacher_outputs"] == 1 and counts["distill"] == 3
+    assert counts["train"] == 4 and counts["teacher_outputs"] == 3 and counts["distill"] == 3
     assert "resources/pretrained/PP_STDCNet2/model.pdparams" in out
     inputs = re.search(r"rule study_configs:\n\s+input: (.*)", proc.stdout).group(1)
     assert "deeplabv3p_resnet50_os8_optic_disc_512x512_1k_teacher.yml" in inputs, inputs
@@ -266,7 +267,7 @@ def test_shipped_studies_parse_and_plan(name, distilled):
     counts = job_counts(proc.stdout + proc.stderr)
     seeds = len(yaml.safe_load((ROOT / "config" / name).read_text())["seeds"])
     assert seeds == (12 if name == "config.yaml" else 8)
-    assert counts["train"] == seeds + 1 and counts["teacher_outputs"] == 1 and counts["distill"] == distilled
+    assert counts["train"] == seeds + 1 and counts["teacher_outputs"] == seeds and counts["distill"] == distilled
     if name == "methods.yaml":  # one arm per method of docs/methods.md, each distilling every seed
         arms = re.findall(r"rule distill:\n(?:.*\n)*?\s+wildcards: method=(\w+), seed=\d+", proc.stdout)
         assert {a: arms.count(a) for a in set(arms)} == {a: 8 for a in METHOD_ARMS}
@@ -287,8 +288,8 @@ def test_shipped_studies_parse_and_plan(name, distilled):
 
 
 def test_a_teacher_per_seed_gets_a_teacher_outputs_job_per_seed(tmp_path):
-    """teacher.per_seed: true: each seed distils from its own teacher, so each has its own cache job (the seeds of
-    a shared teacher get one job for all of them)."""
+    """teacher.per_seed: true: each seed distils from its own teacher and has its own cache job (as each seed of a
+    shared teacher has)."""
     study = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     study["teacher"]["per_seed"] = True
     study["seeds"] = [0, 1, 2]

@@ -215,6 +215,9 @@ class TeacherOutputsSpec(_Keyed):
     distill: list[str] = opt(
         list, nargs="*", help="terms files of every method to serve (default: the student YAML's distill_loss)"
     )
+    # Instead of `distill` files: raw term lists, None for the student YAML's distill_loss (the workflow passes
+    # only their `teacher:` names, segdistill.study.teacher_terms).
+    distill_terms: list | None = opt(None, cli=False)
     seed: int = opt(0, help="the distilled runs' --seed")
     data_seed: int | None = opt(None, help="the runs' --data_seed (default: --seed)")
     data_root: str | None = opt(None)

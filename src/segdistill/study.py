@@ -154,6 +154,35 @@ def methods(config: dict) -> dict[str, dict]:
     return out
 
 
+def teacher_terms(config: dict) -> list:
+    """What the teacher outputs must hold, as term lists reduced to their `teacher:` names: one list of every
+    explicit term's name (`{}` for a term naming none: the default), and None when a method takes the student
+    YAML's `distill_loss` (that YAML is an input of the job). The teacher_outputs jobs take this, not the methods'
+    terms: a changed weight or temperature, or a method storing nothing new, does not recompute them."""
+    names, from_yaml = set(), False
+    for spec in methods(config).values():
+        if spec["terms"] is None:
+            from_yaml = True
+            continue
+        for t in spec["terms"]:
+            names.add(t.get("teacher") if isinstance(t, dict) else None)
+    explicit = [{"teacher": n} if n is not None else {} for n in sorted(names, key=lambda n: (n is not None, str(n)))]
+    return ([explicit] if explicit else []) + ([None] if from_yaml else [])
+
+
+def write_teacher_terms(terms: list, out) -> None:
+    """The `teacher_terms` job's file: `teacher_terms(config)` as JSON (the teacher_outputs jobs read it)."""
+    from segdistill.atomic import write_json
+
+    write_json(out, {"terms": terms})
+
+
+def read_teacher_terms(path) -> list:
+    import json
+
+    return json.loads(Path(path).read_text())["terms"]
+
+
 def method_name(base: str, params: dict) -> str:
     """A sweep point's name: ("kl", {"weight": 2.0}) -> `kl~weight=2`."""
     return base + "".join(f"~{k}={v:g}" if isinstance(v, float) else f"~{k}={v}" for k, v in params.items())

@@ -88,12 +88,6 @@ wildcard_constraints:
     run=study.RUN_PATTERN,
 
 
-# One teacher for every seed (teacher.per_seed false, or a teacher given): one teacher-outputs job for all seeds.
-SHARED_TEACHER = (
-    len({study.teacher_seed(config, s) for s in SEEDS}) == 1 and len(SEEDS) > 1
-)
-
-
 def teacher_outputs_dir(seed):
     return f"results/teacher_outputs/seed{seed}"
 

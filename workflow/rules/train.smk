@@ -141,69 +141,55 @@ rule distill_terms:
         "../scripts/distill_terms.py"
 
 
+# What the teacher outputs must hold: the methods' terms reduced to their `teacher:` names. A job of its own, with
+# no input, whose parameter changes only with those names: a parameter of teacher_outputs itself would go unseen
+# when the terms check reruns (Snakemake skips checking the jobs downstream of a job it reruns, also through the
+# training jobs' ancient input on the check).
+rule teacher_terms:
+    output:
+        "results/configs/distill/teacher_terms.json",
+    log:
+        "logs/teacher_terms.log",
+    localrule: True
+    conda:
+        "../envs/segdistill.yaml"
+    params:
+        terms=study.teacher_terms(config),
+    script:
+        "../scripts/teacher_terms.py"
+
+
 # The teacher run once over a seed's training stream (the distilled runs' data seed, global batch, iterations),
 # storing the union of every method's teacher tensors: one cache serves all methods and sweep points of the seed.
-# The seeds that share a teacher (teacher.per_seed: false, or a teacher given) get theirs from one job: one
-# start-up (interpreter, paddle) instead of one per seed.
-TEACHER_OUTPUTS_JOB = dict(
-    input=dict(
+# One job per seed: a grown study computes the new seeds' caches only, and every other seed's distilled runs stay
+# done (a job writing several seeds' caches would rewrite them all, and Snakemake would rerun every distill job).
+# It takes the terms' `teacher:` names (study.teacher_terms, through the teacher_terms job), not the terms files:
+# a changed weight or temperature reruns the distill jobs, not these; another teacher tensor reruns them.
+rule teacher_outputs:
+    input:
         data=DATA_ROOT,
         validation=rules.validate_data.output[0],
         config=arm_config("student"),
-        terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
-    ),
-    params=dict(cache=config["cache"], ranks=max(1, config["gpus_per_job"])),
-)
-
-if SHARED_TEACHER:
-
-    rule teacher_outputs:
-        input:
-            **TEACHER_OUTPUTS_JOB["input"],
-            teacher_config=f"results/configs/teacher_seed{study.teacher_seed(config, SEEDS[0])}.yml",
-            teacher_model=run_model(teacher_run(SEEDS[0])),
-        output:
-            [directory(teacher_outputs_dir(s)) for s in SEEDS],
-        log:
-            "logs/teacher_outputs/seeds.log",
-        benchmark:
-            "benchmarks/teacher_outputs/seeds.tsv"
-        conda:
-            "../envs/segdistill.yaml"
-        threads: config["threads"]["teacher_outputs"]
-        resources:
-            gpu=min(1, config["gpus_per_job"]),
-        params:
-            **TEACHER_OUTPUTS_JOB["params"],
-            seeds=SEEDS,
-            launch_logs="logs/teacher_outputs/launch_seeds",
-        script:
-            "../scripts/teacher_outputs.py"
-
-else:
-
-    rule teacher_outputs:
-        input:
-            **TEACHER_OUTPUTS_JOB["input"],
-            teacher_config="results/configs/teacher_seed{seed}.yml",
-            teacher_model=run_model("teacher/seed{seed}"),
-        output:
-            directory(teacher_outputs_dir("{seed}")),
-        log:
-            "logs/teacher_outputs/seed{seed}.log",
-        benchmark:
-            "benchmarks/teacher_outputs/seed{seed}.tsv"
-        conda:
-            "../envs/segdistill.yaml"
-        threads: config["threads"]["teacher_outputs"]
-        resources:
-            gpu=min(1, config["gpus_per_job"]),
-        params:
-            **TEACHER_OUTPUTS_JOB["params"],
-            seeds=lambda wc: [int(wc.seed)],
-            launch_logs=lambda wc: f"logs/teacher_outputs/launch_seed{wc.seed}",
-        script:
-            "../scripts/teacher_outputs.py"
+        teacher_config=lambda wc: f"results/configs/teacher_seed{study.teacher_seed(config, wc.seed)}.yml",
+        teacher_model=lambda wc: run_model(teacher_run(wc.seed)),
+        terms=rules.teacher_terms.output[0],
+    output:
+        directory(teacher_outputs_dir("{seed}")),
+    log:
+        "logs/teacher_outputs/seed{seed}.log",
+    benchmark:
+        "benchmarks/teacher_outputs/seed{seed}.tsv"
+    conda:
+        "../envs/segdistill.yaml"
+    threads: config["threads"]["teacher_outputs"]
+    resources:
+        gpu=min(1, config["gpus_per_job"]),
+    params:
+        cache=config["cache"],
+        ranks=max(1, config["gpus_per_job"]),
+        launch_logs=lambda wc: f"logs/teacher_outputs/launch_seed{wc.seed}",
+    script:
+        "../scripts/teacher_outputs.py"
 
 
 rule distill:

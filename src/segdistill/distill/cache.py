@@ -212,9 +212,12 @@ class _Plan:
         # Every rank's slice of the distilled runs' stream, built as their trainer builds it.
         self.streams = [training_stream(spec, r, spec.ranks) for r in range(spec.ranks)]
         sdic, self.dataset = self.streams[0].experiment, self.streams[0].dataset
-        term_lists = [resolve_terms(read_terms_file(f), config, sdic, str(f)) for f in spec.distill] or [
-            resolve_terms(None, config, sdic)
-        ]
+        if spec.distill_terms is not None:
+            term_lists = [resolve_terms(t, config, sdic, "distill_terms") for t in spec.distill_terms]
+        else:
+            term_lists = [resolve_terms(read_terms_file(f), config, sdic, str(f)) for f in spec.distill] or [
+                resolve_terms(None, config, sdic)
+            ]
         self.names = teacher_names(term_lists)
         tdic, self.weights = trained_teacher(spec.teacher_config, config, sdic, spec.data_root, spec.pretrained_cache)
         self.sdic = sdic

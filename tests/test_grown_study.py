@@ -1,0 +1,85 @@
+"""A finished study that grows reruns only what is new: a seed more plans that seed's runs (and the report); a
+changed distillation weight or temperature plans the distilled runs, not the teacher outputs; a term that takes a
+new tensor from the teacher does recompute them."""
+
+import re
+
+import yaml
+
+from conftest import job_counts, run_snakemake
+
+
+def dry_run(workdir, config: dict, name: str) -> tuple[dict, str]:
+    """Snakemake's plan for `config` (written beside the finished study's) over what the study left: {rule: jobs}
+    and the printed plan. Not --forceall: what would run now."""
+    path = workdir / name
+    path.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(workdir, "-n", "--cores", "2", "--configfile", path)
+    out = proc.stdout + proc.stderr
+    return (job_counts(out) if "Job stats:" in out else {}), out
+
+
+def planned(out: str, rule: str) -> list[str]:
+    """The wildcards of each planned job of `rule`, as Snakemake prints them (`method=kl, seed=2`)."""
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", out)
+    return sorted(
+        m.group(1).strip()
+        for b in blocks
+        if re.match(rf"(?:local)?rule {rule}:", b.strip())
+        for m in [re.search(r"wildcards: (.*)", b)]
+        if m
+    )
+
+
+def study(tiny_study) -> tuple:
+    workdir, config = tiny_study
+    return workdir, yaml.safe_load(config.read_text())
+
+
+def test_a_finished_study_plans_nothing(tiny_study):
+    workdir, config = tiny_study
+    proc = run_snakemake(workdir, "-n", "--cores", "2", "--configfile", config)
+    out = proc.stdout + proc.stderr
+    assert "Nothing to be done" in out or "Job stats:" not in out, out[-3000:]
+
+
+def test_one_more_seed_plans_that_seeds_runs_only(tiny_study):
+    workdir, cfg = study(tiny_study)
+    cfg["seeds"] = [0, 1, 2]
+    counts, out = dry_run(workdir, cfg, "grown.yaml")
+    assert counts["train"] == 1 and counts["teacher_outputs"] == 1 and counts["distill"] == 2, counts
+    assert planned(out, "train") == ["arm=student, seed=2"]
+    assert planned(out, "teacher_outputs") == ["seed=2"]
+    assert planned(out, "distill") == ["method=kl, seed=2", "method=kl_cwd, seed=2"]
+    assert "summary" in counts and "stats" in counts
+
+
+def test_a_changed_weight_or_temperature_plans_the_distilled_runs_not_the_teacher_outputs(tiny_study):
+    workdir, cfg = study(tiny_study)
+    for field, value in (("weight", 5), ("temperature", 2)):
+        changed = yaml.safe_load(yaml.safe_dump(cfg))
+        changed["distill"]["kl_cwd"]["terms"][1][field] = value  # cwd_aspp
+        counts, out = dry_run(workdir, changed, f"{field}.yaml")
+        assert "teacher_outputs" not in counts and "train" not in counts, (field, counts)
+        assert planned(out, "distill") == ["method=kl_cwd, seed=0", "method=kl_cwd, seed=1"], (field, counts)
+
+
+def test_a_term_taking_another_teacher_tensor_recomputes_the_teacher_outputs(tiny_study):
+    workdir, cfg = study(tiny_study)
+    cfg["distill"]["kl_cwd"]["terms"][1].update(student="head.aspp", teacher="head")
+    counts, _ = dry_run(workdir, cfg, "tensor.yaml")
+    assert counts.get("teacher_outputs") == 2 and "train" not in counts, counts
+
+
+def test_what_the_teacher_stores_ignores_weights_and_temperatures():
+    from segdistill.study import teacher_terms
+
+    def reduced(terms_kl, extra=None):
+        distill = {"kl": {"terms": None}, "kl_cwd": {"terms": terms_kl}, **(extra or {})}
+        return teacher_terms({"distill": distill})
+
+    base = [{"teacher": "logits", "weight": 3}, {"student": "head.aspp", "teacher": "head.aspp", "temperature": 4}]
+    changed = [{"teacher": "logits", "weight": 5}, {"student": "head.aspp", "teacher": "head.aspp", "temperature": 1}]
+    assert reduced(base) == reduced(changed) == [[{"teacher": "head.aspp"}, {"teacher": "logits"}], None]
+    assert reduced(base, {"mse": {"terms": [{"teacher": "head"}]}}) != reduced(base)
+    assert reduced(base, {"kl2": {"terms": [{"teacher": "logits", "weight": 1}]}}) == reduced(base)
