@@ -117,7 +117,7 @@ def test_the_command_line_draws_a_figure_as_its_row_does(tmp_path):
     with pytest.raises(SegDistillError, match="figure arm_means: missing split"):
         FIGURES["arm_means"].draw(tmp_path / "x.png", summary_csv=csv)
     args = cli.parser().parse_args(["figure", "paired", "--out", str(tmp_path / "p.png")])
-    with pytest.raises(SegDistillError, match="figure paired: --summary_csv required"):
+    with pytest.raises(SegDistillError, match="figure paired: --summary_csv, --stats_json required"):
         args.func(args)
     pngs = [tmp_path / "curves.png", tmp_path / "arm_means.png", tmp_path / "forest.png"]
     assert overview_figures(pngs) == [
