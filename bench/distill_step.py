@@ -100,6 +100,20 @@ def _student_dic(work: Path):
     return read_yaml(work / "student.yml")
 
 
+def _minimizing(loss_of, opt, lr):
+    """A hand-built loop's step: the loss `loss_of()`, backward, the optimizer's and the scheduler's steps."""
+
+    def step():
+        loss = loss_of()
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        lr.step()
+        return float(loss)
+
+    return step
+
+
 def _bare_student(name: str, work: Path, spec: dict):
     """(a) the loop anyone would write: student forward, F.cross_entropy, backward, optimizer step."""
     import paddle.nn.functional as F
@@ -114,15 +128,7 @@ def _bare_student(name: str, work: Path, spec: dict):
     opt, lr = _optimizer(sdic, model.parameters(), work / "student.yml")
     lab4 = labels.unsqueeze(1)
 
-    def step():
-        logits = model(images)[0]
-        loss = F.cross_entropy(logits, lab4, ignore_index=ign, axis=1)
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-        lr.step()
-        return float(loss)
-
+    step = _minimizing(lambda: F.cross_entropy(model(images)[0], lab4, ignore_index=ign, axis=1), opt, lr)
     return step, {
         "student_fwd": [(model, "forward")],
         "ce": [(F, "cross_entropy")],
@@ -218,16 +224,11 @@ def _paddleslim(name: str, work: Path, spec: dict):
     distill = Distill(cfg, student, teacher, convert_fn=False, return_model_outputs=True)
     opt, lr = _optimizer(sdic, distill.parameters(), work / "student.yml")
 
-    def step():
+    def loss():
         dloss, s_out, _ = distill(images)
-        loss = seg_losses.cross_entropy(s_out[0], labels, ignore_index=ign) + dloss
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-        lr.step()
-        return float(loss)
+        return seg_losses.cross_entropy(s_out[0], labels, ignore_index=ign) + dloss
 
-    return step, {
+    return _minimizing(loss, opt, lr), {
         "student_fwd": [(student, "forward")],
         "teacher_fwd": [(teacher, "forward")],
         "ce": [(seg_losses, "cross_entropy")],
@@ -623,13 +624,8 @@ def main(argv=None) -> int:
         help="also step (a)-(e) round-robin in one process for N cycles (drift-free step ratios)",
     )
     p.add_argument("--keep-work", action="store_true", help="keep the temporary folder (configs, logs)")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--work", help=argparse.SUPPRESS)
-    p.add_argument("--child-result", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-
-    if args.child:
-        run_child(args.child, Path(args.work), Path(args.child_result))
+    args = harness.parse_or_run_child(p, argv, run_child)
+    if args is None:
         return 0
 
     for key in ("teacher_config", "student_config"):

@@ -189,6 +189,20 @@ def cpu_busy(seconds: float = 1.0) -> float:
     return round(1.0 - (i1 - i0) / max(1, t1 - t0), 3)
 
 
+def parse_or_run_child(parser, argv, run_child):
+    """A bench's arguments, or None once it has run as the child it was started as (`Child`: --child NAME --work W
+    --child-result F; `run_child(name, work, result)`)."""
+    import argparse
+
+    for flag in ("--child", "--work", "--child-result"):
+        parser.add_argument(flag, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_child(args.child, Path(args.work), Path(args.child_result))
+        return None
+    return args
+
+
 def run_child_script(script, name: str, work: Path, timeout: float) -> tuple[dict, int]:
     """Run `script --child NAME` to its end: (the JSON it wrote, its peak RSS in kB from wait4)."""
     child = Child(script, name, work, timeout)

@@ -247,12 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--losses-only", action="store_true", help="only the losses-alone measurement")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--out", default="bench_methods_step.json")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--work", help=argparse.SUPPRESS)
-    p.add_argument("--child-result", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        run_child(args.child, Path(args.work), Path(args.child_result))
+    args = harness.parse_or_run_child(p, argv, run_child)
+    if args is None:
         return 0
     import yaml  # light; the parent must not import paddle
 

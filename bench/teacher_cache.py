@@ -179,12 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher_config", default=str(harness.DEFAULT_TEACHER))
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", default="-")
-    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--child-result", dest="child_result", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        run_child(args.child, Path(args.work), Path(args.child_result))
+    args = harness.parse_or_run_child(ap, argv, run_child)
+    if args is None:
         return 0
     spec = {
         "size": args.size,

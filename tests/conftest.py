@@ -10,6 +10,38 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY_STUDY = ROOT / "tests" / "configs" / "study_tiny.yaml"
+# The tiny teacher and student every engine test trains (as strings: a spec holds paths as strings).
+TEACHER = str(ROOT / "tests" / "configs" / "teacher_tiny.yml")
+STUDENT = str(ROOT / "tests" / "configs" / "student_tiny.yml")
+
+
+def cache_spec(data, teacher, terms, out, config=STUDENT, **fields):
+    """The teacher-outputs spec of a test: `teacher` over `config`'s stream on `data`, for the terms file `terms`."""
+    from segdistill.specs import TeacherOutputsSpec
+
+    return TeacherOutputsSpec(
+        config=str(config),
+        teacher_config=str(teacher),
+        distill=[str(terms)],
+        out=str(out),
+        data_root=str(data),
+        **fields,
+    )
+
+
+def distill_argv(data, teacher, terms, **flags) -> list[str]:
+    """`segdistill train` distilling the tiny student from `teacher` with the terms file `terms`, on the data set
+    `data`, evaluating; `flags`: more flags by name (their values as strings)."""
+    argv = ["train", "--config", STUDENT, "--teacher_config", str(teacher), "--distill", str(terms)]
+    argv += ["--data_root", str(data), "--do_eval"]
+    return argv + [x for name, value in flags.items() for x in (f"--{name}", str(value))]
+
+
+def tiny_spec(data, save_dir, config=STUDENT, **fields):
+    """The training spec of a test run: `config` (default the tiny student) on the data set `data`, in `save_dir`."""
+    from segdistill.specs import TrainSpec
+
+    return TrainSpec(config=str(config), save_dir=str(save_dir), data_root=str(data), **fields)
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,10 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT
+from conftest import STUDENT, tiny_spec
 from segdistill import checkpoint, precision
 from segdistill.errors import SegDistillError
-from segdistill.trainer import Trainer, TrainSpec
-
-STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
+from segdistill.trainer import Trainer
 
 
 class _GpuPlace:
@@ -63,21 +61,14 @@ def o2_on_cpu(monkeypatch):
 
 
 def _student(data, save_dir, **spec):
-    """A trainer of the tiny student on `data`, writing to `save_dir`; `spec`: the other TrainSpec fields."""
-    return Trainer(TrainSpec(config=STUDENT, save_dir=str(save_dir), data_root=str(data), **spec))
+    """A trainer of the tiny student on `data` (batch 2), writing to `save_dir`; `spec`: the other fields."""
+    return Trainer(tiny_spec(data, save_dir, **{"batch_size": 2, **spec}))
 
 
 def _fp32_checkpoint(tiny_data, tmp_path):
     # Fresh parameter names, as in the new process that resumes it (the optimizer state is keyed by them).
     with paddle.utils.unique_name.guard():
-        _student(
-            tiny_data,
-            tmp_path / "fp32",
-            iters=2,
-            batch_size=2,
-            save_interval=2,
-            do_eval=False,
-        ).run()
+        _student(tiny_data, tmp_path / "fp32", iters=2, save_interval=2, do_eval=False).run()
     return tmp_path / "fp32" / "iter_2"
 
 
@@ -97,14 +88,7 @@ def test_o2_resumes_before_decorate_and_decorates_before_data_parallel(tiny_data
     monkeypatch.setattr(paddle.distributed, "init_parallel_env", lambda: None)
     with paddle.utils.unique_name.guard():
         t = _student(
-            tiny_data,
-            tmp_path / "o2",
-            iters=4,
-            batch_size=2,
-            precision="fp16",
-            amp_level="O2",
-            do_eval=False,
-            resume_model=str(ckpt),
+            tiny_data, tmp_path / "o2", iters=4, precision="fp16", amp_level="O2", do_eval=False, resume_model=str(ckpt)
         )
     assert t.resumed[0] == 2  # the fp32 checkpoint loaded (after decorate it fails: dtypes differ)
     [(layers, seen)] = wrapped
@@ -125,15 +109,7 @@ def test_o2_resumes_before_decorate_and_decorates_before_data_parallel(tiny_data
 def test_o2_evaluation_needs_the_autocast_and_runs_under_it(tiny_data, tmp_path, monkeypatch, o2_on_cpu):
     from segdistill.evaluate import evaluate
 
-    t = _student(
-        tiny_data,
-        tmp_path / "o2",
-        iters=2,
-        batch_size=2,
-        precision="bf16",
-        amp_level="O2",
-        do_eval=True,
-    )
+    t = _student(tiny_data, tmp_path / "o2", iters=2, precision="bf16", amp_level="O2", do_eval=True)
     # The crash: O2 weights are bf16, the images fp32; without autocast (as before) the first conv fails.
     with pytest.raises(ValueError, match="does not match the type of data"):
         evaluate(t.model, t.val_ds, t.num_classes, t.ignore_index)
@@ -170,29 +146,13 @@ def test_o2_evaluation_needs_the_autocast_and_runs_under_it(tiny_data, tmp_path,
 def test_online_teacher_is_not_decorated_and_runs_outside_the_autocast(
     tiny_data, tmp_path, monkeypatch, o2_on_cpu, patched_teacher
 ):
-    o2 = _student(
-        tiny_data,
-        tmp_path / "o2",
-        iters=2,
-        batch_size=2,
-        precision="fp16",
-        amp_level="O2",
-        teacher_config=patched_teacher,
-    )
+    o2 = _student(tiny_data, tmp_path / "o2", iters=2, precision="fp16", amp_level="O2", teacher_config=patched_teacher)
     assert {str(p.dtype) for p in o2.distiller.teacher.parameters()} == {"paddle.float32"}
     assert "paddle.float16" in {str(p.dtype) for p in o2.model.parameters()}
 
     # A step (O1: it runs on a CPU): the student's forward inside the enabled autocast, the teacher's outside.
     stack, seen = _autocast_stack(monkeypatch), {}
-    t = _student(
-        tiny_data,
-        tmp_path / "o1",
-        iters=2,
-        batch_size=2,
-        precision="fp16",
-        amp_level="O1",
-        teacher_config=patched_teacher,
-    )
+    t = _student(tiny_data, tmp_path / "o1", iters=2, precision="fp16", amp_level="O1", teacher_config=patched_teacher)
     for name, model in (("student", t.model), ("teacher", t.distiller.teacher)):
         model.register_forward_pre_hook(lambda layer, inputs, name=name: seen.setdefault(name, list(stack)) and None)
     t.step(*map(paddle.to_tensor, t.stream.batch(1)), it=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, STUDENT, TEACHER
 
 SCRIPT = ROOT / "bench" / "distill_step.py"
 CONFIGS = [
@@ -23,36 +23,20 @@ CONFIGS = [
 ]
 
 
+def run_bench(tmp_path, script, flags, timeout=600):
+    """`script` with `flags`, run in `tmp_path` as a person runs it; its finished process."""
+    proc = subprocess.run(
+        [sys.executable, str(script), *map(str, flags)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
 def test_bench_reports_every_configuration(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "--size",
-        "32",
-        "--batch",
-        "2",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--rounds",
-        "1",
-        "--jobs",
-        "2",
-        "--breakdown",
-        "1",
-        "--paired",
-        "1",
-        "--teacher-config",
-        str(ROOT / "tests/configs/teacher_tiny.yml"),
-        "--student-config",
-        str(ROOT / "tests/configs/student_tiny.yml"),
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    flags = "--size 32 --batch 2 --steps 2 --warmup 1 --rounds 1 --jobs 2 --breakdown 1 --paired 1".split()
+    flags += ["--teacher-config", TEACHER, "--student-config", STUDENT, "--out", out]
+    proc = run_bench(tmp_path, SCRIPT, flags, timeout=300)
     report = json.loads(out.read_text())
 
     assert list(report["configurations"]) == CONFIGS
@@ -94,30 +78,12 @@ def test_bench_reports_every_configuration(tmp_path):
 
 def test_teacher_cache_bench_reports_ratios(tmp_path):
     out = tmp_path / "cache.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "teacher_cache.py"),
-        "--size",
-        "32",
-        "--batch",
-        "2",
-        "--iters",
-        "2",
-        "--warmup",
-        "0",
-        "--paired",
-        "2",
-        "--rss_steps",
-        "1",
-        "--teacher_config",
-        str(ROOT / "tests/configs/teacher_tiny.yml"),
-        "--student_config",
-        str(ROOT / "tests/configs/student_tiny.yml"),
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    flags = "--size 32 --batch 2 --iters 2 --warmup 0 --paired 2 --rss_steps 1".split()
+    run_bench(
+        tmp_path,
+        ROOT / "bench/teacher_cache.py",
+        flags + ["--teacher_config", TEACHER, "--student_config", STUDENT, "--out", out],
+    )
     report = json.loads(out.read_text())
     assert set(report["paired_median_step_s"]) == {"student", "cached_kl", "online_kl"}
     assert all(v > 0 for v in report["paired_median_step_s"].values())
@@ -135,34 +101,13 @@ def test_methods_bench_reports_every_arm_against_the_student(tmp_path):
     import yaml
 
     study = yaml.safe_load((ROOT / "config/methods.yaml").read_text())
-    study["teacher"]["config"] = str(ROOT / "tests/configs/teacher_tiny.yml")
-    study["student"]["config"] = str(ROOT / "tests/configs/student_tiny.yml")
+    study["teacher"]["config"], study["student"]["config"] = TEACHER, STUDENT
     study["distill"] = {k: study["distill"][k] for k in ("ifvd", "mgd")}
     path = tmp_path / "methods.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     out = tmp_path / "bench.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench/methods_step.py"),
-        "--study",
-        str(path),
-        "--size",
-        "32",
-        "--batch",
-        "2",
-        "--steps",
-        "1",
-        "--warmup",
-        "1",
-        "--paired",
-        "2",
-        "--loss-sides",
-        "32",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    flags = "--size 32 --batch 2 --steps 1 --warmup 1 --paired 2 --loss-sides 32".split()
+    proc = run_bench(tmp_path, ROOT / "bench/methods_step.py", ["--study", path, *flags, "--out", out])
     report = json.loads(out.read_text())
     confs = report["configurations"]
     assert list(confs) == ["student", "ifvd", "mgd"]

@@ -1,19 +1,17 @@
 """Config loading, teacher patching with strict loading, and study-level checks."""
 
 import copy
+from pathlib import Path
 
 from segdistill.paddle_env import paddle
 
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_STUDY
+from conftest import ROOT, STUDENT, TEACHER, TINY_STUDY
 from segdistill import study
 from segdistill.config import base_files, build_model, experiment_dict, load_weights, patch_teacher, read_yaml
 from segdistill.errors import SegDistillError
-
-TEACHER = ROOT / "tests/configs/teacher_tiny.yml"
-STUDENT = ROOT / "tests/configs/student_tiny.yml"
 
 
 def tiny_study():
@@ -29,10 +27,10 @@ def test_patch_teacher_writes_a_copy_and_loads_every_parameter(tmp_path):
     model = build_model(experiment_dict(TEACHER), TEACHER)
     weights = tmp_path / "teacher.pdparams"
     paddle.save(model.state_dict(), str(weights))
-    before = TEACHER.read_text()
+    before = Path(TEACHER).read_text()
     out = tmp_path / "patched.yml"
     patch_teacher(TEACHER, weights, out)
-    assert TEACHER.read_text() == before  # the user's file is never edited
+    assert Path(TEACHER).read_text() == before  # the user's file is never edited
     dic = read_yaml(out)
     assert dic["model"]["pretrained"] == str(weights)
     loaded = build_model(experiment_dict(out), out)
@@ -40,26 +38,27 @@ def test_patch_teacher_writes_a_copy_and_loads_every_parameter(tmp_path):
         assert (loaded.state_dict()[k].numpy() == v.numpy()).all(), k
 
 
-def test_weights_of_another_model_name_the_mismatch(tmp_path):
+def _load_changed(tmp_path, change):
+    """The tiny student loading its own weights after `change(state)`."""
     student = build_model(experiment_dict(STUDENT), STUDENT)
-    state = student.state_dict()
-    state.pop(next(iter(state)))
-    bad = tmp_path / "bad.pdparams"
-    paddle.save(state, str(bad))
+    state = dict(student.state_dict())
+    change(state)
+    paddle.save(state, str(tmp_path / "bad.pdparams"))
+    load_weights(student, tmp_path / "bad.pdparams", source="test")
+
+
+def test_weights_of_another_model_name_the_mismatch(tmp_path):
     with pytest.raises(SegDistillError, match=r"missing key\(s\), e.g. backbone"):
-        load_weights(student, bad, source="test")
+        _load_changed(tmp_path, lambda state: state.pop(next(iter(state))))
 
 
 def test_weights_with_wrong_shape_name_the_key(tmp_path):
-    student = build_model(experiment_dict(STUDENT), STUDENT)
-    state = {k: v for k, v in student.state_dict().items()}
-    key = next(k for k, v in state.items() if k.startswith("head.decoder") and len(v.shape) == 4)
-    shape = list(state[key].shape)
-    state[key] = paddle.zeros([shape[0] + 1, *shape[1:]])
-    bad = tmp_path / "bad.pdparams"
-    paddle.save(state, str(bad))
-    with pytest.raises(SegDistillError, match=f"shape mismatch.*{key}"):
-        load_weights(student, bad, source="test")
+    def wider(state):
+        key = next(k for k, v in state.items() if k.startswith("head.decoder") and len(v.shape) == 4)
+        state[key] = paddle.zeros([state[key].shape[0] + 1, *state[key].shape[1:]])
+
+    with pytest.raises(SegDistillError, match="shape mismatch.*head.decoder"):
+        _load_changed(tmp_path, wider)
 
 
 def test_missing_and_corrupt_weight_files(tmp_path):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from segdistill import devices
 from segdistill.errors import SegDistillError
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 LEASE_WORKFLOW = ROOT / "tests" / "fixtures" / "lease_workflow" / "Snakefile"
@@ -421,26 +421,21 @@ ENV_PROBE = (
 )
 
 
+def _leased_env(threads: int) -> list[str]:
+    """What a job leasing one GPU sees: CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER, its lease, OMP_NUM_THREADS."""
+    cmd = [PY, "-m", "segdistill.devices", "run", "--gpus", "1", "--threads", str(threads), "--", PY, "-c", ENV_PROBE]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().split("|")
+
+
 def test_a_leased_job_gets_pci_order_and_its_ids_whatever_the_shell_set(pool_env, monkeypatch):
     """CUDA_VISIBLE_DEVICES names the leased ids in nvidia-smi's (PCI bus) numbering only if CUDA numbers the
     same way: CUDA_DEVICE_ORDER=PCI_BUS_ID, set over whatever the caller's shell had."""
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
-    proc = subprocess.run(
-        [PY, "-m", "segdistill.devices", "run", "--gpus", "1", "--threads", "2", "--", PY, "-c", ENV_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    visible, order, leased, threads = proc.stdout.strip().split("|")
+    visible, order, leased, threads = _leased_env(threads=2)
     assert (order, threads) == ("PCI_BUS_ID", "2")
     assert visible == leased and visible in POOL
     # No GPU in the pool: CPU, nothing visible, nothing leased, the same order.
     monkeypatch.setenv("SEGDISTILL_GPU_IDS", "")
-    proc = subprocess.run(
-        [PY, "-m", "segdistill.devices", "run", "--gpus", "1", "--threads", "1", "--", PY, "-c", ENV_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.stdout.strip().split("|") == ["", "PCI_BUS_ID", "", "1"]
+    assert _leased_env(threads=1) == ["", "PCI_BUS_ID", "", "1"]

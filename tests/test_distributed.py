@@ -17,10 +17,8 @@ import numpy as np
 import pandas as pd
 
 import segdistill.cli
-from conftest import ROOT
+from conftest import STUDENT, cache_spec, distill_argv
 from segdistill import devices
-
-STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
 
 def _digests(log: str) -> dict[int, str]:
@@ -34,26 +32,7 @@ def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):
         "  - {name: cwd, student: head.aspp, teacher: head.aspp, loss: cwd, weight: 3, temperature: 4,"
         " connector: conv1x1}\n"
     )
-    args = [
-        "train",
-        "--config",
-        STUDENT,
-        "--teacher_config",
-        patched_teacher,
-        "--distill",
-        str(terms),
-        "--data_root",
-        str(tiny_data),
-        "--iters",
-        "4",
-        "--save_interval",
-        "2",
-        "--log_iters",
-        "1",
-        "--seed",
-        "1",
-        "--do_eval",
-    ]
+    args = distill_argv(tiny_data, patched_teacher, terms, iters=4, save_interval=2, log_iters=1, seed=1)
     cmd = [sys.executable, segdistill.cli.__file__, *args]
     # batch_size is per device: 4 on one process and 2 on each of 2 ranks is the same global batch.
     assert (
@@ -108,22 +87,9 @@ def test_two_ranks_match_one_process(tiny_data, tmp_path, patched_teacher):
     # Cached teacher outputs under DataParallel: each rank reads its slice of the global batch and passes it to
     # the forward; a float32 cache made for 2 ranks (the teacher run per rank slice) gives the online run's log.
     from segdistill.distill.cache import write_teacher_outputs
-    from segdistill.specs import TeacherOutputsSpec
 
-    write_teacher_outputs(
-        TeacherOutputsSpec(
-            config=STUDENT,
-            teacher_config=patched_teacher,
-            distill=[str(terms)],
-            out=str(tmp_path / "cache"),
-            data_seed=1,
-            data_root=str(tiny_data),
-            iters=4,
-            batch_size=2,
-            ranks=2,
-            dtype="float32",
-        )
-    )
+    fields = {"data_seed": 1, "iters": 4, "batch_size": 2, "ranks": 2, "dtype": "float32"}
+    write_teacher_outputs(cache_spec(tiny_data, patched_teacher, terms, tmp_path / "cache", **fields))
     assert (
         devices.run(
             0,

@@ -9,12 +9,11 @@ from importlib import metadata
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, STUDENT, tiny_spec
 from segdistill.doctor import check_devices, check_pins, read_pins
 from segdistill.errors import SegDistillError
 from segdistill.trainer import Trainer, TrainSpec
 
-STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 CLI = [sys.executable, "-m", "segdistill.cli"]
 
 
@@ -173,9 +172,7 @@ def test_make_install_gpu_command_line(tmp_path):
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_half_precision_on_cpu_is_refused_with_what_is_supported(tiny_data, tmp_path, precision):
     """Paddle's auto_cast is a silent no-op off GPU/XPU (paddle 3.3.1), so a CPU run in bf16 would be fp32."""
-    spec = TrainSpec(
-        config=STUDENT, save_dir=str(tmp_path / "run"), data_root=str(tiny_data), iters=1, precision=precision
-    )
+    spec = tiny_spec(tiny_data, tmp_path / "run", iters=1, precision=precision)
     with pytest.raises(
         SegDistillError,
         match=rf"--precision {precision} is not available on this device \(cpu\): "

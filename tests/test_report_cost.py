@@ -7,14 +7,12 @@ from segdistill.paddle_env import paddle
 
 import pytest
 
-from conftest import ROOT
+from conftest import STUDENT, TEACHER
 from segdistill.errors import SegDistillError
 from segdistill.models import input_size
 from segdistill.report import cost
 
 nn = paddle.nn
-TEACHER = str(ROOT / "tests/configs/teacher_tiny.yml")
-STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
 
 class Tiny(nn.Layer):

@@ -8,14 +8,12 @@ from segdistill.paddle_env import paddle
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import STUDENT
 from segdistill import checkpoint
 from segdistill.config import build_model, experiment_dict
 from segdistill.errors import SegDistillError
 from segdistill.models import load_trained
 from segdistill.report import export
-
-STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
 
 def _m(miou):

@@ -253,12 +253,7 @@ def test_kl_cwd_report_shows_pairs_robustness_power_and_forest(tmp_path):
     from segdistill.report.overview import write_overview
 
     config, recs = _kl_cwd_records(np.random.default_rng(7))
-    paths = []
-    for r in recs:
-        p = tmp_path / "eval" / (r["run"].replace("/", "_") + ".json")
-        p.parent.mkdir(exist_ok=True)
-        p.write_text(json.dumps(r))
-        paths.append(p)
+    paths = _write(tmp_path, recs)
     st = stats.write_stats(paths, tmp_path / "stats.json", split=config["report"]["split"])
     assert st["family"]["members"] == 2 and len(st["pairs"]) == 1
     assert st["best_setting"]["chosen_on"] == "val" and st["best_run"]["chosen_on"] == "val"

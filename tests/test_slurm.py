@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
+
 pytestmark = pytest.mark.slurm
 
-ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CLUSTER = ROOT / "tests" / "fixtures" / "slurm_cluster.sh"
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"

@@ -5,13 +5,11 @@ import random
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import STUDENT
 from segdistill.config import build, experiment_dict
 from segdistill.data.stream import KeyedStream, training_stream
 from segdistill.errors import SegDistillError
 from segdistill.specs import TeacherOutputsSpec, TrainSpec
-
-STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,17 @@ import hashlib
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, classless_configs
+from conftest import ROOT, STUDENT, TEACHER, classless_configs
 from data_helpers import make_generic_dataset
 from segdistill import study
 from segdistill.config import build, read_yaml
 from segdistill.errors import SegDistillError
 
-TEACHER = ROOT / "tests/configs/teacher_tiny.yml"
-STUDENT = ROOT / "tests/configs/student_tiny.yml"
 CLASSES = ["sky", "road", "car"]
 
 
@@ -44,7 +43,7 @@ def test_folder_source_gives_generic_dataset_configs(tmp_path):
         ds = dic[key]
         assert ds["type"] == "Dataset" and ds["mode"] == mode and ds["num_classes"] == 3
         assert ds["train_path"] == f"{root}/train_list.txt" and ds["test_path"] == f"{root}/test_list.txt"
-        assert ds["transforms"] == yaml.safe_load(STUDENT.read_text())[key]["transforms"]
+        assert ds["transforms"] == yaml.safe_load(Path(STUDENT).read_text())[key]["transforms"]
     assert dic["model"]["num_classes"] == 3
     cfg["data"]["folder"]["val_list"] = "lists/v.txt"
     assert study.experiment(cfg, "student")["val_dataset"]["val_path"] == f"{root}/lists/v.txt"
@@ -64,7 +63,7 @@ def test_a_data_set_key_inherited_through_base_is_named_before_training(tmp_path
     """A zoo YAML's generic `Dataset` (train_path, num_classes) under an override to the synthetic set's
     `OpticDiscSeg`: merged through `_base_`, the section holds keys OpticDiscSeg does not take. The study's check
     names file, section and keys; `_inherited_: false` replaces the base's section and passes."""
-    base = yaml.safe_load(STUDENT.read_text())
+    base = yaml.safe_load(Path(STUDENT).read_text())
     for key, mode in (("train_dataset", "train"), ("val_dataset", "val")):
         base[key].update(type="Dataset", num_classes=2, **{f"{mode}_path": f"data/optic_disc_seg/{mode}_list.txt"})
     (tmp_path / "zoo").mkdir()
@@ -160,7 +159,7 @@ def test_provide_teacher_checks_digest_and_every_parameter(tmp_path):
         provide_teacher(str(good), "0" * 64, str(config), str(out), str(record))
     # A 2-class model's weights do not fit the 3-class teacher: the key and both shapes are named.
     two = tmp_path / "two.pdparams"
-    paddle.save(build_model(yaml.safe_load(TEACHER.read_text()), TEACHER).state_dict(), str(two))
+    paddle.save(build_model(yaml.safe_load(Path(TEACHER).read_text()), TEACHER).state_dict(), str(two))
     with pytest.raises(SegDistillError, match=r"teacher.weights .*shape mismatch.*\[3, .*\[2, |shape mismatch"):
         provide_teacher(str(two), None, str(config), str(out), str(record))
     assert not out.exists() and not record.exists()

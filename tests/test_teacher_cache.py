@@ -8,7 +8,7 @@ from segdistill.paddle_env import paddle
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, STUDENT, tiny_spec
 from segdistill.data.digest import data_digest
 from segdistill.data.fetch import sha256_of
 from segdistill.distill import cache, teachers
@@ -16,7 +16,6 @@ from segdistill.errors import SegDistillError
 from segdistill.specs import TeacherOutputsSpec
 from segdistill.trainer import Trainer, TrainSpec
 
-STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
 TERMS = [
     {"loss": "kl", "weight": 3},
     {
@@ -62,10 +61,9 @@ def make_cache(tmp_path, patched_teacher, data, dtype, terms=TERMS, seed=SEED, n
 
 
 def run(tmp_path, name, data, patched_teacher, terms=TERMS, **kw):
-    spec = TrainSpec(
-        config=STUDENT,
-        save_dir=str(tmp_path / name),
-        data_root=str(data),
+    spec = tiny_spec(
+        data,
+        tmp_path / name,
         seed=SEED,
         iters=ITERS,
         save_interval=2,
@@ -76,6 +74,12 @@ def run(tmp_path, name, data, patched_teacher, terms=TERMS, **kw):
         **kw,
     )
     return Trainer(spec, log=lambda m: None)
+
+
+def cached_spec(data, tmp_path, patched_teacher, cache, **kw):
+    """A KL run of the tiny student (seed SEED, ITERS iterations) reading the teacher outputs in `cache`."""
+    fields = {"seed": SEED, "iters": ITERS, "distill_terms": [{"loss": "kl", "weight": 3}], **kw}
+    return tiny_spec(data, tmp_path / "run", teacher_config=patched_teacher, teacher_outputs=str(cache), **fields)
 
 
 @pytest.fixture(scope="module")
@@ -218,19 +222,9 @@ def f16_cache(tiny_data, patched_teacher, tmp_path_factory):
     ],
 )
 def test_mismatch_is_refused_by_field(f16_cache, tiny_data, patched_teacher, tmp_path, change, field):
-    spec = dict(
-        config=STUDENT,
-        save_dir=str(tmp_path / "run"),
-        data_root=str(tiny_data),
-        seed=SEED,
-        iters=ITERS,
-        teacher_config=patched_teacher,
-        distill_terms=[{"loss": "kl", "weight": 3}],
-        teacher_outputs=str(f16_cache),
-    )
-    spec.update({k if k != "terms" else "distill_terms": v for k, v in change.items()})
+    change = {k if k != "terms" else "distill_terms": v for k, v in change.items()}
     with pytest.raises(SegDistillError, match=field):
-        Trainer(TrainSpec(**spec), log=lambda m: None)
+        Trainer(cached_spec(tiny_data, tmp_path, patched_teacher, f16_cache, **change), log=lambda m: None)
 
 
 def test_other_teacher_or_data_is_refused(f16_cache, tiny_data, patched_teacher, tmp_path):
@@ -281,18 +275,8 @@ def test_a_truncated_or_altered_cache_file_is_named_before_the_first_step(
     assert manifest["tensors"]["logits"]["sha256"] == sha256_of(folder / "logits.npy")
     data = (folder / "logits.npy").read_bytes()
     (folder / "logits.npy").write_bytes(damage(data))
-    spec = TrainSpec(
-        config=STUDENT,
-        save_dir=str(tmp_path / "run"),
-        data_root=str(tiny_data),
-        seed=SEED,
-        iters=ITERS,
-        teacher_config=patched_teacher,
-        distill_terms=[{"loss": "kl", "weight": 3}],
-        teacher_outputs=str(folder),
-    )
     with pytest.raises(SegDistillError, match=message):
-        Trainer(spec, log=lambda m: None)
+        Trainer(cached_spec(tiny_data, tmp_path, patched_teacher, folder), log=lambda m: None)
     assert not (tmp_path / "run").exists()  # refused before anything was trained or written
 
 

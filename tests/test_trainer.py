@@ -12,29 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import STUDENT, TEACHER, distill_argv, tiny_spec
 from segdistill import checkpoint
 from segdistill.errors import SegDistillError
 from segdistill.specs import EvaluateOptions
-from segdistill.trainer import Trainer, TrainSpec
-
-TEACHER = str(ROOT / "tests/configs/teacher_tiny.yml")
-STUDENT = str(ROOT / "tests/configs/student_tiny.yml")
+from segdistill.trainer import Trainer
 
 
 def spec(data, save_dir, **kw):
-    base = dict(
-        config=STUDENT,
-        save_dir=str(save_dir),
-        data_root=str(data),
-        seed=3,
-        save_interval=2,
-        log_iters=1,
-        keep_checkpoint_max=3,
-        do_eval=True,
-    )
-    base.update(kw)
-    return TrainSpec(**base)
+    return tiny_spec(data, save_dir, **{"seed": 3, "save_interval": 2, "log_iters": 1, "keep_checkpoint_max": 3, **kw})
 
 
 def weights(path):
@@ -59,24 +45,7 @@ def test_resume_after_kill_equals_uninterrupted(tiny_data, tmp_path, patched_tea
         # MGD: a trained generator and a random mask per iteration, both resumed exactly
         "  - {name: mgd, student: head.aspp, teacher: head.aspp, loss: mgd, options: {alpha: 0.001}}\n"
     )
-    args = [
-        "train",
-        "--config",
-        STUDENT,
-        "--teacher_config",
-        patched_teacher,
-        "--distill",
-        str(terms),
-        "--data_root",
-        str(tiny_data),
-        "--seed",
-        "5",
-        "--save_interval",
-        "2",
-        "--log_iters",
-        "1",
-        "--do_eval",
-    ]
+    args = distill_argv(tiny_data, patched_teacher, terms, seed=5, save_interval=2, log_iters=1)
     cli = [sys.executable, "-m", "segdistill.cli"]
     full = subprocess.run(cli + args + ["--save_dir", str(tmp_path / "full")], capture_output=True, text=True)
     assert full.returncode == 0, full.stderr[-3000:]

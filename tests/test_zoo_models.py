@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, run_snakemake, tiny_config
+from conftest import BIN, ROOT, cache_spec, run_snakemake, tiny_config, tiny_spec
 from segdistill.distill import cache
 from segdistill.distill.terms import terms_from_paddleseg
 from segdistill.errors import SegDistillError
@@ -30,15 +30,7 @@ AUX_TERMS = [{"student": "logits.1", "teacher": "logits", "loss": "kl", "weight"
 
 
 def spec(config, save_dir, data, **kw):
-    return TrainSpec(
-        config=str(CONFIGS / config),
-        save_dir=str(save_dir),
-        data_root=str(data),
-        iters=2,
-        save_interval=2,
-        log_iters=1,
-        **kw,
-    )
+    return tiny_spec(data, save_dir, CONFIGS / config, iters=2, save_interval=2, log_iters=1, **kw)
 
 
 @pytest.mark.parametrize("convention", list(CONVENTIONS))
@@ -113,14 +105,8 @@ def test_an_output_the_teacher_lacks_is_one_error_before_training(tiny_data, pat
     terms_path.write_text(yaml.safe_dump({"terms": bad}))
     with pytest.raises(SegDistillError, match="teacher model has no output 'logits.1'"):
         cache.write_teacher_outputs(
-            TeacherOutputsSpec(
-                config=str(CONFIGS / "pp_liteseg_tiny.yml"),
-                teacher_config=patched_teacher,
-                distill=[str(terms_path)],
-                out=str(tmp_path / "cache"),
-                data_seed=0,
-                data_root=str(tiny_data),
-                iters=2,
+            cache_spec(
+                tiny_data, patched_teacher, terms_path, tmp_path / "cache", CONFIGS / "pp_liteseg_tiny.yml", iters=2
             ),
             log=lambda m: None,
         )

@@ -149,17 +149,23 @@ def _problems(what: str, missing, unexpected, mismatched) -> list[str]:
     return out
 
 
-def check_model_state(state: dict, model) -> list[str]:
-    """Every model entry present with its shape, and nothing else (set_state_dict skips both silently)."""
+def state_differences(state: dict, model, source: str) -> tuple[list, list, list]:
+    """How a state dict differs from `model`'s: its entries `state` lacks, the entries of `state` the model does not
+    have, and those of another shape (noted as `source` vs model). set_state_dict skips all three silently."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        f"{k} (checkpoint {list(state[k].shape)}, model {list(expected[k].shape)})"
+        f"{k} ({source} {list(state[k].shape)}, model {list(expected[k].shape)})"
         for k in expected
         if k in state and list(state[k].shape) != list(expected[k].shape)
     ]
-    return _problems("model", missing, unexpected, mismatched)
+    return missing, unexpected, mismatched
+
+
+def check_model_state(state: dict, model) -> list[str]:
+    """Every model entry present with its shape, and nothing else."""
+    return _problems("model", *state_differences(state, model, "checkpoint"))
 
 
 def check_optimizer_state(state: dict, optimizer) -> list[str]:

@@ -122,12 +122,13 @@ def experiment_dict(
     backbone = dic["model"].get("backbone") or {}
     if not pretrained_backbone and backbone.get("pretrained"):
         backbone["pretrained"] = None
-    if resolve_backbone and _is_url(backbone.get("pretrained")):
+    if resolve_backbone and is_url(backbone.get("pretrained")):
         backbone["pretrained"] = resolve_pretrained(backbone["pretrained"], pretrained_cache, path)
     return dic
 
 
-def _is_url(value: Any) -> bool:
+def is_url(value: Any) -> bool:
+    """Whether a `pretrained:` or `teacher.weights` value is a URL to download (http or https)."""
     return isinstance(value, str) and value.split("://")[0] in ("http", "https")
 
 
@@ -265,14 +266,9 @@ def load_weights(model, path: str | os.PathLike, source: str = "weights") -> Non
         state = paddle.load(str(path))
     except Exception as exc:  # paddle raises many types for a corrupt pickle
         raise SegDistillError(f"{source}: cannot read weights {path}: {exc}") from None
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} (file {list(state[k].shape)}, model {list(expected[k].shape)})"
-        for k in expected
-        if k in state and list(state[k].shape) != list(expected[k].shape)
-    ]
+    from segdistill.checkpoint import state_differences
+
+    missing, unexpected, mismatched = state_differences(state, model, "file")
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s), e.g. {', '.join(missing[:3])}")

@@ -186,11 +186,8 @@ class TrainSpec(_Keyed):
     run_id: str | None = opt(
         None, help="run id recorded in the --evaluate_out record, e.g. distilled/kl/seed0", identity=False
     )
-    final_checkpoint: bool = opt(
-        True,
-        help="write a checkpoint at the last iteration too (--no_final_checkpoint: only best_model/)",
-        identity=False,
-    )
+    # --no_final_checkpoint: only best_model/ at the end (a finished run is never resumed).
+    final_checkpoint: bool = opt(True, help="write a checkpoint at the last iteration too", identity=False)
 
     def __post_init__(self):
         if isinstance(self.evaluate, dict):  # as the study's `evaluate` section or a spec file gives it

@@ -37,10 +37,6 @@ _DATASET_KEEP = ("transforms", "ignore_index", "img_channels", "separator", "edg
 STUDY_CONFIGS = {"teacher": "results/configs/study/teacher.yml", "student": "results/configs/study/student.yml"}
 
 
-def is_url(value) -> bool:
-    return isinstance(value, str) and value.split("://")[0] in ("http", "https")
-
-
 def url_key(url: str) -> str:
     # A different URL is a different data set: it gets its own download and folder.
     return hashlib.sha256(url.encode()).hexdigest()[:12]
@@ -279,6 +275,8 @@ def check_teacher_weights(weights: str | None, sha256: str | None) -> None:
         return
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(sha256)):
         raise SegDistillError(f"teacher.sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    from segdistill.config import is_url
+
     if is_url(weights):
         if not sha256:
             raise SegDistillError(

@@ -31,9 +31,9 @@ def provide_teacher(
     `record` gets a JSON with the source, its SHA-256 and the config it was checked against. Nothing is written
     at `out` unless every check passed.
     """
-    from segdistill.config import build_model, experiment_dict, load_weights
+    from segdistill.config import build_model, experiment_dict, is_url, load_weights
     from segdistill.data import download, sha256_of
-    from segdistill.study import check_teacher_weights, is_url
+    from segdistill.study import check_teacher_weights
 
     check_teacher_weights(weights, sha256)
     if is_url(weights):

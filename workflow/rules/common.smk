@@ -51,7 +51,7 @@ sys.path.insert(0, ENGINE_PATH)
 os.environ.setdefault("SEGDISTILL_SOURCE", ENGINE_PIP)
 
 from segdistill import schema, study
-from segdistill.config import base_files
+from segdistill.config import base_files, is_url
 from segdistill.errors import SegDistillError
 from segdistill.paddleseg_sets import SPLIT_FILES
 
@@ -147,7 +147,7 @@ def run_model(run):
 
 def provided_teacher_inputs(wildcards):
     """The teacher config; and the user's weights file when it is local, so that a new file reruns the check."""
-    local = {} if study.is_url(TEACHER_WEIGHTS) else {"weights": TEACHER_WEIGHTS}
+    local = {} if is_url(TEACHER_WEIGHTS) else {"weights": TEACHER_WEIGHTS}
     return {"config": arm_config("teacher"), **local}
 
 
