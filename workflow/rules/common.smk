@@ -15,6 +15,10 @@ PARSE_MODULES = (
     "schema.py",
     "paddleseg_sets.py",
     "paddleseg_classes.py",
+    "precision.py",
+    "report/__init__.py",
+    "report/names.py",
+    "report/figure_table.py",
 )
 
 
@@ -39,7 +43,8 @@ def engine_source():
     dest.mkdir(parents=True, exist_ok=True)
     for name in PARSE_MODULES:
         cached = workflow.source_path(f"../../src/segdistill/{name}")
-        tmp = dest / f".{name}.{os.getpid()}"
+        (dest / name).parent.mkdir(exist_ok=True)
+        tmp = (dest / name).with_name(f".{Path(name).name}.{os.getpid()}")
         tmp.write_bytes(Path(cached).read_bytes())
         os.replace(tmp, dest / name)  # concurrent parses (cluster jobs) see whole files
     return str(dest.parent), pip
