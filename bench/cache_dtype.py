@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
-    from segdistill.config import patch_teacher
     from segdistill.data import generate
     from segdistill.distill.cache import write_teacher_outputs
+    from segdistill.paddleseg_yaml import patch_teacher
     from segdistill.specs import TeacherOutputsSpec
     from segdistill.trainer import Trainer, TrainSpec
 

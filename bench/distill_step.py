@@ -95,7 +95,7 @@ def _optimizer(dic: dict, parameters, source):
 
 
 def _student_dic(work: Path):
-    from segdistill.config import read_yaml
+    from segdistill.paddleseg_yaml import read_yaml
 
     return read_yaml(work / "student.yml")
 
@@ -118,7 +118,7 @@ def _bare_student(name: str, work: Path, spec: dict):
     """(a) the loop anyone would write: student forward, F.cross_entropy, backward, optimizer step."""
     import paddle.nn.functional as F
 
-    from segdistill.config import build_model, ignore_index
+    from segdistill.paddleseg_yaml import build_model, ignore_index
 
     sdic = _student_dic(work)
     ign = ignore_index(sdic)
@@ -198,7 +198,7 @@ def _paddleslim(name: str, work: Path, spec: dict):
     from paddleslim.dygraph.dist import Distill
 
     import segdistill.losses as seg_losses
-    from segdistill.config import build_model, ignore_index
+    from segdistill.paddleseg_yaml import build_model, ignore_index
 
     sdic = _student_dic(work)
     ign = ignore_index(sdic)

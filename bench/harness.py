@@ -50,8 +50,8 @@ def prepare(work: Path, spec: dict) -> dict:
     """Configs resized to --size, a generated data set, and teacher weights with a patched teacher config."""
     from segdistill.paddle_env import paddle
 
-    from segdistill.config import build_model, patch_teacher, read_yaml, write_yaml
     from segdistill.data.synthetic import generate
+    from segdistill.paddleseg_yaml import build_model, patch_teacher, read_yaml, write_yaml
     from segdistill.trainer import seed_everything
 
     size, batch = spec["size"], spec["batch"]
@@ -116,8 +116,8 @@ def batch(work: Path, spec: dict):
     """The same batch for every configuration: the keyed training stream's first batch."""
     from segdistill.paddle_env import paddle
 
-    from segdistill.config import build, read_yaml
     from segdistill.data.stream import KeyedStream
+    from segdistill.paddleseg_yaml import build, read_yaml
 
     dic = read_yaml(work / "student.yml")
     ds = build(dic, work / "student.yml").train_dataset
@@ -126,7 +126,7 @@ def batch(work: Path, spec: dict):
 
 
 def teacher_model(work: Path):
-    from segdistill.config import build_model, read_yaml
+    from segdistill.paddleseg_yaml import build_model, read_yaml
 
     return build_model(read_yaml(work / "teacher_patched.yml"), work / "teacher_patched.yml")
 

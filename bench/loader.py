@@ -24,15 +24,15 @@ STUDENT = ROOT / "config/paddleseg/optic_disc/deeplabv3p_resnet18_os8_optic_disc
 
 
 def _dic(data_root: Path, batch: int):
-    from segdistill.config import experiment_dict
+    from segdistill.paddleseg_yaml import experiment_dict
 
     # The backbone's pretrained weights do not change the step time; leave the URL out (no download).
     return experiment_dict(STUDENT, data_root=str(data_root), batch_size=batch, pretrained_backbone=False)
 
 
 def loader_rate(data_root: Path, batch: int, iters: int, workers: int) -> dict:
-    from segdistill.config import build
     from segdistill.data.stream import KeyedStream
+    from segdistill.paddleseg_yaml import build
 
     dic = _dic(data_root, batch)
     stream = KeyedStream(build(dic, STUDENT).train_dataset, batch, seed=0, num_classes=2)
@@ -50,8 +50,8 @@ def step_rate(data_root: Path, batch: int, steps: int) -> dict:
     """A student training step (forward, CE, backward, optimizer) at 512x512 as the trainer runs it."""
     from segdistill.paddle_env import paddle
 
-    from segdistill.config import build
     from segdistill.data.stream import KeyedStream
+    from segdistill.paddleseg_yaml import build
     from segdistill.trainer import Trainer, TrainSpec
 
     trainer = Trainer(

@@ -49,8 +49,8 @@ def _study_terms(study: Path) -> dict:
 
 
 def _prepare(work: Path, spec: dict) -> dict:
-    from segdistill.config import write_yaml
     from segdistill.distill import cache
+    from segdistill.paddleseg_yaml import write_yaml
     from segdistill.specs import TeacherOutputsSpec
 
     versions = harness.prepare(work, spec)

@@ -36,7 +36,7 @@ STUDENT = ROOT / "config/paddleseg/cpu/deeplabv3p_resnet18_os16_synthetic_64x64_
 
 def sized_config(config: Path, size: int, work: Path) -> Path:
     """A copy of `config` whose val (and train) Resize is `size` x `size`."""
-    from segdistill.config import read_yaml, write_yaml
+    from segdistill.paddleseg_yaml import read_yaml, write_yaml
 
     dic = read_yaml(config)
     for key in ("train_dataset", "val_dataset"):
@@ -54,8 +54,8 @@ def setup(config: Path, size: int, num_images: int, work: Path) -> dict:
 
     from segdistill import checkpoint
     from segdistill.data import generate
+    from segdistill.export import deploy_yaml, save_inference_model
     from segdistill.models import load_trained
-    from segdistill.report.export import deploy_yaml, save_inference_model
 
     cfg = sized_config(config, size, work)
     model, dic = load_trained(cfg)

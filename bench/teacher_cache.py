@@ -110,9 +110,9 @@ def child_bytes(spec: dict) -> dict:
 
     import numpy as np
 
-    from segdistill.config import build_model, experiment_dict
     from segdistill.distill.cache import logits_rule
     from segdistill.distill.recorder import Recorder
+    from segdistill.paddleseg_yaml import build_model, experiment_dict
 
     out = {}
     for label, (config, size) in BYTES_CONFIGS.items():

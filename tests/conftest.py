@@ -62,7 +62,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def patched_teacher(tiny_data, tmp_path_factory) -> str:
     """The tiny teacher trained for 2 iterations, and its patched config (model.pretrained = those weights)."""
-    from segdistill.config import patch_teacher
+    from segdistill.paddleseg_yaml import patch_teacher
     from segdistill.trainer import Trainer, TrainSpec
 
     teacher = str(ROOT / "tests/configs/teacher_tiny.yml")

@@ -225,8 +225,8 @@ def test_checkpoint_without_rank_files_is_damaged(tmp_path):
 def test_several_gpu_ranks_get_paddleseg_sync_batch_norm_one_rank_or_cpu_plain(monkeypatch):
     """SyncBN is PaddleSeg's (layers.SyncBatchNorm in its models, kept; the connectors use it too): synchronised
     over several GPU ranks, plain BatchNorm2D on one rank or on CPU ranks (no SyncBN kernel there)."""
-    from segdistill.config import build_model, experiment_dict
     from segdistill.distill.connectors import Conv1x1
+    from segdistill.paddleseg_yaml import build_model, experiment_dict
 
     def kinds():
         dic = experiment_dict(STUDENT, pretrained_backbone=False)

@@ -142,7 +142,7 @@ def test_a_leased_job_runs_the_subcommand_of_its_spec_and_the_flags_reach_the_sa
     flags = ["--teacher_config", "t.yml", "--teacher_model", "t.pd", "--student_config", "s.yml"]
     flags += ["--student_model", "s.pd", "--runs", "7", "--out", "cost.csv", "--test_config", "{aug_eval: true}"]
     assert parsed(["cost", *flags]) == (cli.cmd_step, spec)
-    assert spec.engine == "segdistill.report.cost:cost_job"
+    assert spec.engine == "segdistill.cost:cost_job"
 
 
 def test_evaluate_and_figure_reach_their_scripts_calls(monkeypatch, tmp_path):

@@ -10,8 +10,8 @@ import yaml
 
 from conftest import ROOT, STUDENT, TEACHER, TINY_STUDY
 from segdistill import study
-from segdistill.config import base_files, build_model, experiment_dict, load_weights, patch_teacher, read_yaml
 from segdistill.errors import SegDistillError
+from segdistill.paddleseg_yaml import base_files, build_model, experiment_dict, load_weights, patch_teacher, read_yaml
 
 
 def tiny_study():

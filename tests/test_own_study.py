@@ -51,7 +51,7 @@ def deployed(tmp_path_factory):
     """An empty folder with a module Snakefile, a user config, a data set and a teacher; dry run, then the run."""
     from segdistill.paddle_env import paddle
 
-    from segdistill.config import build_model
+    from segdistill.paddleseg_yaml import build_model
     from segdistill.study import experiment
 
     d = tmp_path_factory.mktemp("deployed")

@@ -142,7 +142,7 @@ def test_the_shift_transform_gives_paddlesegs_ade20k_labels(tmp_path):
 
     from paddleseg.cvlibs import manager
 
-    from segdistill.config import build
+    from segdistill.paddleseg_yaml import build
 
     root = make_ade20k(tmp_path / "ade")
     out = {s: tmp_path / f"{s}.txt" for s in ("train", "val", "test")}

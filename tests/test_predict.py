@@ -118,8 +118,8 @@ def _paddleseg_inference(config, weights):
     from paddleseg.core import infer
     from paddleseg.transforms import Compose
 
-    from segdistill.config import build
     from segdistill.models import load_trained
+    from segdistill.paddleseg_yaml import build
 
     model, dic = load_trained(config, weights)
     transforms = Compose(build(dic, config).val_transforms)
@@ -139,8 +139,8 @@ def test_a_test_config_predicts_as_paddleseg_s_aug_inference(study, tmp_path, ca
     from paddleseg.core import infer
     from paddleseg.transforms import Compose
 
-    from segdistill.config import build
     from segdistill.models import load_trained
+    from segdistill.paddleseg_yaml import build
 
     workdir, _, record = study
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

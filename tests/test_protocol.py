@@ -32,9 +32,9 @@ PROTOCOLS = {
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     """The tiny student trained 4 iterations on 48x40 inputs: (model, its val split)."""
-    from segdistill.config import build
     from segdistill.evaluate import build_split
     from segdistill.models import load_trained
+    from segdistill.paddleseg_yaml import build
     from segdistill.trainer import Trainer, TrainSpec
 
     out = tmp_path_factory.mktemp("protocol")

@@ -8,9 +8,9 @@ from segdistill.paddle_env import paddle
 import pytest
 
 from conftest import STUDENT, TEACHER
+from segdistill import cost
 from segdistill.errors import SegDistillError
 from segdistill.models import input_size
-from segdistill.report import cost
 
 nn = paddle.nn
 

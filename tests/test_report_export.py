@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import STUDENT
-from segdistill import checkpoint
-from segdistill.config import build_model, experiment_dict
+from segdistill import checkpoint, export
 from segdistill.errors import SegDistillError
 from segdistill.models import load_trained
-from segdistill.report import export
+from segdistill.paddleseg_yaml import build_model, experiment_dict
 
 
 def _m(miou):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import STUDENT
-from segdistill.config import build, experiment_dict
 from segdistill.data.stream import KeyedStream, training_stream
 from segdistill.errors import SegDistillError
+from segdistill.paddleseg_yaml import build, experiment_dict
 from segdistill.specs import TeacherOutputsSpec, TrainSpec
 
 

@@ -13,8 +13,8 @@ import yaml
 from conftest import ROOT, STUDENT, TEACHER, classless_configs
 from data_helpers import make_generic_dataset
 from segdistill import study
-from segdistill.config import build, read_yaml
 from segdistill.errors import SegDistillError
+from segdistill.paddleseg_yaml import build, read_yaml
 
 CLASSES = ["sky", "road", "car"]
 
@@ -144,8 +144,8 @@ def test_provided_teacher_is_one_run_and_never_trained(tmp_path):
 def test_provide_teacher_checks_digest_and_every_parameter(tmp_path):
     from segdistill.paddle_env import paddle
 
-    from segdistill.config import build_model, write_yaml
-    from segdistill.teacher import provide_teacher
+    from segdistill.paddleseg_yaml import build_model, write_yaml
+    from segdistill.provided_teacher import provide_teacher
 
     cfg = folder_study(tmp_path)
     config = tmp_path / "teacher_study.yml"

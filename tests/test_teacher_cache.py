@@ -183,7 +183,7 @@ def test_float16_cache_within_rounding_and_miou(online, tiny_data, patched_teach
 
 def cached_source(folder, trainer):
     """The cache read as a distill job of `trainer`'s stream reads it."""
-    from segdistill.config import read_yaml
+    from segdistill.paddleseg_yaml import read_yaml
 
     weights = teachers.teacher_weights(read_yaml(trainer.spec.teacher_config), trainer.spec.teacher_config)
     expected = {
@@ -235,7 +235,7 @@ def test_other_teacher_or_data_is_refused(f16_cache, tiny_data, patched_teacher,
     key = next(iter(state))
     state[key] = state[key] + 1
     paddle.save(state, str(other))
-    from segdistill.config import patch_teacher
+    from segdistill.paddleseg_yaml import patch_teacher
 
     patch_teacher(str(ROOT / "tests/configs/teacher_tiny.yml"), other, tmp_path / "other.yml")
     base = dict(

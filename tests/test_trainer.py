@@ -325,9 +325,9 @@ def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_
 def test_evaluating_in_batches_gives_the_pixels_of_one_image_at_a_time(tiny_data, tmp_path):
     """evaluate(batch_size=k): same-size images go through the model together, and the confusion matrix is the
     one of PaddleSeg's one-at-a-time evaluation; images of another size start a new batch."""
-    from segdistill.config import build
     from segdistill.evaluate import _same_size_batches, build_split, evaluate
     from segdistill.models import load_trained
+    from segdistill.paddleseg_yaml import build
 
     Trainer(spec(tiny_data, tmp_path / "run", iters=2, do_eval=False)).run()
     model, dic = load_trained(STUDENT, str(tmp_path / "run/best_model/model.pdparams"), str(tiny_data))

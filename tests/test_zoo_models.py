@@ -15,7 +15,7 @@ from conftest import BIN, ROOT, cache_spec, run_snakemake, tiny_config, tiny_spe
 from segdistill.distill import cache
 from segdistill.distill.terms import terms_from_paddleseg
 from segdistill.errors import SegDistillError
-from segdistill.report.export import predictor, run_predictor
+from segdistill.export import predictor, run_predictor
 from segdistill.specs import TeacherOutputsSpec
 from segdistill.trainer import Trainer, TrainSpec
 

@@ -166,8 +166,8 @@ def evaluate_run(spec, clock=None, model=None) -> dict:
 
     `spec.run` (e.g. `distilled/kl/seed0`) is recorded with its arm, method and seed, so the report needs no paths.
     """
-    from segdistill.config import build, ignore_index, num_classes
     from segdistill.models import load_trained, trained_dict
+    from segdistill.paddleseg_yaml import build, ignore_index, num_classes
     from segdistill.protocol import auc_roc, of_experiment
 
     if model is None:

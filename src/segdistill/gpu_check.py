@@ -99,7 +99,7 @@ def train_eval_resume(config, data, work: Path, precision: str, level: str, log)
 def _two_gpu_distill(config, data, work: Path, teacher_weights: Path, log) -> str:
     """The fp32 run's weights as a teacher of the same model, distilled over two leased GPUs."""
     from segdistill import devices
-    from segdistill.config import patch_teacher
+    from segdistill.paddleseg_yaml import patch_teacher
 
     teacher = work / "teacher.yml"
     patch_teacher(config, teacher_weights, teacher)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from segdistill.paddle_env import paddle
 
-from segdistill.config import build_model, experiment_dict
+from segdistill.paddleseg_yaml import build_model, experiment_dict
 
 
 def _input_size(dic: dict) -> tuple[int, int]:

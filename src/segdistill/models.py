@@ -7,8 +7,8 @@ weights cover the whole model, backbone included), then the weights loaded stric
 
 from __future__ import annotations
 
-from segdistill.config import build_model, experiment_dict, load_weights
 from segdistill.errors import SegDistillError
+from segdistill.paddleseg_yaml import build_model, experiment_dict, load_weights
 
 
 def trained_dict(config, data_root=None) -> dict:

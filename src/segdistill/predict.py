@@ -169,8 +169,8 @@ class ExportedModel:
     (`cpu.onednn`); a folder without that record is tried with oneDNN first."""
 
     def __init__(self, directory, gpu: bool = False, threads: int | None = None, test_config="yaml"):
+        from segdistill.export import PredictorModel, predictor
         from segdistill.protocol import Protocol, of_record
-        from segdistill.report.export import PredictorModel, predictor
 
         self.directory = Path(directory)
         deploy, dic, known, recorded = _read_deploy(self.directory)

@@ -17,8 +17,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from segdistill.config import pretrained_cache_path
 from segdistill.errors import SegDistillError
+from segdistill.paddleseg_yaml import pretrained_cache_path
 
 SOURCE = "source.json"
 

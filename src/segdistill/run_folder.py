@@ -22,8 +22,8 @@ from pathlib import Path
 
 from segdistill import checkpoint
 from segdistill.atomic import replacing, write_json
-from segdistill.config import DATA_PATH_KEYS
 from segdistill.errors import SegDistillError
+from segdistill.paddleseg_yaml import DATA_PATH_KEYS
 from segdistill.specs import identity
 
 

@@ -258,7 +258,7 @@ class StatsSpec:
 class PatchTeacherSpec:
     """a copy of a teacher YAML whose model.pretrained is its trained weights (the tutorial's step 2.5)"""
 
-    engine: ClassVar[str] = "segdistill.config:patch_teacher"
+    engine: ClassVar[str] = "segdistill.paddleseg_yaml:patch_teacher"
     config_path: str = opt(help="the teacher's PaddleSeg YAML")
     weights: str = opt(help="its trained weights (model.pdparams)")
     out: str = opt(help="the patched YAML to write")
@@ -278,7 +278,7 @@ class FetchBackboneSpec:
 class CostSpec:
     """params, FLOPs and latency of teacher and student -> cost.csv"""
 
-    engine: ClassVar[str] = "segdistill.report.cost:cost_job"  # takes the spec (a job on leased devices)
+    engine: ClassVar[str] = "segdistill.cost:cost_job"  # takes the spec (a job on leased devices)
     teacher_config: str = opt(help="the teacher's PaddleSeg YAML")
     student_config: str = opt(help="the student's PaddleSeg YAML")
     out: str = opt(help="cost.csv to write")

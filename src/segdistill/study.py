@@ -57,8 +57,8 @@ def data_root(config: dict) -> str:
 
 def _paddleseg_identity(config: dict, role: str) -> tuple[str, str]:
     """(type, dataset_root) of the role's YAML data set (data.source paddleseg)."""
-    from segdistill.config import read_yaml
     from segdistill.paddleseg_sets import identity
+    from segdistill.paddleseg_yaml import read_yaml
 
     path = config[role]["config"]
     if not Path(path).is_file():
@@ -83,8 +83,8 @@ def default_class_names(config: dict) -> list[str]:
     for the generic Dataset), else the optic disc set's two."""
     if config["data"]["source"] != PADDLESEG:
         return ["background", "optic_disc"]
-    from segdistill.config import read_yaml
     from segdistill.paddleseg_sets import section_classes
+    from segdistill.paddleseg_yaml import read_yaml
 
     path = config["student"]["config"]
     return section_classes(read_yaml(path)["train_dataset"], f"student.config {path}: train_dataset")
@@ -253,7 +253,7 @@ def parse_run(run: str) -> dict:
 
 def ignore_index(config: dict) -> int:
     """The label value that marks unlabelled pixels: the student YAML's `train_dataset.ignore_index`, else 255."""
-    from segdistill.config import read_yaml
+    from segdistill.paddleseg_yaml import read_yaml
 
     ds = read_yaml(config["student"]["config"]).get("train_dataset") or {}
     return int(ds.get("ignore_index", 255))
@@ -275,7 +275,7 @@ def check_teacher_weights(weights: str | None, sha256: str | None) -> None:
         return
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(sha256)):
         raise SegDistillError(f"teacher.sha256 must be 64 lowercase hex digits, got {sha256!r}")
-    from segdistill.config import is_url
+    from segdistill.paddleseg_yaml import is_url
 
     if is_url(weights):
         if not sha256:
@@ -309,7 +309,7 @@ def experiment(config: dict, role: str) -> dict:
     three list files and the class count, keeping the user's transforms; the generated and optic disc sets keep
     the YAML's type and get the root. A class count the YAML states must equal `data.class_names`.
     """
-    from segdistill.config import read_yaml
+    from segdistill.paddleseg_yaml import read_yaml
 
     path = config[role]["config"]
     if not Path(path).is_file():
@@ -372,8 +372,8 @@ def _paddleseg_sections(dic: dict, root: str, num_classes: int) -> None:
 def _preflight_paddleseg(config: dict) -> None:
     """Before any job: the student's data set is one known type with an existing root (named when missing), the
     teacher's YAML names the same data set, and without a selection split nothing asks for val."""
-    from segdistill.config import read_yaml
     from segdistill.paddleseg_sets import dataset_root, section_classes, sections
+    from segdistill.paddleseg_yaml import read_yaml
 
     if not isinstance(config["data"].get(PADDLESEG), dict):
         raise SegDistillError("data.source is paddleseg but data.paddleseg (selection_images) is not given")
@@ -464,7 +464,7 @@ def checked_experiments(config: dict) -> dict[str, dict]:
     """The study's teacher and student YAMLs (`experiment`), read through PaddleSeg's registry: the class count
     their data set type implies must equal `data.class_names`, and each data set section may hold only arguments
     of its type (`config.check_dataset_keys`). Needs paddle; reads only `data` and the paths."""
-    from segdistill.config import check_dataset_keys, experiment_dict, num_classes, write_yaml
+    from segdistill.paddleseg_yaml import check_dataset_keys, experiment_dict, num_classes, write_yaml
 
     names = config["data"]["class_names"]
     dicts = {}
@@ -492,7 +492,7 @@ def write_configs(data: dict, teacher_config: str, student_config: str, outputs:
 
     Only what shapes the copies goes in, so that adding a seed or a method does not rewrite them (and retrain).
     """
-    from segdistill.config import write_yaml
+    from segdistill.paddleseg_yaml import write_yaml
 
     config = {"data": data, "teacher": {"config": teacher_config}, "student": {"config": student_config}}
     for role, dic in checked_experiments(config).items():
@@ -502,7 +502,7 @@ def write_configs(data: dict, teacher_config: str, student_config: str, outputs:
 
 def backbone_urls(config: dict) -> list[str]:
     """`pretrained:` URLs of the teacher/student backbones that the fetch rule must provide."""
-    from segdistill.config import read_yaml
+    from segdistill.paddleseg_yaml import read_yaml
 
     if not config.get("pretrained_backbones", True):
         return []
@@ -519,6 +519,6 @@ def backbone_urls(config: dict) -> list[str]:
 
 def pretrained_path(url: str) -> Path:
     """Where the workflow caches the backbone behind `url`."""
-    from segdistill.config import pretrained_cache_path
+    from segdistill.paddleseg_yaml import pretrained_cache_path
 
     return pretrained_cache_path(url, "resources/pretrained")

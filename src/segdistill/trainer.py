@@ -25,15 +25,6 @@ from segdistill.paddle_env import paddle
 import numpy as np
 
 from segdistill import checkpoint, threads
-from segdistill.config import (
-    build,
-    build_model,
-    experiment_dict,
-    ignore_index,
-    load_weights,
-    num_classes,
-    open_dataset,
-)
 from segdistill.data.digest import data_digest
 from segdistill.data.stream import training_stream
 from segdistill.distill import build_distiller
@@ -42,6 +33,15 @@ from segdistill.errors import SegDistillError
 from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
 from segdistill.finite import LossGuard, NonFinite, NonFiniteLogits, state_problem
 from segdistill.losses.task import task_losses
+from segdistill.paddleseg_yaml import (
+    build,
+    build_model,
+    experiment_dict,
+    ignore_index,
+    load_weights,
+    num_classes,
+    open_dataset,
+)
 from segdistill.parallel import StudentSide, all_mean, check_ranks_agree, gather
 from segdistill.precision import Amp, set_deterministic, to_fp32
 from segdistill.protocol import of_experiment as protocol_of
@@ -56,7 +56,7 @@ def seed_everything(seed: int) -> None:
     paddle.seed(seed)
 
 
-# The spec's fields that override the experiment YAML (segdistill.config.experiment_dict).
+# The spec's fields that override the experiment YAML (segdistill.paddleseg_yaml.experiment_dict).
 _OVERRIDES = (
     "data_root",
     "iters",

@@ -10,7 +10,7 @@ min_version("9.0")
 PARSE_MODULES = (
     "__init__.py",
     "errors.py",
-    "config.py",
+    "paddleseg_yaml.py",
     "study.py",
     "schema.py",
     "paddleseg_sets.py",
@@ -56,7 +56,7 @@ sys.path.insert(0, ENGINE_PATH)
 os.environ.setdefault("SEGDISTILL_SOURCE", ENGINE_PIP)
 
 from segdistill import schema, study
-from segdistill.config import base_files, is_url
+from segdistill.paddleseg_yaml import base_files, is_url
 from segdistill.errors import SegDistillError
 from segdistill.paddleseg_sets import SPLIT_FILES
 

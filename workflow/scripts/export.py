@@ -1,5 +1,5 @@
+from segdistill.export import export_best
 from segdistill.jobs import log_to
-from segdistill.report.export import export_best
 
 o, p = snakemake.output, snakemake.params
 with log_to(snakemake.log[0]):

@@ -6,8 +6,8 @@ import hashlib
 import json
 import os
 
-from segdistill.config import DATA_PATH_KEYS
 from segdistill.data.fetch import sha256_of
+from segdistill.paddleseg_yaml import DATA_PATH_KEYS
 
 
 def data_digest(train_dataset: dict, dataset, validation=None) -> str:

@@ -73,7 +73,7 @@ def write_splits(
     """List, pair, draw, validate; then write the split lists (`image label` relative to the root) and the
     validation record, which names each list's SHA-256 (so the data digest covers the splits)."""
     from segdistill.atomic import write_json, write_text
-    from segdistill.config import read_yaml
+    from segdistill.paddleseg_yaml import read_yaml
 
     out = dict(out or SPLIT_FILES)
     plan = plan_splits(read_yaml(student_config), student_config, selection_images, selection_seed)

@@ -196,7 +196,7 @@ def training_stream(spec, rank: int = 0, world: int = 1) -> KeyedStream:
     `TeacherOutputsSpec` of the runs it serves: the trainer and the teacher-outputs job both build their stream
     here, so a cache is made of the very batches its runs train on. The resolved experiment is `stream.experiment`
     (its backbone left as written: the stream does not depend on it)."""
-    from segdistill.config import build, experiment_dict, ignore_index, num_classes, open_dataset
+    from segdistill.paddleseg_yaml import build, experiment_dict, ignore_index, num_classes, open_dataset
 
     dic = experiment_dict(
         spec.config,

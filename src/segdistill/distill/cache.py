@@ -177,8 +177,8 @@ _TEACHERS: dict = {}
 
 def _teacher(tdic: dict, teacher_config, weights):
     """(frozen teacher model, SHA-256 of its weights), built once per process for the same config and file."""
-    from segdistill.config import build_model
     from segdistill.distill.teachers import freeze
+    from segdistill.paddleseg_yaml import build_model
 
     stat = os.stat(weights)
     key = (str(teacher_config), json.dumps(tdic["model"], sort_keys=True, default=str), str(weights))

@@ -14,7 +14,7 @@ from segdistill.atomic import write_json
 
 def _untrained(config, data_root=None):
     """(model, experiment dict) of `config` with every `pretrained:` dropped (no weights, no download)."""
-    from segdistill.config import build_model, experiment_dict
+    from segdistill.paddleseg_yaml import build_model, experiment_dict
 
     dic = experiment_dict(config, data_root=data_root, pretrained_backbone=False, resolve_backbone=False)
     dic["model"]["pretrained"] = None
@@ -32,11 +32,11 @@ def check_terms(student_config, teacher_config, terms_files, out, data_root=None
 
     from segdistill.paddle_env import paddle
 
-    from segdistill.config import ignore_index
     from segdistill.distill.distiller import Distiller
     from segdistill.distill.teachers import isolated_rng
     from segdistill.distill.terms import read_terms_file, resolve_terms
     from segdistill.models import input_size
+    from segdistill.paddleseg_yaml import ignore_index
 
     with isolated_rng():
         student, sdic = _untrained(student_config, data_root)

@@ -224,8 +224,8 @@ def build_distiller(
     and `pretrained_cache` apply to the teacher config as to the student's, `student_forward` is the callable
     that runs the student (its DataParallel wrapper under several ranks), `log` gets one line naming the terms.
     """
-    from segdistill.config import build_model, ignore_index
     from segdistill.distill import cache
+    from segdistill.paddleseg_yaml import build_model, ignore_index
 
     tdic, weights = trained_teacher(teacher_config, student_config, student_dic, data_root, pretrained_cache)
     parsed = resolve_terms(terms, student_config, student_dic)

@@ -35,7 +35,7 @@ def teacher_weights(teacher_dic: dict, teacher_config) -> Path:
 def trained_teacher(teacher_config, student_config, student_dic: dict, data_root=None, pretrained_cache=None):
     """(experiment dict, weights file) of a patched teacher config, checked: model.pretrained names the trained
     weights (they cover the backbone, so no backbone is fetched) and the teacher predicts the student's classes."""
-    from segdistill.config import experiment_dict, num_classes
+    from segdistill.paddleseg_yaml import experiment_dict, num_classes
 
     tdic = experiment_dict(
         teacher_config, data_root=data_root, pretrained_cache=pretrained_cache, pretrained_backbone=False

@@ -136,7 +136,7 @@ def resolve_terms(
     if terms is not None:
         return parse_terms(terms, source)
     if student_dic is None:
-        from segdistill.config import read_yaml
+        from segdistill.paddleseg_yaml import read_yaml
 
         student_dic = read_yaml(student_config)
     if not student_dic.get("distill_loss"):
@@ -148,7 +148,7 @@ def write_terms_file(terms, student_config: str, out: str, source: str = "distil
     """Write `{terms: [...]}` in full (see `resolve_terms`), so a run records exactly what it optimised."""
     from dataclasses import asdict
 
-    from segdistill.config import write_yaml
+    from segdistill.paddleseg_yaml import write_yaml
 
     parsed = resolve_terms(terms, student_config, source=source)
     write_yaml({"terms": [asdict(t) for t in parsed]}, out)
@@ -157,7 +157,7 @@ def write_terms_file(terms, student_config: str, out: str, source: str = "distil
 
 def read_terms_file(path) -> list[dict]:
     """The raw `terms:` list of a terms file (as `write_terms_file` writes it); validated by `resolve_terms`."""
-    from segdistill.config import read_yaml
+    from segdistill.paddleseg_yaml import read_yaml
 
     raw = read_yaml(path)
     terms = raw.get("terms")

@@ -258,9 +258,9 @@ def sample_grid(
     """
     from segdistill.paddle_env import paddle
 
-    from segdistill.config import build, ignore_index, num_classes
     from segdistill.evaluate import build_split, predict
     from segdistill.models import load_trained
+    from segdistill.paddleseg_yaml import build, ignore_index, num_classes
 
     if num_images < 1:
         raise SegDistillError(f"report.num_images must be at least 1, got {num_images}")

@@ -70,8 +70,8 @@ def pick_best(eval_paths, split: str = HEADLINE_SPLIT) -> dict:
 
 def val_batch(dic, config, split: str = "val", size: int = 4) -> np.ndarray:
     """The first `size` images of the split after the val transforms, as one N x C x H x W float32 array."""
-    from segdistill.config import build
     from segdistill.evaluate import build_split
+    from segdistill.paddleseg_yaml import build
 
     ds = build_split(build(dic, config), split)
     if len(ds) == 0:

@@ -31,8 +31,8 @@ def provide_teacher(
     `record` gets a JSON with the source, its SHA-256 and the config it was checked against. Nothing is written
     at `out` unless every check passed.
     """
-    from segdistill.config import build_model, experiment_dict, is_url, load_weights
     from segdistill.data import download, sha256_of
+    from segdistill.paddleseg_yaml import build_model, experiment_dict, is_url, load_weights
     from segdistill.study import check_teacher_weights
 
     check_teacher_weights(weights, sha256)
