@@ -15,6 +15,19 @@ TEACHER = str(ROOT / "tests" / "configs" / "teacher_tiny.yml")
 STUDENT = str(ROOT / "tests" / "configs" / "student_tiny.yml")
 
 
+def write_records(folder, records) -> list:
+    """Evaluation records as the workflow writes them, one JSON file per run in `folder`; their paths."""
+    import json
+
+    paths = []
+    for r in records:
+        path = Path(folder) / (r["run"].replace("/", "_") + ".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+        paths.append(path)
+    return paths
+
+
 def cache_spec(data, teacher, terms, out, config=STUDENT, **fields):
     """The teacher-outputs spec of a test: `teacher` over `config`'s stream on `data`, for the terms file `terms`."""
     from segdistill.specs import TeacherOutputsSpec

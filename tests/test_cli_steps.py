@@ -178,9 +178,10 @@ def test_evaluate_and_figure_reach_their_scripts_calls(monkeypatch, tmp_path):
 
     drawn = []
     monkeypatch.setattr(Figure, "draw", lambda self, out, **kw: drawn.append((self.name, str(out), kw)))
-    arguments = {"summary_csv": "summary.csv", "split": "val"}
+    arguments = {"summary_csv": "summary.csv", "split": "val", "stats_json": "stats.json"}
     run_script("figure.py", output={"0": "paired.png"}, params={"arguments": arguments}, wildcards={"figure": "paired"})
-    run_cli(["figure", "paired", "--summary_csv", "summary.csv", "--split", "val", "--out", "paired.png"])
+    flags = ["--summary_csv", "summary.csv", "--split", "val", "--stats_json", "stats.json", "--out", "paired.png"]
+    run_cli(["figure", "paired", *flags])
     assert drawn == [("paired", "paired.png", arguments)] * 2
 
 

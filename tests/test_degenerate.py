@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_records
 from segdistill.evaluate import metrics_record
 from segdistill.metrics import ConfusionMatrix, majority_miou
 from segdistill.report import figures, stats
@@ -80,17 +81,8 @@ def test_the_rule_at_the_boundary():
     assert stats.degenerate_runs(rows_from_records([record("student/seed0", 0.4, pixels=None)]), "test") is None
 
 
-def write(tmp_path, recs):
-    paths = []
-    for r in recs:
-        p = tmp_path / (r["run"].replace("/", "_") + ".json")
-        p.write_text(json.dumps(r))
-        paths.append(p)
-    return paths
-
-
 def test_the_report_counts_marks_and_names_them_and_the_gain_keeps_them(tmp_path):
-    paths = write(tmp_path, RUNS)
+    paths = write_records(tmp_path, RUNS)
     df = rows_from_evals(paths)
     st = stats.stats_json(df, "test")
     assert {(a["arm"], a["method"]): a["degenerate"] for a in st["arms"]} == {
@@ -119,7 +111,7 @@ def test_the_report_counts_marks_and_names_them_and_the_gain_keeps_them(tmp_path
 
 def test_records_without_a_histogram_say_nothing_rather_than_guess(tmp_path):
     recs = [record(r["run"], r["splits"]["test"]["miou"], pixels=None) for r in RUNS]
-    df = rows_from_evals(write(tmp_path, recs))
+    df = rows_from_evals(write_records(tmp_path, recs))
     st = stats.stats_json(df, "test")
     assert all(a["degenerate"] is None for a in st["arms"]) and st["degenerate"]["runs"] is None
     assert "degenerate" not in st["verdicts"][0]["sentence"]
@@ -128,7 +120,7 @@ def test_records_without_a_histogram_say_nothing_rather_than_guess(tmp_path):
 
 
 def test_the_paired_plot_marks_degenerate_runs(tmp_path):
-    paths = write(tmp_path, RUNS)
+    paths = write_records(tmp_path, RUNS)
     written = stats.write_stats(paths, tmp_path / "stats.json", "test")
     assert written["degenerate"]["runs"]
     write_summary(paths, tmp_path / "stats.json", tmp_path / "summary.csv", tmp_path / "summary.md", "test")

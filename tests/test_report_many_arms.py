@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, write_records
 from segdistill import study
 from segdistill.errors import SegDistillError
 from segdistill.report import arm_figures, family, robustness, stats
@@ -332,13 +332,7 @@ def test_diff_test_is_scipys_one_sample_t_test(d):
 
 
 def _write(tmp_path, recs):
-    paths = []
-    for r in recs:
-        p = tmp_path / "eval" / (r["run"].replace("/", "_") + ".json")
-        p.parent.mkdir(exist_ok=True)
-        p.write_text(json.dumps(r))
-        paths.append(p)
-    return paths
+    return write_records(tmp_path / "eval", recs)
 
 
 def test_summary_md_is_rendered_from_stats_json(tmp_path):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from conftest import write_records
 from segdistill.errors import SegDistillError
 from segdistill.report import stats
 from segdistill.report.records import rows_from_evals
@@ -96,15 +97,6 @@ def record(run, miou, acc=0.9, kappa=0.5, dice=0.6, split="test", val=None):
         "model": f"{run}.pdparams",
         "splits": splits,
     }
-
-
-def write_records(tmp_path, recs):
-    paths = []
-    for r in recs:
-        p = tmp_path / (r["run"].replace("/", "_") + ".json")
-        p.write_text(json.dumps(r))
-        paths.append(p)
-    return paths
 
 
 # test mIoU, val mIoU. On val: kl 0.60, kl~weight=1 0.655, kl~weight=3 0.65; on test kl~weight=3 has the
