@@ -70,6 +70,27 @@ def check_ranks_agree(layer, it: int, rank: int, world: int, log) -> None:
         )
 
 
+def join_ranks() -> tuple[int, int]:
+    """(rank, world) of this process, joined to the other ranks' parallel environment when there are several."""
+    import paddle.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if world > 1:
+        dist.init_parallel_env()
+    return rank, world
+
+
+def any_rank(flag: bool, world: int) -> bool:
+    """Whether `flag` holds on any rank: every rank then takes the same branch."""
+    if world == 1:
+        return flag
+    import paddle.distributed as dist
+
+    t = paddle.to_tensor([int(flag)], dtype="int64")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(int(t.numpy()[0]))
+
+
 def gather(obj, world: int) -> list:
     """Every rank's `obj` (a picklable value), in rank order."""
     if world == 1:

@@ -109,6 +109,12 @@ class RunFolder:
         """The newest valid checkpoint (what a stopped run can be resumed from)."""
         return checkpoint.latest_valid(self.dir, self._log)[0]
 
+    def drop_best(self) -> None:
+        """No best model is left (the job's output and the copy beside the checkpoints): a stopped run's."""
+        if self.is_main:
+            self.best_store.unlink(missing_ok=True)
+            shutil.rmtree(self.best_model.parent, ignore_errors=True)
+
     def save_best(self, model) -> None:
         if self.is_main:
             checkpoint.save_weights(model, self.best_store)

@@ -14,7 +14,6 @@ takes its slice of it, and rank 0 alone writes.
 from __future__ import annotations
 
 import random
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,7 +41,7 @@ from segdistill.paddleseg_yaml import (
     num_classes,
     open_dataset,
 )
-from segdistill.parallel import StudentSide, all_mean, check_ranks_agree, gather
+from segdistill.parallel import StudentSide, all_mean, any_rank, check_ranks_agree, gather, join_ranks
 from segdistill.precision import Amp, set_deterministic, to_fp32
 from segdistill.protocol import of_experiment as protocol_of
 from segdistill.run_folder import RunFolder, run_key
@@ -70,13 +69,8 @@ _OVERRIDES = (
 
 class Trainer:
     def __init__(self, spec: TrainSpec, log=None):
-        import paddle.distributed as dist
-
         self.spec = spec
-        self.world = dist.get_world_size()
-        self.rank = dist.get_rank()
-        if self.world > 1:
-            dist.init_parallel_env()
+        self.rank, self.world = join_ranks()
         self.is_main = self.rank == 0
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._log(check_devices(self.world))  # fails at once when leased GPUs cannot be used
@@ -90,11 +84,7 @@ class Trainer:
         self.ignore_index = ignore_index(self.dic)
         # The YAML's test_config (or the study's), refused by name before anything trains.
         self.protocol = protocol_of(self.dic, spec.config, spec.evaluate.test_config)
-        self.class_names = spec.class_names or [f"class_{i}" for i in range(self.num_classes)]
-        if len(self.class_names) != self.num_classes:
-            raise SegDistillError(
-                f"{len(self.class_names)} class names given but {spec.config} has num_classes {self.num_classes}"
-            )
+        self.class_names = _class_names(spec, self.num_classes)
         seed_everything(spec.seed)
         self.builder = build(self.dic, spec.config)
         self.model = build_model(self.dic, spec.config)
@@ -115,15 +105,8 @@ class Trainer:
         self.vdl = None
         self.clock = Clock()
         self.threads = threads.in_effect()
-        self.run_key = run_key(
-            spec,
-            experiment=self.dic,
-            train_data=self.train_data_sha256,
-            val_files=getattr(self.val_ds, "file_list", None),
-            world=self.world,
-            distill=self.distiller.identity if self.distiller else None,
-            threads=self.threads,
-        )
+        val_files, distill = getattr(self.val_ds, "file_list", None), getattr(self.distiller, "identity", None)
+        self.run_key = run_key(spec, self.dic, self.train_data_sha256, val_files, self.world, distill, self.threads)
         self.folder = RunFolder(spec.save_dir, self.run_key, self.rank, self._log)
         self._prepare()
 
@@ -318,13 +301,9 @@ class Trainer:
     def _state_problem(self, it: int) -> tuple[int, str] | None:
         """(it, what) when a parameter or buffer of the student or a connector is not finite, else None."""
         problem = state_problem([self.model] + ([self.distiller] if self.distiller else []))
-        if self.world > 1:  # BatchNorm statistics are per rank: every rank stops, or none
-            import paddle.distributed as dist
-
-            flag = paddle.to_tensor([int(problem is not None)], dtype="int64")
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if int(flag.numpy()[0]) and problem is None:
-                problem = "a parameter or buffer of another rank"
+        # BatchNorm statistics are per rank: every rank stops, or none.
+        if any_rank(problem is not None, self.world) and problem is None:
+            problem = "a parameter or buffer of another rank"
         return (it, problem) if problem else None
 
     def _stop_if_nonfinite(self, found: tuple[int, str] | None) -> None:
@@ -334,9 +313,7 @@ class Trainer:
         if found is None:
             return
         it, what = found
-        if self.is_main:
-            self.folder.best_store.unlink(missing_ok=True)
-            shutil.rmtree(self.folder.best_model.parent, ignore_errors=True)
+        self.folder.drop_best()
         raise NonFinite(
             f"run {self.spec.run_id or self.folder.dir}: {what} went non-finite at iteration {it}; the run is stopped "
             f"and keeps no best model (last good checkpoint: {self.folder.last_good() or 'none'}). Lower the "
@@ -349,34 +326,16 @@ class Trainer:
         model itself takes the best weights; otherwise (mixed precision casts it, DataParallel wraps it) a model
         is built from the YAML, as the evaluate command builds it."""
         from segdistill.evaluate import evaluate_run
-        from segdistill.specs import EvaluateSpec
 
-        spec = self.spec
         model = None
-        if spec.precision == "fp32" and self.world == 1:
+        if self.spec.precision == "fp32" and self.world == 1:
             load_weights(self.model, self.folder.best_store, source=f"best model of {self.folder.dir}")
             model = self.model
-        evaluate_spec = EvaluateSpec(
-            **asdict(spec.evaluate),
-            config=spec.config,
-            model=str(self.folder.best_model),
-            data_root=spec.data_root,
-            class_names=spec.class_names,
-            run=spec.run_id,
-            out=spec.evaluate_out,
-        )
-        evaluate_run(evaluate_spec, clock=self.clock, model=model)
+        evaluate_run(_best_model_spec(self.spec, self.folder.best_model), clock=self.clock, model=model)
 
     def _checkpoint(self, it: int, progress: _Progress, rng_states: list) -> Path:
         """Rank 0 writes the checkpoint of iteration `it` (pruned to keep_checkpoint_max)."""
-        state = {
-            "best_miou": progress.best_miou,
-            "best_iter": progress.best_iter,
-            "train_log": progress.train_log,
-            "eval_log": progress.eval_log,
-            "lr_scheduler": self.lr.state_dict(),
-            "amp": self.amp.state_dict(),
-        }
+        state = {**progress.kept(), "lr_scheduler": self.lr.state_dict(), "amp": self.amp.state_dict()}
         return self.folder.save_checkpoint(
             it, self.trainable, self.optimizer, state, self.spec.keep_checkpoint_max, rng_states
         )
@@ -411,6 +370,37 @@ class _Progress:
     last_checkpoint: Path | None = None
     t0: float = field(default_factory=time.time)  # start of the current log window, for img/s and the ETA
     done_since: int = 0
+
+    def kept(self) -> dict:
+        """What a checkpoint keeps of it."""
+        return {
+            "best_miou": self.best_miou,
+            "best_iter": self.best_iter,
+            "train_log": self.train_log,
+            "eval_log": self.eval_log,
+        }
+
+
+def _best_model_spec(spec: TrainSpec, best_model: Path):
+    """The evaluate job's spec of a run's best model (its `evaluate` block, its record `evaluate_out`)."""
+    from segdistill.specs import EvaluateSpec
+
+    return EvaluateSpec(
+        **asdict(spec.evaluate),
+        config=spec.config,
+        model=str(best_model),
+        data_root=spec.data_root,
+        class_names=spec.class_names,
+        run=spec.run_id,
+        out=spec.evaluate_out,
+    )
+
+
+def _class_names(spec: TrainSpec, num_classes: int) -> list[str]:
+    names = spec.class_names or [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise SegDistillError(f"{len(names)} class names given but {spec.config} has num_classes {num_classes}")
+    return names
 
 
 def _optimizer(builder, trainable, lr):
