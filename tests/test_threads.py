@@ -118,7 +118,7 @@ def test_the_study_key_reaches_the_rules_capped_at_the_cores(tmp_path):
     config = tiny_config(tmp_path, threads={"teacher": 3, "teacher_outputs": 2})
     jobs = job_threads(plan(tmp_path, config).stdout)  # --cores 2
     assert jobs[("train", "arm=teacher, seed=0")][0] == 2  # 3 asked, --cores 2: Snakemake lowers it
-    assert jobs[("teacher_outputs", "")][0] == 2
+    assert jobs[("teacher_outputs", "seed=0")][0] == 2 and jobs[("teacher_outputs", "seed=1")][0] == 2
     assert jobs[("train", "arm=student, seed=1")][0] == 1 and jobs[("distill", "method=kl, seed=0")][0] == 1
     default = job_threads(plan(tmp_path, tiny_config(tmp_path)).stdout)
     assert {k: v for k, v in default.items() if k[0] in ("train", "teacher_outputs", "distill")} == {
@@ -134,7 +134,7 @@ def test_the_study_key_is_cpus_per_task_on_slurm(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--forceall", "--configfile", config, "--workflow-profile", profile)
     jobs = job_threads(proc.stdout)
     assert jobs[("train", "arm=teacher, seed=0")] == (4, 4)
-    assert jobs[("teacher_outputs", "")] == (8, 8)
+    assert jobs[("teacher_outputs", "seed=0")] == (8, 8)
     assert jobs[("train", "arm=student, seed=0")] == (2, 2) and jobs[("distill", "method=kl_cwd, seed=1")] == (2, 2)
 
 
