@@ -4,6 +4,7 @@ new tensor from the teacher does recompute them."""
 
 import re
 
+import pytest
 import yaml
 
 from conftest import job_counts, run_snakemake
@@ -80,6 +81,39 @@ def test_what_the_teacher_stores_ignores_weights_and_temperatures():
 
     base = [{"teacher": "logits", "weight": 3}, {"student": "head.aspp", "teacher": "head.aspp", "temperature": 4}]
     changed = [{"teacher": "logits", "weight": 5}, {"student": "head.aspp", "teacher": "head.aspp", "temperature": 1}]
-    assert reduced(base) == reduced(changed) == [[{"teacher": "head.aspp"}, {"teacher": "logits"}], None]
+    # kl (the YAML's distill_loss) first, then kl_cwd's names as it gives them: the cache's first-seen order
+    assert reduced(base) == reduced(changed) == [None, [{"teacher": "logits"}, {"teacher": "head.aspp"}]]
     assert reduced(base, {"mse": {"terms": [{"teacher": "head"}]}}) != reduced(base)
     assert reduced(base, {"kl2": {"terms": [{"teacher": "logits", "weight": 1}]}}) == reduced(base)
+
+
+@pytest.mark.parametrize(
+    "distill",
+    [
+        {"kl": {"terms": None}, "kl_cwd": {"terms": [{"teacher": "logits"}, {"teacher": "head.aspp"}]}},
+        {"mse": {"terms": [{"teacher": "head"}]}, "kl": {"terms": None}, "cwd": {"terms": [{"teacher": "head.aspp"}]}},
+        {"a": {"terms": [{}, {"teacher": "head.aspp"}]}, "b": {"terms": [{"teacher": "head"}, {"teacher": "logits"}]}},
+    ],
+)
+def test_the_reduced_terms_keep_the_order_the_methods_give_the_cache(distill):
+    """The cache stores (and its manifest lists) the teacher's tensors in the first-seen order of the term lists
+    it is given; the reduced terms must give the order every method's own terms give, or a cache of an
+    unchanged study gets another manifest hash, and its distilled runs another run key."""
+    from types import SimpleNamespace
+
+    from segdistill.distill.cache import teacher_names
+    from segdistill.study import teacher_terms
+
+    yaml_names = ["logits", "head"]  # the student YAML's distill_loss, as resolved
+
+    def names(term_lists):
+        lists = [
+            [SimpleNamespace(teacher=n) for n in yaml_names]
+            if terms is None
+            else [SimpleNamespace(teacher=t.get("teacher", "logits")) for t in terms]
+            for terms in term_lists
+        ]
+        return teacher_names(lists)
+
+    every_method = [spec["terms"] for spec in distill.values()]
+    assert names(teacher_terms({"distill": distill})) == names(every_method)

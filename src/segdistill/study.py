@@ -151,19 +151,29 @@ def methods(config: dict) -> dict[str, dict]:
 
 
 def teacher_terms(config: dict) -> list:
-    """What the teacher outputs must hold, as term lists reduced to their `teacher:` names: one list of every
-    explicit term's name (`{}` for a term naming none: the default), and None when a method takes the student
-    YAML's `distill_loss` (that YAML is an input of the job). The teacher_outputs jobs take this, not the methods'
-    terms: a changed weight or temperature, or a method storing nothing new, does not recompute them."""
-    names, from_yaml = set(), False
+    """What the teacher outputs must hold, as term lists reduced to their `teacher:` names, in the order the
+    methods first name them (`{}` for a term naming none: the default; None where a method first takes the student
+    YAML's `distill_loss`, whose YAML is an input of the job). The cache stores its tensors in first-seen order, so
+    this order is the one the methods' own term lists give, and caches keep their manifests (and the distilled
+    runs their keys). The teacher_outputs jobs take this, not the methods' terms: a changed weight or
+    temperature, or a method storing nothing new, does not recompute them."""
+    seen, out = set(), []
     for spec in methods(config).values():
         if spec["terms"] is None:
-            from_yaml = True
+            if None not in seen:
+                seen.add(None)
+                out.append(None)
             continue
         for t in spec["terms"]:
-            names.add(t.get("teacher") if isinstance(t, dict) else None)
-    explicit = [{"teacher": n} if n is not None else {} for n in sorted(names, key=lambda n: (n is not None, str(n)))]
-    return ([explicit] if explicit else []) + ([None] if from_yaml else [])
+            name = t.get("teacher") if isinstance(t, dict) else None
+            key = ("name", name)
+            if key in seen:
+                continue
+            seen.add(key)
+            if not out or out[-1] is None:
+                out.append([])
+            out[-1].append({"teacher": name} if name is not None else {})
+    return out
 
 
 def write_teacher_terms(terms: list, out) -> None:
