@@ -157,19 +157,17 @@ def teacher_terms(config: dict) -> list:
     this order is the one the methods' own term lists give, and caches keep their manifests (and the distilled
     runs their keys). The teacher_outputs jobs take this, not the methods' terms: a changed weight or
     temperature, or a method storing nothing new, does not recompute them."""
-    seen, out = set(), []
+    seen, out = set(), []  # names already listed; out: lists of new names, None at the first YAML method
     for spec in methods(config).values():
         if spec["terms"] is None:
-            if None not in seen:
-                seen.add(None)
+            if None not in out:
                 out.append(None)
             continue
         for t in spec["terms"]:
             name = t.get("teacher") if isinstance(t, dict) else None
-            key = ("name", name)
-            if key in seen:
+            if name in seen:
                 continue
-            seen.add(key)
+            seen.add(name)
             if not out or out[-1] is None:
                 out.append([])
             out[-1].append({"teacher": name} if name is not None else {})
