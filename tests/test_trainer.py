@@ -274,9 +274,18 @@ def test_grad_clip_norm_bounds_the_first_step(tiny_data, tmp_path):
     assert clipped.run_key != free.run_key  # a clipped run never resumes an unclipped one's checkpoints
 
 
-def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_data, tmp_path):
+def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_data, tmp_path, monkeypatch):
     """`evaluate_out`: the record the workflow's training jobs write instead of a separate evaluate job is the
-    one `segdistill evaluate` writes for the same weights, byte for byte; the job's log says where its time went."""
+    one `segdistill evaluate` writes for the same weights, byte for byte; the job's log says where its time went.
+    The best model's val matrix from training is reused (only test gets a pass of its own), with the same bytes."""
+    import segdistill.evaluate as evaluation
+
+    passes, plain = [], evaluation.evaluate
+    monkeypatch.setattr(
+        evaluation,
+        "evaluate",
+        lambda m, ds, *a, **k: passes.append([f[1] for f in ds.file_list]) or plain(m, ds, *a, **k),
+    )
     messages = []
     out = tmp_path / "eval" / "student" / "seed3.json"
     run = spec(
@@ -289,6 +298,10 @@ def test_the_training_job_evaluates_its_best_model_as_an_evaluate_job_does(tiny_
         class_names=["background", "disc"],
     )
     Trainer(run, log=messages.append).run()
+    test_labels = [
+        str(tiny_data / line.split()[1]) for line in (tiny_data / "test_list.txt").read_text().split("\n") if line
+    ]
+    assert passes == [test_labels]
     alone = tmp_path / "alone.json"
     subprocess.run(
         [

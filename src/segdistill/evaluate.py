@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import NamedTuple
 
 from segdistill.paddle_env import paddle
 
@@ -157,7 +158,24 @@ def metrics_record(cm: ConfusionMatrix, class_names: list[str]) -> dict:
     return record
 
 
-def evaluate_run(spec, clock=None, model=None) -> dict:
+class KnownSplit(NamedTuple):
+    """A split's confusion matrix already computed by the caller with the same model: taken by evaluate_run when
+    the split's files and the protocol are those it was computed with."""
+
+    file_list: list | None
+    protocol: dict
+    matrix: ConfusionMatrix
+
+
+def _known_matrix(given: KnownSplit | None, dataset, protocol: dict) -> ConfusionMatrix | None:
+    """`given`'s matrix when it was computed on `dataset`'s files under `protocol`, else None."""
+    files = getattr(dataset, "file_list", None)
+    if given is None or given.protocol != protocol or files is None or given.file_list != files:
+        return None
+    return given.matrix
+
+
+def evaluate_run(spec, clock=None, model=None, known: dict | None = None) -> dict:
     """Metrics of trained weights on each split (an `EvaluateSpec`): the evaluation record the report reads
     (written to `spec.out` when set). The same function whether a training job evaluates its best model or an
     evaluate job does, so both write the same record. `clock`: the caller's segdistill.timing.Clock (a training
@@ -165,6 +183,8 @@ def evaluate_run(spec, clock=None, model=None) -> dict:
     loaded into the model of `spec.config` (a training job's own model); else it is built and loaded here.
 
     `spec.run` (e.g. `distilled/kl/seed0`) is recorded with its arm, method and seed, so the report needs no paths.
+    `known`: {split: KnownSplit} of `model` (a training job's last val evaluation of its best model), used instead
+    of a pass over that split when its files and the protocol match and no auc_roc is asked for.
     """
     from segdistill.models import load_trained, trained_dict
     from segdistill.paddleseg_yaml import build, ignore_index, num_classes
@@ -190,11 +210,13 @@ def evaluate_run(spec, clock=None, model=None) -> dict:
     for split in spec.splits:
         ds = build_split(builder, split)
         scores = [] if protocol.auc_roc else None
+        cm = _known_matrix((known or {}).get(split), ds, result["protocol"]) if scores is None else None
         with clock("evaluate"):
             try:
-                cm = evaluate(
-                    model, ds, n, ignore_index(dic), batch_size=spec.batch_size, protocol=protocol, scores=scores
-                )
+                if cm is None:
+                    cm = evaluate(
+                        model, ds, n, ignore_index(dic), batch_size=spec.batch_size, protocol=protocol, scores=scores
+                    )
             except NonFiniteLogits as exc:
                 raise NonFinite(f"{spec.run or spec.model}: {spec.model} on the {split} split: {exc}") from None
         result["splits"][split] = dict(metrics_record(cm, names), num_images=len(ds))

@@ -29,7 +29,7 @@ from segdistill.data.stream import training_stream
 from segdistill.distill import build_distiller
 from segdistill.doctor import check_devices
 from segdistill.errors import SegDistillError
-from segdistill.evaluate import evaluate, metrics_record, reduce_matrix
+from segdistill.evaluate import KnownSplit, evaluate, metrics_record, reduce_matrix
 from segdistill.finite import LossGuard, NonFinite, NonFiniteLogits, state_problem
 from segdistill.losses.task import task_losses
 from segdistill.paddleseg_yaml import (
@@ -188,17 +188,19 @@ class Trainer:
 
     def _eval(self):
         # Under the training autocast, as PaddleSeg's core/val.py: with O2 the weights are fp16/bf16.
-        cm = evaluate(
-            self.model,
-            self.val_ds,
-            self.num_classes,
-            self.ignore_index,
-            (self.rank, self.world),
-            autocast=self.amp.autocast,
-            batch_size=self.spec.evaluate.batch_size,
-            protocol=self.protocol,
+        cm = reduce_matrix(
+            evaluate(
+                self.model,
+                self.val_ds,
+                self.num_classes,
+                self.ignore_index,
+                (self.rank, self.world),
+                autocast=self.amp.autocast,
+                batch_size=self.spec.evaluate.batch_size,
+                protocol=self.protocol,
+            )
         )
-        return metrics_record(reduce_matrix(cm), self.class_names)
+        return metrics_record(cm, self.class_names), cm
 
     def run(self) -> dict:
         """Train from the resumed iteration to `iters`: a log row every `log_iters`; every `save_interval`
@@ -206,6 +208,7 @@ class Trainer:
         spec = self.spec
         start, meta = self.resumed
         progress = _Progress(meta["best_miou"], meta["best_iter"], list(meta["train_log"]), list(meta["eval_log"]))
+        self.best_val = (0, None)  # (iteration, val matrix) of a best model evaluated in this process
         if self.is_main:
             self.folder.dir.mkdir(parents=True, exist_ok=True)
             if spec.use_vdl:
@@ -248,7 +251,7 @@ class Trainer:
             with self.clock("results"):
                 self.folder.write_results(progress.train_log, progress.eval_log, summary, self.iters)
             if spec.evaluate_out:
-                self._evaluate_best()
+                self._evaluate_best(progress.best_iter)
         if self.vdl:
             self.vdl.close()
         self._log(self.clock.line())
@@ -284,7 +287,7 @@ class Trainer:
             self.folder.save_best(self.model)
             return
         try:
-            rec = self._eval()
+            rec, cm = self._eval()
         except NonFiniteLogits as exc:
             self._stop_if_nonfinite((it, f"logits of val image {exc.index}"))
         progress.eval_log.append({"iter": it, **{k: rec[k] for k in ("miou", "acc", "kappa", "dice", "num_pixels")}})
@@ -297,6 +300,7 @@ class Trainer:
         if rec["miou"] > progress.best_miou:
             progress.best_miou, progress.best_iter = rec["miou"], it
             self.folder.save_best(self.model)
+            self.best_val = (it, cm)
 
     def _state_problem(self, it: int) -> tuple[int, str] | None:
         """(it, what) when a parameter or buffer of the student or a connector is not finite, else None."""
@@ -320,18 +324,23 @@ class Trainer:
             f"learning rate or check the data ({self.spec.config})."
         )
 
-    def _evaluate_best(self) -> None:
+    def _evaluate_best(self, best_iter: int) -> None:
         """best_model/ evaluated as `segdistill evaluate` does (the weights in an fp32 model, eval mode), in this
         process: the record is the evaluate job's, without that job's start-up. In one fp32 process the trained
         model itself takes the best weights; otherwise (mixed precision casts it, DataParallel wraps it) a model
         is built from the YAML, as the evaluate command builds it."""
         from segdistill.evaluate import evaluate_run
 
-        model = None
+        model, known = None, None
         if self.spec.precision == "fp32" and self.world == 1:
             load_weights(self.model, self.folder.best_store, source=f"best model of {self.folder.dir}")
             model = self.model
-        evaluate_run(_best_model_spec(self.spec, self.folder.best_model), clock=self.clock, model=model)
+            # The best model's val matrix, when this process computed it: the same model, data and protocol
+            # give the same matrix, so the record takes it instead of a second pass over val.
+            it, cm = self.best_val
+            if cm is not None and it == best_iter:
+                known = {"val": KnownSplit(getattr(self.val_ds, "file_list", None), self.protocol.record(), cm)}
+        evaluate_run(_best_model_spec(self.spec, self.folder.best_model), clock=self.clock, model=model, known=known)
 
     def _checkpoint(self, it: int, progress: _Progress, rng_states: list) -> Path:
         """Rank 0 writes the checkpoint of iteration `it` (pruned to keep_checkpoint_max)."""
