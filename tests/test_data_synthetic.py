@@ -114,14 +114,65 @@ def test_failure_midway_leaves_no_partial_set(tmp_path, monkeypatch):
     real_render = synthetic._render
     calls = {"n": 0}
 
-    def failing_render(size, rng):
+    def failing_render(size, rng, *look):
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("No space left on device")
-        return real_render(size, rng)
+        return real_render(size, rng, *look)
 
     monkeypatch.setattr(synthetic, "_render", failing_render)
     with pytest.raises(OSError):
         generate(tmp_path / "ds", num_images=6, size=32)
     assert not (tmp_path / "ds").exists()
     assert hidden_leftovers(tmp_path) == []
+
+
+def test_disc_and_cup_label_the_same_images(tmp_path):
+    """With `optic_cup` named, the same seed and disc radius draw the same images; the cup (2) is the disc's bright
+    centre, inside the disc the two-class set labels, and every image has all three classes."""
+    cup_names = ["background", "optic_disc", "optic_cup"]
+    radius = (0.07, 0.13)
+    two = generate(tmp_path / "two", num_images=16, size=64, seed=3, disc_radius=radius)
+    three = generate(tmp_path / "three", num_images=16, size=64, seed=3, disc_radius=radius, class_names=cup_names)
+    assert two["class_names"] == ["background", "optic_disc"] and three["class_names"] == cup_names
+    a, b = tree_bytes(tmp_path / "two"), tree_bytes(tmp_path / "three")
+    assert all(a[k] == b[k] for k in a if k.startswith("JPEGImages/"))
+    cup_share = []
+    for name in sorted(k for k in a if k.startswith("Annotations/")):
+        lab2 = cv2.imread(str(tmp_path / "two" / name), cv2.IMREAD_UNCHANGED)
+        lab3 = cv2.imread(str(tmp_path / "three" / name), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(lab3 > 0, lab2 == 1), name
+        assert set(np.unique(lab3).tolist()) == {0, 1, 2}, name
+        cup_share.append((lab3 == 2).sum() / (lab3 > 0).sum())
+    # Cup radii of 0.35-0.6 disc radii: 12-36% of the disc's area, give or take the pixel grid.
+    assert 0.05 < min(cup_share) and max(cup_share) < 0.5
+    info = json.loads((tmp_path / "three" / "dataset_info.json").read_text())
+    assert info["class_names"] == cup_names and info["num_classes"] == 3
+    assert info["params"]["disc_radius"] == [0.07, 0.13]
+    report = validate_dataset(tmp_path / "three", num_classes=3, required_splits=("train", "val", "test"))
+    assert report["label_values"] == [0, 1, 2]
+
+
+def test_disc_radius_bounds_the_disc(tmp_path):
+    generate(tmp_path / "small", num_images=24, size=64, seed=4)
+    generate(tmp_path / "large", num_images=24, size=64, seed=4, disc_radius=(0.12, 0.16))
+    small, large = (json.loads((tmp_path / n / "dataset_info.json").read_text()) for n in ("small", "large"))
+    assert "disc_radius" not in small["params"]  # the default leaves a set's info as it was before the option
+    # Ellipse areas: pi * 0.12^2 (4.5%) at least, pi * 0.16^2 (8.0%) at most.
+    assert 0.04 < large["disc_fraction"]["min"] and large["disc_fraction"]["max"] < 0.085
+    assert large["disc_fraction"]["min"] > small["disc_fraction"]["max"] * 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"class_names": ["background", "cup"]}, "data.class_names"),
+        ({"class_names": ["background", "optic_cup", "optic_disc"]}, "data.class_names"),
+        ({"disc_radius": (0.2, 0.1)}, "data.synthetic.disc_radius"),
+        ({"disc_radius": (0.05,)}, "data.synthetic.disc_radius"),
+    ],
+)
+def test_label_set_and_radius_are_checked(tmp_path, kwargs, named):
+    with pytest.raises(SegDistillError, match=named):
+        generate(tmp_path / "ds", num_images=10, **kwargs)
+    assert not (tmp_path / "ds").exists()

@@ -259,14 +259,21 @@ METHOD_LOSSES = [
 
 @pytest.mark.parametrize(
     "name, distilled",
-    [("config.yaml", 12), ("kl_cwd.yaml", 16), ("stride8.yaml", 8), ("methods.yaml", 64), ("pp_liteseg.yaml", 8)],
+    [
+        ("config.yaml", 12),
+        ("kl_cwd.yaml", 16),
+        ("stride8.yaml", 8),
+        ("methods.yaml", 64),
+        ("pp_liteseg.yaml", 8),
+        ("disc_cup.yaml", 12),
+    ],
 )
 def test_shipped_studies_parse_and_plan(name, distilled):
     """Every study in config/ is whole and plans the default study's chain (its seeds, one shared teacher)."""
     proc = plan(ROOT, ROOT / "config" / name)
     counts = job_counts(proc.stdout + proc.stderr)
     seeds = len(yaml.safe_load((ROOT / "config" / name).read_text())["seeds"])
-    assert seeds == (12 if name == "config.yaml" else 8)
+    assert seeds == (12 if name in ("config.yaml", "disc_cup.yaml") else 8)
     assert counts["train"] == seeds + 1 and counts["teacher_outputs"] == seeds and counts["distill"] == distilled
     if name == "methods.yaml":  # one arm per method of docs/methods.md, each distilling every seed
         arms = re.findall(r"rule distill:\n(?:.*\n)*?\s+wildcards: method=(\w+), seed=\d+", proc.stdout)

@@ -53,10 +53,31 @@ def test_folder_source_gives_generic_dataset_configs(tmp_path):
 def test_class_count_of_the_dataset_type_is_checked_with_paddleseg(tmp_path):
     # The optic disc type implies 2 classes; a YAML that states none passes preflight, the registry check fails.
     cfg = folder_study(tmp_path)
-    cfg["data"] = {"source": "synthetic", "class_names": CLASSES}
+    cfg["data"] = {"source": "optic_disc", "class_names": CLASSES, "optic_disc": {}}
     study.preflight(cfg)
     with pytest.raises(SegDistillError, match="data set type OpticDiscSeg has 2 classes but data.class_names"):
         study.checked_experiments(cfg)
+
+
+def test_synthetic_disc_and_cup_is_read_as_a_generic_dataset(tmp_path):
+    """The generated set with the cup has three classes, more than OpticDiscSeg's two: the study's YAMLs read it as
+    PaddleSeg's Dataset over its list files; a label set the generator does not draw is refused by key."""
+    cfg = folder_study(tmp_path)
+    cfg["data"] = {"source": "synthetic", "class_names": ["background", "optic_disc", "optic_cup"]}
+    study.preflight(cfg)
+    dic = study.experiment(cfg, "student")
+    root = study.data_root(cfg)
+    assert root == "resources/data/synthetic"
+    for key in ("train_dataset", "val_dataset"):
+        assert dic[key]["type"] == "Dataset" and dic[key]["num_classes"] == 3
+        assert dic[key]["val_path"] == f"{root}/val_list.txt" and dic[key]["test_path"] == f"{root}/test_list.txt"
+    assert dic["model"]["num_classes"] == 3
+    assert study.checked_experiments(cfg)["student"]["train_dataset"]["type"] == "Dataset"
+    cfg["data"]["class_names"] = ["background", "optic_disc"]
+    assert study.experiment(cfg, "student")["train_dataset"]["type"] == "OpticDiscSeg"
+    cfg["data"]["class_names"] = CLASSES
+    with pytest.raises(SegDistillError, match=r"data.class_names: the synthetic set labels .* not \[sky, road, car\]"):
+        study.preflight(cfg)
 
 
 def test_a_data_set_key_inherited_through_base_is_named_before_training(tmp_path):

@@ -313,9 +313,10 @@ def _declared_classes(dic: dict) -> dict[str, int]:
 def experiment(config: dict, role: str) -> dict:
     """The role's PaddleSeg YAML as the study uses it: the user's file with the study's data set filled in.
 
-    Generic sources (folder, url) replace the data set sections by PaddleSeg's `type: Dataset` with the root, the
-    three list files and the class count, keeping the user's transforms; the generated and optic disc sets keep
-    the YAML's type and get the root. A class count the YAML states must equal `data.class_names`.
+    Generic sources (folder, url) and the generated set with the cup replace the data set sections by PaddleSeg's
+    `type: Dataset` with the root, the three list files and the class count, keeping the user's transforms; the
+    generated disc-only and optic disc sets keep the YAML's type and get the root. A class count the YAML states
+    must equal `data.class_names`.
     """
     from segdistill.paddleseg_yaml import read_yaml
 
@@ -335,7 +336,8 @@ def experiment(config: dict, role: str) -> dict:
             )
     source = config["data"]["source"]
     root = data_root(config)
-    if source in GENERIC_SOURCES:
+    # The generated set with the cup has three classes: OpticDiscSeg's two do not fit, the generic Dataset does.
+    if source in GENERIC_SOURCES or (source == "synthetic" and len(names) > 2):
         lists = {f"{s}_path": str(Path(root) / name) for s, name in list_files(config).items()}
         for key, mode in (("train_dataset", "train"), ("val_dataset", "val")):
             user = dic[key]
@@ -423,6 +425,10 @@ def preflight(config: dict) -> None:
         raise SegDistillError(f"data.source is {data['source']} but data.{data['source']} is not given")
     if data["source"] == PADDLESEG:
         _preflight_paddleseg(config)
+    if data["source"] == "synthetic":
+        from segdistill.data.synthetic import checked_classes
+
+        checked_classes(data["class_names"])
     if data["source"] == "folder" and not Path(data["folder"]["root"]).is_dir():
         raise SegDistillError(
             f"data.folder.root: folder not found: {data['folder']['root']} (paths are relative "

@@ -8,6 +8,7 @@ rule make_synthetic:
         "../envs/segdistill.yaml"
     params:
         **config["data"]["synthetic"],
+        class_names=config["data"]["class_names"],
     script:
         "../scripts/make_synthetic.py"
 

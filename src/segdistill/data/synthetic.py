@@ -1,9 +1,14 @@
 """A small synthetic fundus-like optic disc set in PaddleSeg's OpticDiscSeg layout.
 
 Each image has an illumination gradient, a dark field-of-view border, vessel-like dark curves, up to three bright
-distractor blobs and one bright elliptic disc (label 1); it is then blurred and noised. The distractors and vessels
-keep a small student from saturating in a short run, so a teacher has something to add (see the project's notes on
-a distillation gain at CPU scale). Output is byte-for-byte deterministic for a given seed and parameters.
+distractor blobs and one bright elliptic disc (label 1) with a brighter centre, the cup; it is then blurred and
+noised. The distractors and vessels keep a small student from saturating in a short run, so a teacher has
+something to add (docs/study-design.md). Output is byte-for-byte deterministic for a given seed and parameters.
+
+Two label sets (`class_names`): the optic disc alone (background, optic_disc: the set since version 1, unchanged
+byte for byte), or disc and cup as in optic disc and cup segmentation (background, optic_disc, optic_cup): the
+cup, where the disc's bright centre is above 1/e of its peak, is labelled 2 and the rest of the disc 1.
+`disc_radius` bounds the disc's radius as fractions of the side (default 5-11%, the set since version 1).
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from segdistill.data.archive import check_target_free, make_temp_sibling, publis
 from segdistill.errors import SegDistillError
 
 CLASS_NAMES = ("background", "optic_disc")
+CUP_CLASS_NAMES = ("background", "optic_disc", "optic_cup")
 SPLIT_NAMES = ("train", "val", "test")
 GENERATOR_VERSION = 1
 _JPEG_QUALITY = 92
+LABEL_SETS = (CLASS_NAMES, CUP_CLASS_NAMES)
 # Disc radius as a fraction of the image side.
-_DISC_RADIUS = (0.05, 0.11)
+DISC_RADIUS = (0.05, 0.11)
 
 
 def _split_counts(n: int, split: tuple[float, float, float]) -> dict[str, int]:
@@ -94,8 +101,10 @@ def _vessels(size: int, rng: np.random.Generator, cx: float, cy: float) -> np.nd
     return canvas.astype(np.float32) / 255.0
 
 
-def _render(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One (BGR uint8 image, uint8 label) pair."""
+def _render(
+    size: int, rng: np.random.Generator, classes: tuple = CLASS_NAMES, radius: tuple = DISC_RADIUS
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (BGR uint8 image, uint8 label) pair; `classes` says whether the cup is labelled (module docstring)."""
     fov, fov_radius = _field_of_view(size, rng)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
 
@@ -104,8 +113,8 @@ def _render(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     img = np.broadcast_to(base, (size, size, 3)).copy()
 
     # Disc: inside the field of view, anywhere, but not cut by the rim.
-    rx = size * rng.uniform(*_DISC_RADIUS)
-    ry = float(np.clip(rx * rng.uniform(0.8, 1.25), size * _DISC_RADIUS[0], size * _DISC_RADIUS[1]))
+    rx = size * rng.uniform(*radius)
+    ry = float(np.clip(rx * rng.uniform(0.8, 1.25), size * radius[0], size * radius[1]))
     angle = rng.uniform(0.0, math.pi)
     reach = max(fov_radius - max(rx, ry) - 0.06 * size, 0.0) * 0.85
     r, t = reach * math.sqrt(rng.random()), rng.uniform(0.0, 2.0 * math.pi)
@@ -132,7 +141,10 @@ def _render(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
 
     # Disc profile: a bright plateau with a soft edge and a brighter cup, tinted yellow-white.
     edge = 1.0 / (1.0 + np.exp(np.minimum((d - 1.0) * rng.uniform(5.0, 9.0), 50.0)))
-    cup = np.exp(-((d / rng.uniform(0.35, 0.6)) ** 2)) * rng.uniform(0.1, 0.3)
+    cup_radius = rng.uniform(0.35, 0.6)  # in disc radii: where the cup's brightness falls to 1/e of its peak
+    cup = np.exp(-((d / cup_radius) ** 2)) * rng.uniform(0.1, 0.3)
+    if classes == CUP_CLASS_NAMES:
+        label[(d < cup_radius) & (label == 1)] = 2
     disc = contrast * edge + cup
     tint = np.array([0.55, 0.9, 1.0], np.float32)
     img += (disc + blobs)[..., None] * tint
@@ -159,6 +171,25 @@ def _write(path: Path, array: np.ndarray, params: list[int]) -> None:
         raise OSError(f"could not write {path}")
 
 
+def _checked_radius(disc_radius) -> tuple[float, float]:
+    try:
+        lo, hi = (float(r) for r in disc_radius)
+    except (TypeError, ValueError):
+        raise SegDistillError(f"data.synthetic.disc_radius: two fractions [min, max], not {disc_radius!r}") from None
+    if not 0.01 <= lo <= hi <= 0.25:
+        raise SegDistillError(f"data.synthetic.disc_radius: need 0.01 <= min <= max <= 0.25, not {disc_radius!r}")
+    return (lo, hi)
+
+
+def checked_classes(class_names) -> tuple:
+    """The label set `class_names` asks of the generator (one of the two it draws), else an error naming the key."""
+    classes = tuple(class_names or ())
+    if classes not in LABEL_SETS:
+        sets = " or ".join(f"[{', '.join(c)}]" for c in LABEL_SETS)
+        raise SegDistillError(f"data.class_names: the synthetic set labels {sets}, not [{', '.join(classes)}]")
+    return classes
+
+
 def _checked_params(num_images, size, seed) -> tuple[int, int, int]:
     if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 2:
         raise SegDistillError(f"num_images must be an integer >= 2, got {num_images!r}")
@@ -169,8 +200,9 @@ def _checked_params(num_images, size, seed) -> tuple[int, int, int]:
     return int(num_images), int(size), int(seed)
 
 
-def _write_images(folder: Path, num_images: int, size: int, seed: int, counts: dict) -> list[float]:
-    """Images, labels and list files into `folder`; returns each image's disc fraction."""
+def _write_images(folder: Path, num_images: int, size: int, seed: int, counts: dict, look: tuple) -> list[float]:
+    """Images, labels and list files into `folder`; returns each image's disc fraction. `look`: (label set, disc
+    radius bounds)."""
     width = max(4, len(str(num_images - 1)))
     names = [f"synth_{i:0{width}d}" for i in range(num_images)]
     # Separate streams for the split and for each image, so an image does not depend on how many come before it.
@@ -186,19 +218,21 @@ def _write_images(folder: Path, num_images: int, size: int, seed: int, counts: d
     lines: dict[str, list[str]] = {s: [] for s in SPLIT_NAMES}
     fractions = []
     for i, name in enumerate(names):
-        img, label = _render(size, np.random.default_rng([seed, 0, i]))
+        img, label = _render(size, np.random.default_rng([seed, 0, i]), *look)
         _write(folder / "JPEGImages" / f"{name}.jpg", img, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
         _write(folder / "Annotations" / f"{name}.png", label, [cv2.IMWRITE_PNG_COMPRESSION, 3])
         lines[split_of[i]].append(f"JPEGImages/{name}.jpg Annotations/{name}.png")
-        fractions.append(float(label.mean()))
+        fractions.append(float((label > 0).mean()))
     for s in SPLIT_NAMES:
         text = "".join(line + "\n" for line in lines[s])
         (folder / f"{s}_list.txt").write_text(text, encoding="utf-8")
     return fractions
 
 
-def _info(num_images: int, size: int, seed: int, split, counts: dict, fr: np.ndarray) -> dict:
-    """dataset_info.json: how the set was made and what it holds."""
+def _info(num_images: int, size: int, seed: int, split, counts: dict, fr: np.ndarray, look: tuple) -> dict:
+    """dataset_info.json: how the set was made and what it holds (the disc radius only when not the default, so a
+    set made before the option has the same bytes)."""
+    classes, radius = look
     return {
         "generator": "segdistill.data.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -207,10 +241,11 @@ def _info(num_images: int, size: int, seed: int, split, counts: dict, fr: np.nda
             "size": size,
             "seed": seed,
             "split": [float(f) for f in split],
+            **({"disc_radius": [float(r) for r in radius]} if radius != DISC_RADIUS else {}),
         },
         "counts": counts,
-        "num_classes": len(CLASS_NAMES),
-        "class_names": list(CLASS_NAMES),
+        "num_classes": len(classes),
+        "class_names": list(classes),
         "ignore_index": 255,
         "disc_fraction": {
             "mean": round(float(fr.mean()), 6),
@@ -227,14 +262,18 @@ def generate(
     seed: int = 0,
     split: tuple[float, float, float] = (0.7, 0.15, 0.15),
     overwrite: bool = False,
+    class_names=CLASS_NAMES,
+    disc_radius=DISC_RADIUS,
 ) -> dict:
     """Write a synthetic optic disc set to `out_dir` and return a summary.
 
-    The folder holds JPEGImages/, Annotations/ (labels 0 = background, 1 = optic disc), train/val/test list files
-    and dataset_info.json. It is built in a temporary sibling and renamed into place when complete. An existing
-    non-empty `out_dir` is an error unless `overwrite` is set.
+    The folder holds JPEGImages/, Annotations/ (labels 0 = background, 1 = optic disc, 2 = optic cup when
+    `class_names` names it: see the module docstring), train/val/test list files and dataset_info.json. It is
+    built in a temporary sibling and renamed into place when complete. An existing non-empty `out_dir` is an error
+    unless `overwrite` is set.
     """
     num_images, size, seed = _checked_params(num_images, size, seed)
+    classes, radius = checked_classes(class_names), _checked_radius(disc_radius)
     counts = _split_counts(num_images, split)
 
     out = Path(out_dir)
@@ -242,8 +281,8 @@ def generate(
 
     tmp = make_temp_sibling(out)
     try:
-        fractions = _write_images(tmp, num_images, size, seed, counts)
-        info = _info(num_images, size, seed, split, counts, np.array(fractions))
+        fractions = _write_images(tmp, num_images, size, seed, counts, (classes, radius))
+        info = _info(num_images, size, seed, split, counts, np.array(fractions), (classes, radius))
         (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         publish_dir(tmp, out, overwrite=overwrite)
     except BaseException:
@@ -256,7 +295,7 @@ def generate(
         "size": size,
         "seed": seed,
         "splits": dict(counts),
-        "num_classes": len(CLASS_NAMES),
-        "class_names": list(CLASS_NAMES),
+        "num_classes": len(classes),
+        "class_names": list(classes),
         "disc_fraction": info["disc_fraction"],
     }
