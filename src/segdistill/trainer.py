@@ -208,7 +208,7 @@ class Trainer:
         spec = self.spec
         start, meta = self.resumed
         progress = _Progress(meta["best_miou"], meta["best_iter"], list(meta["train_log"]), list(meta["eval_log"]))
-        self.best_val = (0, None)  # (iteration, val matrix) of a best model evaluated in this process
+        self.best_val = None  # val matrix of the current best model when this process evaluated it (not resumed)
         if self.is_main:
             self.folder.dir.mkdir(parents=True, exist_ok=True)
             if spec.use_vdl:
@@ -251,7 +251,7 @@ class Trainer:
             with self.clock("results"):
                 self.folder.write_results(progress.train_log, progress.eval_log, summary, self.iters)
             if spec.evaluate_out:
-                self._evaluate_best(progress.best_iter)
+                self._evaluate_best()
         if self.vdl:
             self.vdl.close()
         self._log(self.clock.line())
@@ -300,7 +300,7 @@ class Trainer:
         if rec["miou"] > progress.best_miou:
             progress.best_miou, progress.best_iter = rec["miou"], it
             self.folder.save_best(self.model)
-            self.best_val = (it, cm)
+            self.best_val = cm
 
     def _state_problem(self, it: int) -> tuple[int, str] | None:
         """(it, what) when a parameter or buffer of the student or a connector is not finite, else None."""
@@ -324,7 +324,7 @@ class Trainer:
             f"learning rate or check the data ({self.spec.config})."
         )
 
-    def _evaluate_best(self, best_iter: int) -> None:
+    def _evaluate_best(self) -> None:
         """best_model/ evaluated as `segdistill evaluate` does (the weights in an fp32 model, eval mode), in this
         process: the record is the evaluate job's, without that job's start-up. In one fp32 process the trained
         model itself takes the best weights; otherwise (mixed precision casts it, DataParallel wraps it) a model
@@ -337,9 +337,10 @@ class Trainer:
             model = self.model
             # The best model's val matrix, when this process computed it: the same model, data and protocol
             # give the same matrix, so the record takes it instead of a second pass over val.
-            it, cm = self.best_val
-            if cm is not None and it == best_iter:
-                known = {"val": KnownSplit(getattr(self.val_ds, "file_list", None), self.protocol.record(), cm)}
+            if self.best_val is not None:
+                known = {
+                    "val": KnownSplit(getattr(self.val_ds, "file_list", None), self.protocol.record(), self.best_val)
+                }
         evaluate_run(_best_model_spec(self.spec, self.folder.best_model), clock=self.clock, model=model, known=known)
 
     def _checkpoint(self, it: int, progress: _Progress, rng_states: list) -> Path:
