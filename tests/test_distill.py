@@ -169,7 +169,7 @@ def test_mgd_generator_trains_beside_the_connectors_and_its_mask_follows_the_ite
 
 
 def test_check_terms_probes_both_untrained_models(tmp_path):
-    """The check_terms job: every terms file against both models (no weights) at the input size; a term whose
+    """The check_terms job: every method's terms against both models (no weights) at the input size; a term whose
     channels differ without a connector is refused with the fix."""
     import json
 
@@ -177,6 +177,7 @@ def test_check_terms_probes_both_untrained_models(tmp_path):
 
     from conftest import ROOT
     from segdistill.distill.check import check_terms
+    from segdistill.distill.terms import read_terms_file
 
     student, teacher = (str(ROOT / f"tests/configs/{r}_tiny.yml") for r in ("student", "teacher"))
     good, bad = tmp_path / "kl_cwd.yml", tmp_path / "bad.yml"
@@ -200,9 +201,10 @@ def test_check_terms_probes_both_untrained_models(tmp_path):
         yaml.safe_dump({"terms": [{"student": "backbone.bb_2_1", "teacher": "backbone.bb_3_1", "loss": "cwd"}]})
     )
     out = tmp_path / "checked.json"
-    check_terms(student, teacher, [good], out, log=lambda m: None)
+    methods = {p.stem: read_terms_file(p) for p in (good, bad)}
+    check_terms(student, teacher, {"kl_cwd": methods["kl_cwd"]}, out, log=lambda m: None)
     assert json.loads(out.read_text())["methods"] == {"kl_cwd": ["kl:logits", "cwd"]}
     assert json.loads(out.read_text())["input_size"] == [32, 32]
     with pytest.raises(SegDistillError, match=r"channels differ.*add `connector: conv1x1`"):
-        check_terms(student, teacher, [good, bad], tmp_path / "again.json", log=lambda m: None)
+        check_terms(student, teacher, methods, tmp_path / "again.json", log=lambda m: None)
     assert not (tmp_path / "again.json").exists()

@@ -72,6 +72,41 @@ def test_a_term_taking_another_teacher_tensor_recomputes_the_teacher_outputs(tin
     assert counts.get("teacher_outputs") == 2 and "train" not in counts, counts
 
 
+ALL_DISTILLED = ["method=kl, seed=0", "method=kl, seed=1", "method=kl_cwd, seed=0", "method=kl_cwd, seed=1"]
+
+
+def test_the_teacher_online_instead_of_cached_reruns_the_distilled_runs_in_one_pass(tiny_study):
+    """The teacher's outputs computed in the run instead of read from the cache are rounded otherwise: every
+    distilled run is planned in the first pass. The terms check does not rerun (if it did, Snakemake would not
+    check the jobs downstream of it in that pass, and only a second `snakemake` would rerun the distilled runs)."""
+    workdir, cfg = study(tiny_study)
+    cfg["teacher"]["outputs"] = "online"
+    counts, out = dry_run(workdir, cfg, "online.yaml")
+    assert planned(out, "distill") == ALL_DISTILLED, counts
+    assert not {"check_terms", "train", "teacher_outputs"} & set(counts), counts
+
+
+def test_another_cache_dtype_recomputes_the_teacher_outputs_and_the_distilled_runs(tiny_study):
+    workdir, cfg = study(tiny_study)
+    cfg["cache"] = {"dtype": "bfloat16"}
+    counts, out = dry_run(workdir, cfg, "bf16.yaml")
+    assert planned(out, "teacher_outputs") == ["seed=0", "seed=1"], counts
+    assert planned(out, "distill") == ALL_DISTILLED, counts
+    assert not {"check_terms", "train"} & set(counts), counts
+
+
+def test_a_new_method_does_not_hide_another_change_of_the_same_edit(tiny_study):
+    """A method added and the training runs' logging changed in one edit: both are planned in one pass (the
+    students too, which nothing else reruns: they do not depend on the teacher)."""
+    workdir, cfg = study(tiny_study)
+    cfg["distill"]["kl1"] = {"terms": [{"name": "kl_logits", "loss": "kl", "weight": 1}]}
+    cfg["train"]["log_iters"] = 2
+    counts, out = dry_run(workdir, cfg, "method_and_train.yaml")
+    assert planned(out, "train") == ["arm=student, seed=0", "arm=student, seed=1", "arm=teacher, seed=0"], counts
+    assert "check_terms" not in counts, counts
+    assert "method=kl1, seed=0" in planned(out, "distill"), counts
+
+
 def test_what_the_teacher_stores_ignores_weights_and_temperatures():
     from segdistill.study import teacher_terms
 

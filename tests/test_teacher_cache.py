@@ -342,6 +342,7 @@ def test_the_cache_size_is_known_and_refused_before_anything_trains(tiny_data, p
     """check_terms (which every training job waits for) computes the size the cache job will take, the same line
     it logs, and refuses a cache over cache.max_gb, naming teacher.outputs: online."""
     from segdistill.distill.check import check_terms
+    from segdistill.distill.terms import read_terms_file
 
     job, early = [], []
     spec = TeacherOutputsSpec(
@@ -355,11 +356,10 @@ def test_the_cache_size_is_known_and_refused_before_anything_trains(tiny_data, p
     )
     cache.write_teacher_outputs(spec, log=job.append)
     sizes = {"dtype": "float16", "max_gb": 8, "ranks": 1}
-    check_terms(STUDENT, patched_teacher, spec.distill, tmp_path / "c.json", tiny_data, early.append, sizes)
+    methods = {"m": read_terms_file(spec.distill[0])}
+    check_terms(STUDENT, patched_teacher, methods, tmp_path / "c.json", tiny_data, early.append, sizes)
     line = next(m for m in early if "teacher outputs:" in m)
     assert line == f"{STUDENT}: {next(m for m in job if m.startswith('teacher outputs:'))}"
     with pytest.raises(SegDistillError, match=r"need 0\.\d+ GB .* over cache.max_gb 1e-06\. .*teacher.outputs: online"):
-        check_terms(
-            STUDENT, patched_teacher, spec.distill, tmp_path / "d.json", tiny_data, print, dict(sizes, max_gb=1e-6)
-        )
+        check_terms(STUDENT, patched_teacher, methods, tmp_path / "d.json", tiny_data, print, dict(sizes, max_gb=1e-6))
     assert not (tmp_path / "d.json").exists()

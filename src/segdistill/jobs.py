@@ -10,6 +10,7 @@ rank reads: the command line is then `segdistill <kind> --spec <file>`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import traceback
@@ -49,6 +50,18 @@ def log_to(path):
             os.close(saved[1])
     if failed:
         sys.exit(f"{failed}\n(see {path})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unwatched:
+    """A rule parameter that Snakemake does not compare between runs.
+
+    Snakemake records a job's parameters and reruns the job when they change, but it records only parameters of
+    plain types (numbers, strings, lists, dicts, ...); any other object is left out of the comparison. A job that
+    must not run again when the study grows (rules/train.smk, check_terms) takes what it reads from the study in
+    this wrapper: `snakemake.params.<name>.value`."""
+
+    value: object
 
 
 def run_on_devices(job, log: str, gpus: int, threads: int, launch_log_dir: str) -> None:

@@ -10,6 +10,7 @@ min_version("9.0")
 PARSE_MODULES = (
     "__init__.py",
     "errors.py",
+    "jobs.py",
     "paddleseg_yaml.py",
     "study.py",
     "schema.py",
@@ -58,6 +59,7 @@ os.environ.setdefault("SEGDISTILL_SOURCE", ENGINE_PIP)
 from segdistill import schema, study
 from segdistill.paddleseg_yaml import base_files, is_url
 from segdistill.errors import SegDistillError
+from segdistill.jobs import Unwatched
 from segdistill.paddleseg_sets import SPLIT_FILES
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")

@@ -102,11 +102,15 @@ rule patch_teacher:
 
 # Both models built without weights, every method's terms probed at the study's input size: a misspelled layer
 # or a missing connector stops the study here, not in a distill job after the teacher and students trained.
+# It runs again only when the models change (and then everything trains again): its inputs are the two configs,
+# not the methods' terms files, and what it reads of the study is unwatched (segdistill.jobs.Unwatched). A job
+# that reran here would hide every other change of the study in that pass: Snakemake does not check the jobs
+# downstream of a job it reruns, also through the training jobs' ancient input on this one (its issue 4166). A
+# method added to a finished study is probed by its own distill job when that starts, the same checks.
 rule check_terms:
     input:
         teacher=arm_config("teacher"),
         student=arm_config("student"),
-        terms=expand("results/configs/distill/{method}.yml", method=list(METHODS)),
     output:
         CHECKED_TERMS,
     log:
@@ -115,11 +119,16 @@ rule check_terms:
         "../envs/segdistill.yaml"
     threads: 1
     params:
-        # The teacher-output cache's size, refused over cache.max_gb before anything trains.
-        cache=(
-            dict(config["cache"], ranks=max(1, config["gpus_per_job"]))
-            if config["teacher"]["outputs"] == "cached"
-            else None
+        study=Unwatched(
+            {
+                "methods": {name: spec["terms"] for name, spec in METHODS.items()},
+                # The teacher-output cache's size, refused over cache.max_gb before anything trains.
+                "cache": (
+                    dict(config["cache"], ranks=max(1, config["gpus_per_job"]))
+                    if config["teacher"]["outputs"] == "cached"
+                    else None
+                ),
+            }
         ),
     script:
         "../scripts/check_terms.py"
@@ -142,9 +151,8 @@ rule distill_terms:
 
 
 # What the teacher outputs must hold: the methods' terms reduced to their `teacher:` names. A job of its own, with
-# no input, whose parameter changes only with those names: a parameter of teacher_outputs itself would go unseen
-# when the terms check reruns (Snakemake skips checking the jobs downstream of a job it reruns, also through the
-# training jobs' ancient input on the check).
+# no input, whose parameter changes only with those names (it was written when the terms check reran with every
+# new method and hid a parameter change of teacher_outputs; it stays so that finished studies keep their caches).
 rule teacher_terms:
     output:
         "results/configs/distill/teacher_terms.json",

@@ -2,6 +2,12 @@
 from segdistill.distill.check import check_terms
 from segdistill.jobs import log_to
 
-i = snakemake.input
+study = snakemake.params.study.value
 with log_to(snakemake.log[0]):
-    check_terms(i.student, i.teacher, list(i.terms), snakemake.output[0], cache=snakemake.params.cache)
+    check_terms(
+        snakemake.input.student,
+        snakemake.input.teacher,
+        study["methods"],
+        snakemake.output[0],
+        cache=study["cache"],
+    )

@@ -21,20 +21,19 @@ def _untrained(config, data_root=None):
     return build_model(dic, config), dic
 
 
-def check_terms(student_config, teacher_config, terms_files, out, data_root=None, log=print, cache=None) -> dict:
-    """Probe the terms of each terms file (`segdistill.distill.read_terms_file`) on both untrained models at the
-    student's input size; write {input_size, methods: {file: [term names]}} to `out`, or raise naming the term.
+def check_terms(student_config, teacher_config, methods, out, data_root=None, log=print, cache=None) -> dict:
+    """Probe each method's terms ({name: raw terms, or None for the student YAML's `distill_loss`}, resolved as the
+    distill_terms job resolves them) on both untrained models at the student's input size; write
+    {input_size, methods: {name: [term names]}} to `out`, or raise naming the method and the term.
 
     With `cache` ({dtype, max_gb, ranks}: teacher.outputs cached), the size the teacher-output cache will take is
     computed from the teacher's tensors at that size and refused over max_gb here, before anything trains (a
     Cityscapes-size study needs terabytes and is told to run its teacher online)."""
-    from pathlib import Path
-
     from segdistill.paddle_env import paddle
 
     from segdistill.distill.distiller import Distiller
     from segdistill.distill.teachers import isolated_rng
-    from segdistill.distill.terms import read_terms_file, resolve_terms
+    from segdistill.distill.terms import resolve_terms
     from segdistill.models import input_size
     from segdistill.paddleseg_yaml import ignore_index
 
@@ -44,15 +43,13 @@ def check_terms(student_config, teacher_config, terms_files, out, data_root=None
     height, width = input_size(sdic, student_config)
     images = paddle.zeros([2, 3, height, width])  # two images: a train-mode probe's batch norm needs more than one
     checked, term_lists = {}, []
-    for path in terms_files:
-        terms = resolve_terms(read_terms_file(path), student_config, sdic, str(path))
+    for name, raw in methods.items():
+        source = f"distill.{name}.terms"
+        terms = resolve_terms(raw, student_config, sdic, source)
         term_lists.append(terms)
         Distiller(student, teacher, terms, ignore_index(sdic)).setup(images)
-        checked[Path(path).stem] = [t.name for t in terms]
-        log(
-            f"{path}: {', '.join(checked[Path(path).stem])}: layers, shapes and connectors fit both models at "
-            f"{height}x{width}"
-        )
+        checked[name] = [t.name for t in terms]
+        log(f"{source}: {', '.join(checked[name])}: layers, shapes and connectors fit both models at {height}x{width}")
     if cache:
         record_cache_size(teacher, term_lists, (height, width), sdic, cache, student_config, log)
     record = {
