@@ -59,7 +59,8 @@ class Unwatched:
     Snakemake records a job's parameters and reruns the job when they change, but it records only parameters of
     plain types (numbers, strings, lists, dicts, ...); any other object is left out of the comparison. A job that
     must not run again when the study grows (rules/train.smk, check_terms) takes what it reads from the study in
-    this wrapper: `snakemake.params.<name>.value`."""
+    this wrapper: `snakemake.params.<name>.value`. That Snakemake leaves it out is behaviour of its persistence
+    code, not a documented promise: tests/test_grown_study.py (a new method plans no check_terms) holds it to it."""
 
     value: object
 
