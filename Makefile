@@ -11,12 +11,18 @@ PADDLE_VERSION := $(shell sed -n 's/^paddlepaddle==//p' requirements/stack.txt)
 
 .PHONY: run test install dry-run lint report clean bench gpu-check
 
-$(BIN)/.installed: requirements/stack.txt requirements/dev.txt requirements/paddle-nodeps.txt pyproject.toml
+# uv installs the pinned stack from its cache in seconds where pip takes most of a minute (docs/benchmark.md);
+# pip installs it and stays in the venv (the GPU swap below uses it). Not in requirements/: it installs the stack,
+# it is not part of it (segdistill doctor checks the stack's pins in conda environments too).
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+
+$(BIN)/.installed: Makefile requirements/stack.txt requirements/dev.txt requirements/paddle-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements/dev.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements/paddle-nodeps.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(UV) -r requirements/dev.txt
+	$(UV) --no-deps -r requirements/paddle-nodeps.txt
+	$(UV) --no-deps -e .
 	touch $@
 
 install: $(BIN)/.installed
