@@ -2,6 +2,7 @@
 changed distillation weight or temperature plans the distilled runs, not the teacher outputs; a term that takes a
 new tensor from the teacher does recompute them."""
 
+import json
 import re
 
 import pytest
@@ -51,6 +52,7 @@ def test_one_more_seed_plans_that_seeds_runs_only(tiny_study):
     assert counts["train"] == 1 and counts["teacher_outputs"] == 1 and counts["distill"] == 2, counts
     assert planned(out, "train") == ["arm=student, seed=2"]
     assert planned(out, "teacher_outputs") == ["seed=2"]
+    assert "distinct_teacher_outputs" not in counts, counts  # the table the seeds gather from depends on none
     assert planned(out, "distill") == ["method=kl, seed=2", "method=kl_cwd, seed=2"]
     assert "summary" in counts and "stats" in counts
 
@@ -92,7 +94,7 @@ def test_another_cache_dtype_recomputes_the_teacher_outputs_and_the_distilled_ru
     counts, out = dry_run(workdir, cfg, "bf16.yaml")
     assert planned(out, "teacher_outputs") == ["seed=0", "seed=1"], counts
     assert planned(out, "distill") == ALL_DISTILLED, counts
-    assert not {"check_terms", "train"} & set(counts), counts
+    assert not {"check_terms", "train", "distinct_teacher_outputs"} & set(counts), counts
 
 
 def test_a_new_method_does_not_hide_another_change_of_the_same_edit(tiny_study):
@@ -152,3 +154,14 @@ def test_the_reduced_terms_keep_the_order_the_methods_give_the_cache(distill):
 
     every_method = [spec["terms"] for spec in distill.values()]
     assert names(teacher_terms({"distill": distill})) == names(every_method)
+
+
+def test_every_seeds_cache_is_gathered_from_the_one_table(tiny_study):
+    workdir, _ = tiny_study
+    table = json.loads((workdir / "results/teacher_outputs/distinct/inputs.json").read_text())
+    assert table["why_empty"] is None and len(table["digests"]) > 0
+    for seed in (0, 1):
+        log = (workdir / f"logs/teacher_outputs/seed{seed}.log").read_text()
+        assert re.search(r"teacher outputs: (\d+) of \1 samples gathered from results/teacher_outputs/distinct", log), (
+            log
+        )

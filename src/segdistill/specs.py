@@ -225,6 +225,10 @@ class TeacherOutputsSpec(_Keyed):
     max_gb: float = opt(8.0, help="refuse before writing when the cache would be larger")
     data_record: str | None = opt(None, help="the data validation record (validation.json)")
     pretrained_cache: str | None = opt(None)
+    distinct: bool = opt(
+        False, help="write the teacher's outputs on every distinct training input instead (what --shared reads)"
+    )
+    shared: str | None = opt(None, help="a --distinct folder to gather rows from (same teacher, data, tensors)")
 
 
 @dataclass(kw_only=True)

@@ -235,10 +235,21 @@ def train_flags(config: dict, arm: str) -> dict:
     return flags
 
 
+def teacher_per_seed(config: dict) -> bool:
+    """Whether each seed trains its own teacher (a given teacher is one run, under the first seed)."""
+    return bool(config["teacher"]["per_seed"]) and not teacher_weights(config)
+
+
 def teacher_seed(config: dict, seed: int) -> int:
-    """The seed of the teacher run a seed distils from (a given teacher is one run, under the first seed)."""
-    per_seed = config["teacher"]["per_seed"] and not teacher_weights(config)
-    return int(seed) if per_seed else int(config["seeds"][0])
+    """The seed of the teacher run a seed distils from."""
+    return int(seed) if teacher_per_seed(config) else int(config["seeds"][0])
+
+
+def distinct_teacher_outputs(config: dict) -> bool:
+    """Whether the seeds' teacher-output caches gather from one table of the teacher on every distinct training
+    input (segdistill.distill.distinct_inputs): cached outputs and one teacher for all seeds. Decided by the study,
+    not by how many seeds it has, so a seed added later changes nothing for the others."""
+    return config["teacher"]["outputs"] == "cached" and not teacher_per_seed(config)
 
 
 def runs(config: dict) -> list[str]:

@@ -106,6 +106,16 @@ def teacher_outputs_input(wildcards):
     return {"teacher_outputs": teacher_outputs_dir(wildcards.seed)}
 
 
+DISTINCT_TEACHER_OUTPUTS = "results/teacher_outputs/distinct"
+
+
+def distinct_table_input(wildcards):
+    """The table a seed's cache gathers from (study.distinct_teacher_outputs), or nothing."""
+    if not study.distinct_teacher_outputs(config):
+        return {}
+    return {"shared": DISTINCT_TEACHER_OUTPUTS}
+
+
 def run_dir(run):
     return f"results/runs/{run}"
 

@@ -175,6 +175,7 @@ rule teacher_terms:
 # a changed weight or temperature reruns the distill jobs, not these; another teacher tensor reruns them.
 rule teacher_outputs:
     input:
+        unpack(distinct_table_input),
         data=DATA_ROOT,
         validation=rules.validate_data.output[0],
         config=arm_config("student"),
@@ -196,6 +197,40 @@ rule teacher_outputs:
         cache=config["cache"],
         ranks=max(1, config["gpus_per_job"]),
         launch_logs=lambda wc: f"logs/teacher_outputs/launch_seed{wc.seed}",
+        seed=lambda wc: int(wc.seed),
+        distinct=False,
+    script:
+        "../scripts/teacher_outputs.py"
+
+
+# The teacher on every distinct training input, once for all seeds (segdistill.distill.distinct_inputs): the
+# seeds' caches gather their rows from it. It depends on no seed, so a seed added later does not rerun it.
+rule distinct_teacher_outputs:
+    input:
+        data=DATA_ROOT,
+        validation=rules.validate_data.output[0],
+        config=arm_config("student"),
+        teacher_config=f"results/configs/teacher_seed{SEEDS[0]}.yml",
+        teacher_model=run_model(teacher_run(SEEDS[0])),
+        terms=rules.teacher_terms.output[0],
+    output:
+        directory(DISTINCT_TEACHER_OUTPUTS),
+    log:
+        "logs/teacher_outputs/distinct.log",
+    benchmark:
+        "benchmarks/teacher_outputs/distinct.tsv"
+    conda:
+        "../envs/segdistill.yaml"
+    threads: config["threads"]["teacher_outputs"]
+    resources:
+        gpu=min(1, config["gpus_per_job"]),
+    params:
+        # The table is float32 whatever cache.dtype the seeds' caches store.
+        cache={"max_gb": config["cache"]["max_gb"]},
+        ranks=max(1, config["gpus_per_job"]),
+        launch_logs="logs/teacher_outputs/launch_distinct",
+        seed=SEEDS[0],
+        distinct=True,
     script:
         "../scripts/teacher_outputs.py"
 

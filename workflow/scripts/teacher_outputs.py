@@ -1,4 +1,5 @@
-# Teacher outputs of one seed, every tensor the study's methods take from the teacher, on a leased device.
+# Teacher outputs of one seed, or on every distinct training input (the table the seeds' caches gather from): every
+# tensor the study's methods take from the teacher, on a leased device.
 from segdistill.jobs import run_on_devices
 from segdistill.specs import TeacherOutputsSpec
 from segdistill.study import read_teacher_terms
@@ -10,8 +11,10 @@ spec = TeacherOutputsSpec(
     distill_terms=read_teacher_terms(i.terms),
     out=snakemake.output[0],
     data_root=i.data,
-    seed=int(snakemake.wildcards.seed),
+    seed=p.seed,
     ranks=p.ranks,
+    distinct=p.distinct,
+    shared=i.get("shared"),
     data_record=i.validation,
     **p.cache,
 )

@@ -39,6 +39,7 @@ import numpy as np
 from segdistill import threads
 from segdistill.data.digest import data_digest
 from segdistill.data.fetch import sha256_of
+from segdistill.distill.distinct_inputs import BATCH, TABLE, DistinctTable, distinct_datasets, inputs
 from segdistill.distill.recorder import LOGITS, Recorder, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
 from segdistill.precision import TEACHER_PRECISION
@@ -235,6 +236,10 @@ class _Plan:
         self.itemsize = np.dtype(DTYPES[spec.dtype]).itemsize
         self.bytes = sum(int(np.prod(s)) * self.itemsize for s in self.shapes.values())
         self.per_sample = self.bytes // (self.iterations * global_batch)
+        self.table, self.gathered = None, 0
+        if getattr(spec, "shared", None):
+            self.table = DistinctTable(spec.shared, read_manifest(spec.shared))
+            self.table.check(self.manifest(), self.names)
 
     def tensors(self, images) -> dict:
         """The teacher's tensors of one batch, by name (see teacher_tensors)."""
@@ -247,7 +252,13 @@ class _Plan:
 
         for it in range(1, self.iterations + 1):
             for r, stream in enumerate(self.streams):
-                feats = self.first if (it == 1 and r == 0) else self.tensors(paddle.to_tensor(stream.batch(it)[0]))
+                images = stream.batch(it)[0]
+                rows = self.table.gather(images, self.names) if self.table else None
+                if rows is not None:
+                    self.gathered += len(images)
+                    yield it, r, rows
+                    continue
+                feats = self.first if (it == 1 and r == 0) else self.tensors(paddle.to_tensor(images))
                 yield it, r, {n: t.numpy() for n, t in feats.items()}
 
     def check_size(self, log) -> None:
@@ -363,15 +374,53 @@ def write_teacher_outputs(spec, log=print, clock=None) -> dict:
     log(check_devices())  # a job that leased GPUs Paddle cannot use stops here, as training does
     own_clock = clock is None
     plan = _Plan(spec, clock or Clock())
+    if spec.distinct:
+        return _write_distinct(plan, Path(spec.out), log, own_clock)
     plan.check_size(log)
     out = Path(spec.out)
     with _staged(out) as tmp:
         _write_rows(plan, tmp, log)
+        if plan.table is not None:
+            total = plan.iterations * plan.key["global_batch"]
+            why = f" ({plan.table.why_empty})" if plan.table.why_empty else ""
+            log(f"teacher outputs: {plan.gathered} of {total} samples gathered from {plan.table.folder}{why}")
         manifest = plan.manifest()
         for n in plan.names:  # what opening the cache checks first: a truncated or altered file is named at once
             manifest["tensors"][n].update(file_record(tmp / f"{n}.npy"))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {out}: {plan.bytes} bytes, manifest sha256 {sha256_of(out / MANIFEST)}")
+    if own_clock:
+        log(plan.clock.line())
+    return manifest
+
+
+def _write_distinct(plan: _Plan, out: Path, log, own_clock: bool) -> dict:
+    """The teacher's tensors on every distinct training input (segdistill.distill.distinct_inputs), float32, in
+    batches of BATCH; an empty table saying why when the train transforms draw more than flips or the table would
+    be larger than `max_gb`. Returns the manifest."""
+    from segdistill.paddle_env import paddle
+
+    datasets, why = distinct_datasets(plan.sdic, plan.spec.config)
+    digests, images = inputs(datasets) if why is None else ([], [])
+    per_sample = sum(int(np.prod(plan.shapes[n][2:])) for n in plan.names) * 4
+    if len(images) * per_sample / 1e9 > plan.spec.max_gb:
+        why = f"{len(images)} distinct inputs x {per_sample} bytes is over cache.max_gb {plan.spec.max_gb:g}"
+        digests, images = [], []
+    arrays = {n: np.empty([len(images), *plan.shapes[n][2:]], np.float32) for n in plan.names}
+    for start in range(0, len(images), BATCH):
+        feats = plan.tensors(paddle.to_tensor(np.stack(images[start : start + BATCH])))
+        for n in plan.names:
+            arrays[n][start : start + BATCH] = feats[n].numpy()
+    manifest = plan.manifest()
+    del manifest["stream"], manifest["bytes_per_image"]
+    manifest.update(dtype="float32", storage="float32", bytes=sum(a.nbytes for a in arrays.values()), rows=len(images))
+    with _staged(out) as tmp:
+        for n in plan.names:
+            np.save(tmp / f"{n}.npy", arrays[n])
+            manifest["tensors"][n].update(shape=list(arrays[n].shape), **file_record(tmp / f"{n}.npy"))
+        (tmp / TABLE).write_text(json.dumps({"why_empty": why, "digests": digests}) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"wrote {out}: the teacher on {len(images)} distinct training inputs" + (f" (none: {why})" if why else ""))
     if own_clock:
         log(plan.clock.line())
     return manifest
