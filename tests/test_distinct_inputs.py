@@ -106,3 +106,30 @@ def test_a_table_of_other_data_is_refused_by_name(tmp_path, patched_teacher, tin
     with pytest.raises(SegDistillError, match=r"table: made from other data or train transforms"):
         write(spec(tmp_path, patched_teacher, tiny_data, "seed", shared=str(tmp_path / "table")))
     assert not (tmp_path / "seed").exists()
+
+
+class Drawing:
+    """A data set whose "deterministic" transform draws after all: each read gives another image."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return {"img": np.full((3, 4, 4), self.reads, np.float32)}
+
+
+def test_a_data_set_that_reads_otherwise_the_second_time_is_refused():
+    from segdistill.distill.distinct_inputs import batches, inputs
+
+    drawing = Drawing()
+    digests = [d for d, _ in inputs([drawing])]
+    assert len(digests) == 3
+    with pytest.raises(SegDistillError, match="other inputs on a second pass"):
+        list(batches([drawing], digests, 2))
+    fixed = [{"img": np.full((3, 4, 4), i, np.float32)} for i in (0, 1, 1, 2)]  # one repeated image: 3 inputs
+    digests = [d for d, _ in inputs([fixed])]
+    assert [b.shape[0] for b in batches([fixed], digests, 2)] == [2, 1]

@@ -39,7 +39,7 @@ import numpy as np
 from segdistill import threads
 from segdistill.data.digest import data_digest
 from segdistill.data.fetch import sha256_of
-from segdistill.distill.distinct_inputs import BATCH, TABLE, DistinctTable, distinct_datasets, inputs
+from segdistill.distill.distinct_inputs import BATCH, TABLE, DistinctTable, batches, distinct_datasets, inputs
 from segdistill.distill.recorder import LOGITS, Recorder, check_outputs, model_outputs, output_index
 from segdistill.errors import SegDistillError
 from segdistill.precision import TEACHER_PRECISION
@@ -401,26 +401,34 @@ def _write_distinct(plan: _Plan, out: Path, log, own_clock: bool) -> dict:
     from segdistill.paddle_env import paddle
 
     datasets, why = distinct_datasets(plan.sdic, plan.spec.config)
-    digests, images = inputs(datasets) if why is None else ([], [])
+    # First pass: the digests only (no forward), so the table's size is known before anything is computed.
+    digests = [d for d, _ in inputs(datasets)] if why is None else []
     per_sample = sum(int(np.prod(plan.shapes[n][2:])) for n in plan.names) * 4
-    if len(images) * per_sample / 1e9 > plan.spec.max_gb:
-        why = f"{len(images)} distinct inputs x {per_sample} bytes is over cache.max_gb {plan.spec.max_gb:g}"
-        digests, images = [], []
-    arrays = {n: np.empty([len(images), *plan.shapes[n][2:]], np.float32) for n in plan.names}
-    for start in range(0, len(images), BATCH):
-        feats = plan.tensors(paddle.to_tensor(np.stack(images[start : start + BATCH])))
-        for n in plan.names:
-            arrays[n][start : start + BATCH] = feats[n].numpy()
+    if len(digests) * per_sample / 1e9 > plan.spec.max_gb:
+        why = f"{len(digests)} distinct inputs x {per_sample} bytes is over cache.max_gb {plan.spec.max_gb:g}"
+        digests = []
     manifest = plan.manifest()
     del manifest["stream"], manifest["bytes_per_image"]
-    manifest.update(dtype="float32", storage="float32", bytes=sum(a.nbytes for a in arrays.values()), rows=len(images))
+    manifest.update(dtype="float32", storage="float32", bytes=len(digests) * per_sample, rows=len(digests))
     with _staged(out) as tmp:
+        # Rows go straight to the files (numpy's .npy layout, as the seeds' caches): memory does not grow with them.
+        files = {
+            n: np.lib.format.open_memmap(tmp / f"{n}.npy", "w+", np.float32, (len(digests), *plan.shapes[n][2:]))
+            for n in plan.names
+        }
+        start = 0
+        for images in batches(datasets, digests, BATCH) if digests else ():
+            feats = plan.tensors(paddle.to_tensor(images))
+            for n in plan.names:
+                files[n][start : start + len(images)] = feats[n].numpy()
+            start += len(images)
         for n in plan.names:
-            np.save(tmp / f"{n}.npy", arrays[n])
-            manifest["tensors"][n].update(shape=list(arrays[n].shape), **file_record(tmp / f"{n}.npy"))
+            files[n].flush()
+            del files[n]
+            manifest["tensors"][n].update(shape=[len(digests), *plan.shapes[n][2:]], **file_record(tmp / f"{n}.npy"))
         (tmp / TABLE).write_text(json.dumps({"why_empty": why, "digests": digests}) + "\n")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    log(f"wrote {out}: the teacher on {len(images)} distinct training inputs" + (f" (none: {why})" if why else ""))
+    log(f"wrote {out}: the teacher on {len(digests)} distinct training inputs" + (f" (none: {why})" if why else ""))
     if own_clock:
         log(plan.clock.line())
     return manifest

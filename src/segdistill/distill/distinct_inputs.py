@@ -80,28 +80,44 @@ def distinct_datasets(dic: dict, source) -> tuple[list, str | None]:
     return datasets, why
 
 
-def inputs(datasets) -> tuple[list[str], list[np.ndarray]]:
-    """(digests, images) of every distinct input, first seen first: data set by data set, sample by sample.
+def inputs(datasets):
+    """(digest, image) of every distinct input, first seen first: data set by data set, sample by sample. A
+    generator: images are made as they are used, so a large data set is never held in memory.
 
-    The flip combinations are set, not drawn; the data set's own draws (none, for the enumerable transforms) would
-    come from the generators as they stand, so they are put back afterwards."""
+    The flip combinations are set, not drawn; the generators are put back after each sample all the same."""
     import random
 
-    saved_py, saved_np = random.getstate(), np.random.get_state()
-    seen, digests, images = set(), [], []
-    try:
-        for ds in datasets:
-            for i in range(len(ds)):
+    seen = set()
+    for ds in datasets:
+        for i in range(len(ds)):
+            saved_py, saved_np = random.getstate(), np.random.get_state()
+            try:
                 img = np.ascontiguousarray(ds[i]["img"], dtype=np.float32)
-                d = input_digest(img)
-                if d not in seen:
-                    seen.add(d)
-                    digests.append(d)
-                    images.append(img)
-    finally:
-        random.setstate(saved_py)
-        np.random.set_state(saved_np)
-    return digests, images
+            finally:
+                random.setstate(saved_py)
+                np.random.set_state(saved_np)
+            d = input_digest(img)
+            if d not in seen:
+                seen.add(d)
+                yield d, img
+
+
+def batches(datasets, digests: list[str], size: int):
+    """The distinct inputs again, `size` at a time, each checked against the digest the first pass gave it (a
+    transform that is not deterministic after all is refused, not stored under another input's key)."""
+    batch = []
+    for (d, img), want in itertools.zip_longest(inputs(datasets), digests):
+        if d != want:
+            raise SegDistillError(
+                "the train transforms gave other inputs on a second pass over the data set: they draw more than "
+                "flips; set teacher.outputs: online or report the transform list"
+            )
+        batch.append(img)
+        if len(batch) == size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
 
 
 class DistinctTable:
