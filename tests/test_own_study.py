@@ -146,6 +146,7 @@ def test_optic_disc_study_is_exactly_its_own(tmp_path):
         "check_terms": 1,
         "train": 4,
         "patch_teacher": 1,
+        "distinct_teacher_outputs": 1,  # the shared teacher once over the distinct training inputs
         "teacher_outputs": 3,  # one per seed, though they share the teacher
         "distill": 3,
         "summary": 1,
@@ -306,5 +307,6 @@ def test_a_teacher_per_seed_gets_a_teacher_outputs_job_per_seed(tmp_path):
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
     assert counts["train"] == 6 and counts["teacher_outputs"] == 3 and counts["distill"] == 3
+    assert "distinct_teacher_outputs" not in counts, counts  # no teacher serves two seeds
     for seed in (0, 1, 2):
         assert f"logs/teacher_outputs/seed{seed}.log" in out
