@@ -237,7 +237,7 @@ class _Plan:
         self.bytes = sum(int(np.prod(s)) * self.itemsize for s in self.shapes.values())
         self.per_sample = self.bytes // (self.iterations * global_batch)
         self.table, self.gathered = None, 0
-        if getattr(spec, "shared", None):
+        if spec.shared:
             self.table = DistinctTable(spec.shared, read_manifest(spec.shared))
             self.table.check(self.manifest(), self.names)
 

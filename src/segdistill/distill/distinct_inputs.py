@@ -148,7 +148,9 @@ class DistinctTable:
 
     def gather(self, images: np.ndarray, names) -> dict | None:
         """{name: rows} of a batch when every image is in the table, else None."""
+        if not self.row:  # an empty table: no digest to compute
+            return None
         rows = [self.row.get(input_digest(img)) for img in images]
-        if not self.row or any(r is None for r in rows):
+        if any(r is None for r in rows):
             return None
         return {n: np.asarray(self.arrays[n][rows]) for n in names}
