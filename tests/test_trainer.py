@@ -374,3 +374,44 @@ def test_workflow_runs_write_no_last_checkpoint_and_link_their_best_model(tiny_d
     Trainer(spec(tiny_data, tmp_path / "lean", iters=4, final_checkpoint=False), log=messages.append).run()
     assert any("are of a run that finished (iteration 4 of 4)" in m for m in messages), messages
     assert not any(m.startswith("resumed from") for m in messages)
+
+
+def test_val_is_not_evaluated_where_it_neither_chooses_nor_is_reported(tiny_data, tmp_path, monkeypatch):
+    """A run evaluated once, at its end, keeps its last model whatever val says: without val in
+    `evaluate.splits` it makes no val pass, and its test record is the bytes of the same run that evaluated val.
+    With a second evaluation (val chooses) or val reported, val is evaluated as before."""
+    import segdistill.evaluate as evaluation
+    import segdistill.trainer as trainer_module
+
+    lists = {
+        split: [
+            str(tiny_data / line.split()[1])
+            for line in (tiny_data / f"{split}_list.txt").read_text().split("\n")
+            if line
+        ]
+        for split in ("val", "test")
+    }
+    passes, plain = [], evaluation.evaluate
+
+    def counted(m, ds, *a, **k):
+        passes.append(next(s for s, f in lists.items() if f == [x[1] for x in ds.file_list]))
+        return plain(m, ds, *a, **k)
+
+    # In training (the trainer's name) and the run's final record (the module's).
+    monkeypatch.setattr(evaluation, "evaluate", counted)
+    monkeypatch.setattr(trainer_module, "evaluate", counted)
+
+    def run(name, splits, save_interval):
+        passes.clear()
+        out = tmp_path / name / "eval.json"
+        kw = dict(iters=4, save_interval=save_interval, evaluate_out=str(out), run_id="student/seed3")
+        summary = Trainer(spec(tiny_data, tmp_path / name, evaluate=EvaluateOptions(splits=splits), **kw)).run()
+        return list(passes), json.loads(out.read_text()), summary
+
+    test_only, rec, summary = run("test_only", ["test"], 4)
+    assert test_only == ["test"] and set(rec["splits"]) == {"test"} and summary["best_iter"] == 4
+    assert pd.read_csv(tmp_path / "test_only/eval_log.csv").empty
+    reported, rec_v, _ = run("reported", ["val", "test"], 4)
+    assert reported == ["val", "test"] and rec_v["splits"]["test"] == rec["splits"]["test"]
+    chooses, _, _ = run("chooses", ["test"], 2)
+    assert chooses == ["val", "val", "test"]

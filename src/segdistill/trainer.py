@@ -282,7 +282,7 @@ class Trainer:
 
     def _evaluate_and_keep_best(self, it: int, progress: _Progress) -> None:
         """Evaluate on val and keep the model if its mIoU is the best so far (without evaluation: the latest)."""
-        if not self.spec.do_eval:
+        if not self.spec.do_eval or not self._val_chooses_or_reported():
             progress.best_iter = it
             self.folder.save_best(self.model)
             return
@@ -323,6 +323,13 @@ class Trainer:
             f"and keeps no best model (last good checkpoint: {self.folder.last_good() or 'none'}). Lower the "
             f"learning rate or check the data ({self.spec.config})."
         )
+
+    def _val_chooses_or_reported(self) -> bool:
+        """Whether evaluating val in training does anything: it chooses among several evaluations, or its matrix is
+        the run's val record. A run evaluated once, at its end, keeps that model whatever val says, so a study
+        that does not report val (`evaluate.splits` without it) skips the pass (the default's students and
+        distilled runs, docs/study-design.md)."""
+        return self.spec.save_interval < self.iters or "val" in self.spec.evaluate.splits
 
     def _evaluate_best(self) -> None:
         """best_model/ evaluated as `segdistill evaluate` does (the weights in an fp32 model, eval mode), in this
