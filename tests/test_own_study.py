@@ -261,7 +261,7 @@ METHOD_LOSSES = [
 @pytest.mark.parametrize(
     "name, distilled",
     [
-        ("config.yaml", 10),
+        ("config.yaml", 12),
         ("kl_cwd.yaml", 16),
         ("stride8.yaml", 8),
         ("methods.yaml", 64),
@@ -274,7 +274,7 @@ def test_shipped_studies_parse_and_plan(name, distilled):
     proc = plan(ROOT, ROOT / "config" / name)
     counts = job_counts(proc.stdout + proc.stderr)
     seeds = len(yaml.safe_load((ROOT / "config" / name).read_text())["seeds"])
-    assert seeds == {"config.yaml": 10, "disc_cup.yaml": 12}.get(name, 8)
+    assert seeds == {"config.yaml": 12, "disc_cup.yaml": 12}.get(name, 8)
     assert counts["train"] == seeds + 1 and counts["teacher_outputs"] == seeds and counts["distill"] == distilled
     if name == "methods.yaml":  # one arm per method of docs/methods.md, each distilling every seed
         arms = re.findall(r"rule distill:\n(?:.*\n)*?\s+wildcards: method=(\w+), seed=\d+", proc.stdout)
