@@ -8,6 +8,9 @@ and counts how often the report's verdict would be "a gain": the two-sided paire
 the report's own rule for one arm (segdistill.report.stats). The t quantile is scipy's.
 
     .venv/bin/python bench/verdict_odds.py STUDY_DIR [STUDY_DIR ...] [--method kl] [--seeds 8 10 12 16]
+
+A `.json` file in place of a study folder gives gains already measured, {"rounding": [gain, ...], ...}:
+bench/data/default_roundings.json holds the default study's roundings that docs/study-design.md reports.
 """
 
 from __future__ import annotations
@@ -51,14 +54,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", nargs="+", type=int, default=[8, 10, 12, 16])
     ap.add_argument("--draws", type=int, default=20000)
     args = ap.parse_args(argv)
-    per_study = {str(s): gains(s, args.method, args.split) for s in args.studies}
+    per_study = {}
+    for s in args.studies:
+        if s.suffix == ".json":
+            measured = json.loads(s.read_text())  # keys starting with "_" describe the file
+            per_study.update({f"{s.name}:{k}": [float(g) for g in v] for k, v in measured.items() if k[0] != "_"})
+        else:
+            per_study[str(s)] = gains(s, args.method, args.split)
     pool = np.array([g for gs in per_study.values() for g in gs])
     for study, gs in per_study.items():
         print(f"{study}: {len(gs)} seeds, mean {np.mean(gs):+.2f}, per seed {', '.join(f'{g:+.1f}' for g in gs)}")
     print(f"pooled: {len(pool)} gains, mean {pool.mean():+.2f}, sd {pool.std(ddof=1):.2f}")
     shares = {n: gain_share(pool, n, args.draws) for n in args.seeds}
     for n, share in shares.items():
-        print(f"{n} seeds: 'a gain' in {share:.0%} of {args.draws} draws")
+        print(f"{n} seeds: 'a gain' in {share:.1%} of {args.draws} draws")
     return {"per_study": per_study, "shares": shares}
 
 

@@ -181,6 +181,20 @@ def test_verdict_odds_counts_the_draws_whose_t_interval_is_above_zero():
     assert odds.gain_share(np.array([-1.0, 1.0]), 12, 2000) < 0.1
 
 
+def test_verdict_odds_pools_gains_given_in_a_json_file(tmp_path):
+    """A .json file stands for studies already measured: its roundings are pooled as studies' gains are, and keys
+    starting with "_" describe the file; the shipped file of the default's roundings reads."""
+    odds = _bench_module("verdict_odds")
+    given = tmp_path / "roundings.json"
+    given.write_text(json.dumps({"_about": "test", "a": [1.0, 2.0], "b": [-1.0, 3.0, 4.0]}))
+    result = odds.main([str(given), "--seeds", "4", "--draws", "300"])
+    assert result["per_study"] == {"roundings.json:a": [1.0, 2.0], "roundings.json:b": [-1.0, 3.0, 4.0]}
+    pool = np.array([1.0, 2.0, -1.0, 3.0, 4.0])
+    assert result["shares"][4] == odds.gain_share(pool, 4, 300)
+    shipped = odds.main([str(ROOT / "bench/data/default_roundings.json"), "--seeds", "10", "--draws", "300"])
+    assert len(shipped["per_study"]) >= 4 and all(len(g) == 10 for g in shipped["per_study"].values())
+
+
 def test_schedule_follows_priorities_threads_and_dependencies():
     """bench/schedule.py on a hand-made graph: the teacher (priority 10) starts first, a count above the cores is
     lowered to them, compute divides by Amdahl's speed-up (s(2) = 2: all of it parallel), start-up does not."""
