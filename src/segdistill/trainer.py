@@ -327,8 +327,8 @@ class Trainer:
     def _val_chooses_or_reported(self) -> bool:
         """Whether evaluating val in training does anything: it chooses among several evaluations, or its matrix is
         the run's val record. A run evaluated once, at its end, keeps that model whatever val says, so a study
-        that does not report val (`evaluate.splits` without it) skips the pass (the default's students and
-        distilled runs, docs/study-design.md)."""
+        that does not report val (`evaluate.splits` without it) skips the pass. The default study reports val (its
+        export chooses on it), so it does not take this path (docs/study-design.md)."""
         return self.spec.save_interval < self.iters or "val" in self.spec.evaluate.splits
 
     def _evaluate_best(self) -> None:
