@@ -14,8 +14,11 @@ PADDLE_VERSION := $(shell sed -n 's/^paddlepaddle==//p' requirements/stack.txt)
 # uv installs the pinned stack from its cache in seconds where pip takes most of a minute (docs/benchmark.md);
 # pip installs it and stays in the venv (the GPU swap below uses it). Not in requirements/: it installs the stack,
 # it is not part of it (segdistill doctor checks the stack's pins in conda environments too).
+# --compile-bytecode: pip writes every module's .pyc at install, uv only when asked. Without them each job compiles
+# paddle's and paddleseg's ~1,700 modules from source at import, and again in every job where PYTHONDONTWRITEBYTECODE
+# is set (container images): 5.3 s to import the trainer against 2.0 s (docs/benchmark.md).
 UV_VERSION := 0.13.9
-UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
 $(BIN)/.installed: Makefile requirements/stack.txt requirements/dev.txt requirements/paddle-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
