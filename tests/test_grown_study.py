@@ -3,12 +3,13 @@ changed distillation weight or temperature plans the distilled runs, not the tea
 new tensor from the teacher does recompute them."""
 
 import json
+import os
 import re
 
 import pytest
 import yaml
 
-from conftest import job_counts, run_snakemake
+from conftest import ROOT, job_counts, run_snakemake
 
 
 def dry_run(workdir, config: dict, name: str) -> tuple[dict, str]:
@@ -43,6 +44,33 @@ def test_a_finished_study_plans_nothing(tiny_study):
     proc = run_snakemake(workdir, "-n", "--cores", "2", "--configfile", config)
     out = proc.stdout + proc.stderr
     assert "Nothing to be done" in out or "Job stats:" not in out, out[-3000:]
+
+
+def test_a_version_that_edits_every_script_plans_nothing_under_the_workflows_profiles(tiny_study):
+    """A pulled version whose scripts are newer than the study's outputs (git gives a changed file the time of the
+    checkout): under the workflow's profiles, which leave out Snakemake's `code` trigger, a finished study plans
+    nothing; with that trigger every job would run again. The scripts' times are set back afterwards."""
+    workdir, config = tiny_study
+    scripts = sorted((ROOT / "workflow" / "scripts").glob("*.py"))
+    times = {path: path.stat() for path in scripts}
+
+    def dry_run(*args):
+        return run_snakemake(workdir, "-n", "--configfile", config, *args).stdout
+
+    for profile in ("default", "slurm"):
+        triggers = yaml.safe_load((ROOT / "workflow" / "profiles" / profile / "config.yaml").read_text())
+        assert "code" not in triggers["rerun-triggers"], profile
+    try:
+        for path in scripts:
+            os.utime(path)  # now: after every output of the study
+        out = dry_run("--workflow-profile", ROOT / "workflow" / "profiles" / "default")
+        # The same plan with the code trigger on: every script job, down to the training runs.
+        counts = job_counts(dry_run("--cores", "2"))
+    finally:
+        for path, st in times.items():
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert "Job stats:" not in out, out[-3000:]
+    assert counts.get("train") == 3 and counts.get("distill") == 4, counts
 
 
 def test_one_more_seed_plans_that_seeds_runs_only(tiny_study):

@@ -233,7 +233,7 @@ class Trainer:
             if log_now:
                 self._log_train(it, float(loss), parts, progress)
             if save_now:
-                self._stop_if_nonfinite(self._state_problem(it))
+                self._stop_if_nonfinite(_state_problem(self.trainable, self.world, it))
                 with self.clock("evaluate"):
                     self._evaluate_and_keep_best(it, progress)
                 if self.world > 1:  # what a checkpoint holds: student + connectors
@@ -282,7 +282,7 @@ class Trainer:
 
     def _evaluate_and_keep_best(self, it: int, progress: _Progress) -> None:
         """Evaluate on val and keep the model if its mIoU is the best so far (without evaluation: the latest)."""
-        if not self.spec.do_eval or not self._val_chooses_or_reported():
+        if not self.spec.do_eval or not _val_chooses_or_reported(self.spec, self.iters):
             progress.best_iter = it
             self.folder.save_best(self.model)
             return
@@ -302,14 +302,6 @@ class Trainer:
             self.folder.save_best(self.model)
             self.best_val = cm
 
-    def _state_problem(self, it: int) -> tuple[int, str] | None:
-        """(it, what) when a parameter or buffer of the student or a connector is not finite, else None."""
-        problem = state_problem([self.model] + ([self.distiller] if self.distiller else []))
-        # BatchNorm statistics are per rank: every rank stops, or none.
-        if any_rank(problem is not None, self.world) and problem is None:
-            problem = "a parameter or buffer of another rank"
-        return (it, problem) if problem else None
-
     def _stop_if_nonfinite(self, found: tuple[int, str] | None) -> None:
         """Stop the run with one message when `found` ((iteration, what) went non-finite): no best model is left
         (the job's output, and the copy beside the checkpoints), so nothing downstream takes it for a result.
@@ -323,13 +315,6 @@ class Trainer:
             f"and keeps no best model (last good checkpoint: {self.folder.last_good() or 'none'}). Lower the "
             f"learning rate or check the data ({self.spec.config})."
         )
-
-    def _val_chooses_or_reported(self) -> bool:
-        """Whether evaluating val in training does anything: it chooses among several evaluations, or its matrix is
-        the run's val record. A run evaluated once, at its end, keeps that model whatever val says, so a study
-        that does not report val (`evaluate.splits` without it) skips the pass. The default study reports val (its
-        export chooses on it), so it does not take this path (docs/study-design.md)."""
-        return self.spec.save_interval < self.iters or "val" in self.spec.evaluate.splits
 
     def _evaluate_best(self) -> None:
         """best_model/ evaluated as `segdistill evaluate` does (the weights in an fp32 model, eval mode), in this
@@ -374,6 +359,23 @@ class Trainer:
             "teacher_outputs": self.distiller.source.record() if self.distiller else None,
             "last_checkpoint": str(last) if last else None,
         }
+
+
+def _val_chooses_or_reported(spec: TrainSpec, iters: int) -> bool:
+    """Whether evaluating val in training does anything: it chooses among several evaluations, or its matrix is
+    the run's val record. A run evaluated once, at its end, keeps that model whatever val says, so a study that
+    does not report val (`evaluate.splits` without it) skips the pass. The default study reports val (its export
+    chooses on it), so it does not take this path (docs/study-design.md)."""
+    return spec.save_interval < iters or "val" in spec.evaluate.splits
+
+
+def _state_problem(trainable, world: int, it: int) -> tuple[int, str] | None:
+    """(it, what) when a parameter or buffer of the student or a connector (`trainable`) is not finite, else None."""
+    problem = state_problem(list(trainable))
+    # BatchNorm statistics are per rank: every rank stops, or none.
+    if any_rank(problem is not None, world) and problem is None:
+        problem = "a parameter or buffer of another rank"
+    return (it, problem) if problem else None
 
 
 @dataclass
