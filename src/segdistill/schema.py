@@ -67,3 +67,36 @@ def problem(config: dict, schema_file) -> str | None:
     unknown = [e for e in errors if e.validator == "additionalProperties"]
     first = min(unknown, key=lambda e: len(e.absolute_path)) if unknown else jsonschema.exceptions.best_match(errors)
     return describe(first)
+
+
+def job_view(config: dict, schema_file) -> dict:
+    """The study as the workflow's jobs carry it in their params: a key the schema gained after
+    segdistill.recorded_keys, at its default, is left out (a new section whose keys all are, too).
+
+    Why: Snakemake reruns a job whose params changed (its `params` trigger), and a study finished before an option
+    existed recorded its params without it. Left out at its default, the option keeps that study's jobs done, as
+    it keeps its runs' keys (segdistill.specs: an identity field at its default leaves the key as it was); set to
+    anything else, it is in the params and the jobs it concerns run again. A script takes such a key's default
+    where it is missing (a spec's field default, which the schema's must equal: tests/test_specs.py)."""
+    import yaml
+
+    from segdistill.recorded_keys import RECORDED_KEYS
+
+    with open(schema_file) as fh:
+        schema = yaml.safe_load(fh)
+    return _view(config, schema, "", RECORDED_KEYS)
+
+
+def _view(value: dict, schema: dict, prefix: str, recorded: frozenset) -> dict:
+    props = schema.get("properties") or {}
+    out = {}
+    for key, item in value.items():
+        path, prop = f"{prefix}{key}", props.get(key)
+        if isinstance(prop, dict) and isinstance(item, dict) and "properties" in prop:
+            item = _view(item, prop, path + ".", recorded)
+            if path not in recorded and not item:
+                continue
+        elif path not in recorded and isinstance(prop, dict) and "default" in prop and item == prop["default"]:
+            continue
+        out[key] = item
+    return out

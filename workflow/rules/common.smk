@@ -14,6 +14,7 @@ PARSE_MODULES = (
     "paddleseg_yaml.py",
     "study.py",
     "schema.py",
+    "recorded_keys.py",
     "paddleseg_sets.py",
     "paddleseg_classes.py",
     "precision.py",
@@ -74,6 +75,9 @@ try:
     METHODS = study.methods(config)
 except SegDistillError as exc:
     sys.exit(f"segdistill: error in the study config: {exc}")
+# What the jobs' params carry of the study: a key added to the schema later is left out at its default, so a
+# study finished before it existed keeps every job done (segdistill.schema.job_view).
+JOB_CONFIG = schema.job_view(config, SCHEMA)
 
 DATA_ROOT = study.data_root(config)
 DATA_ARCHIVE = study.data_archive(config)
@@ -133,7 +137,7 @@ def arm_config(arm):
 
 
 def train_flags(wildcards):
-    return study.train_flags(config, wildcards.arm)
+    return study.train_flags(JOB_CONFIG, wildcards.arm)
 
 
 def train_threads(wildcards):

@@ -7,7 +7,7 @@ rule make_synthetic:
     conda:
         "../envs/segdistill.yaml"
     params:
-        **config["data"]["synthetic"],
+        **JOB_CONFIG["data"]["synthetic"],
         class_names=config["data"]["class_names"],
     script:
         "../scripts/make_synthetic.py"
@@ -88,7 +88,7 @@ if config["data"]["source"] == "paddleseg":
         conda:
             "../envs/segdistill.yaml"
         params:
-            selection=config["data"]["paddleseg"],
+            selection=JOB_CONFIG["data"]["paddleseg"],
             lists=SPLIT_FILES,
         script:
             "../scripts/paddleseg_splits.py"

@@ -17,7 +17,7 @@ if TEACHER_WEIGHTS:
             "../envs/segdistill.yaml"
         threads: 1
         params:
-            evaluate=config["evaluate"],
+            evaluate=JOB_CONFIG["evaluate"],
             class_names=config["data"]["class_names"],
         script:
             "../scripts/evaluate.py"

@@ -90,7 +90,7 @@ rule cost:
         gpu=min(1, config["gpus_per_job"]),
     params:
         runs=config["report"]["latency_runs"],
-        evaluate=config["evaluate"],
+        evaluate=JOB_CONFIG["evaluate"],
     script:
         "../scripts/cost.py"
 
@@ -233,7 +233,7 @@ rule provenance:
     conda:
         "../envs/segdistill.yaml"
     params:
-        config=config,
+        config=JOB_CONFIG,
         configfiles=[str(f) for f in workflow.configfiles],
         repo=ENGINE_PIP if os.path.isdir(ENGINE_PIP) else None,
     script:

@@ -15,7 +15,7 @@ rule study_configs:
     conda:
         "../envs/segdistill.yaml"
     params:
-        data=config["data"],
+        data=JOB_CONFIG["data"],
     script:
         "../scripts/study_configs.py"
 
@@ -76,7 +76,7 @@ rule train:
         train=train_flags,
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
-        evaluate=config["evaluate"],
+        evaluate=JOB_CONFIG["evaluate"],
         # Without a selection split (data.paddleseg.selection_images 0) a run keeps its final weights.
         do_eval=study.has_selection(config),
         run=lambda wc: f"{wc.arm}/seed{wc.seed}",
@@ -194,7 +194,7 @@ rule teacher_outputs:
     resources:
         gpu=min(1, config["gpus_per_job"]),
     params:
-        cache=config["cache"],
+        cache=JOB_CONFIG["cache"],
         ranks=max(1, config["gpus_per_job"]),
         launch_logs=lambda wc: f"logs/teacher_outputs/launch_seed{wc.seed}",
         seed=lambda wc: int(wc.seed),
@@ -262,10 +262,10 @@ rule distill:
         gpu=config["gpus_per_job"],
     params:
         save_dir=subpath(output.model, ancestor=2),
-        train=config["train"],
+        train=JOB_CONFIG["train"],
         class_names=config["data"]["class_names"],
         pretrained_backbones=config["pretrained_backbones"],
-        evaluate=config["evaluate"],
+        evaluate=JOB_CONFIG["evaluate"],
         do_eval=study.has_selection(config),
         run=lambda wc: f"distilled/{wc.method}/seed{wc.seed}",
     script:
