@@ -6,7 +6,8 @@ builds it from `snakemake.params` (whose sections use the fields' names), the co
 from its fields (`segdistill.cli`, help text from the field's metadata), and a job that runs on leased devices
 gets it as a JSON file (`write_spec` / `read_spec`): every rank of a multi-device job reads the same file.
 A new training option is a schema key, a field here with its identity mark (`opt(identity=...)`: the run key and
-the run's summary are computed from the marks), and the code that uses it.
+the run's summary are computed from the marks), and the code that uses it. At its default it is in neither the run
+key nor the jobs' params (segdistill.schema.job_view), so finished studies stay done.
 
 No paddle here: the command line's `--help` and the workflow's scripts build specs without importing it.
 """
